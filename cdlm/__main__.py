@@ -1,0 +1,3 @@
+from cdlm.cli import main
+
+main()

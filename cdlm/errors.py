@@ -1,0 +1,34 @@
+"""User-facing errors.
+
+Anything a user can cause (bad file, missing model, unreachable server) raises a ``CdlmError``
+whose message is one self-contained line naming the file and line, or the field. The CLI prints
+``error: <message>`` and exits with ``exit_code``; no traceback.
+"""
+
+from __future__ import annotations
+
+
+class CdlmError(Exception):
+    """Base class: a problem the user can fix, reported as one line."""
+
+    exit_code: int = 2
+
+
+class DataError(CdlmError):
+    """Malformed or missing dataset file."""
+
+
+class ConfigError(CdlmError):
+    """Invalid configuration value or file."""
+
+
+class ModelNotFoundError(CdlmError):
+    """A checkpoint, encoder or GGUF file that does not exist; the message says how to make one."""
+
+
+class LLMError(CdlmError):
+    """An LLM backend failed in a way retries could not fix (unreachable, no key, context)."""
+
+
+class TemplateError(CdlmError):
+    """A prompt template that does not render or uses unknown variables."""

@@ -1,0 +1,64 @@
+"""The one small interface every LLM backend implements.
+
+A caller sends chat messages plus a pydantic output model and gets back a validated instance and
+a usage record. Parsing, schema-constrained decoding, repair retries, transport retries and the
+cache are the backend's business; the reasoning stages never see raw text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
+from pydantic import BaseModel
+
+T = TypeVar("T", bound=BaseModel)
+
+
+class Message(BaseModel):
+    role: str  # "system" | "user" | "assistant"
+    content: str
+
+
+class Usage(BaseModel):
+    """What one request cost. Summed per stage by :class:`cdlm.llm.usage.UsageLog`."""
+
+    stage: str = ""
+    calls: int = 1  # backend calls actually made (0 on a cache hit)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    cache_hit: bool = False
+    retries: int = 0  # transport retries + repair retries
+
+
+@dataclass(frozen=True)
+class LLMResult(Generic[T]):
+    value: T
+    usage: Usage
+
+
+class LLMOutputError(Exception):
+    """The model's answer could not be parsed/validated even after repair retries.
+
+    Not a user error: reasoning stages catch it, fall back to the tagger, and count it.
+    """
+
+    def __init__(self, message: str, usage: Usage | None = None) -> None:
+        super().__init__(message)
+        self.usage = usage or Usage()
+
+
+class LLMBackend(Protocol):
+    """A chat model that answers in a given pydantic schema."""
+
+    name: str  # "llama" | "gpt"
+    model: str  # GGUF path or API model name
+
+    def complete(self, messages: list[Message], schema: type[T], *, stage: str = "") -> LLMResult[T]:
+        """Answer ``messages`` with an instance of ``schema``.
+
+        Raises :class:`LLMOutputError` when no valid answer was obtained (caller falls back) and
+        :class:`cdlm.errors.LLMError` for setup problems the user must fix.
+        """
+        ...
