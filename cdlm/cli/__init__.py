@@ -20,9 +20,9 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from cdlm.cli import augment, data, graphs, llm, prompts, run
+    from cdlm.cli import augment, data, graphs, llm, probe, prompts, run
 
-    for module in (data, run, graphs, llm, prompts, augment):
+    for module in (data, run, graphs, probe, llm, prompts, augment):
         module.register(app)
 
 
