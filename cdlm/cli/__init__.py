@@ -19,6 +19,14 @@ app = typer.Typer(
 )
 
 
+@app.command()
+def version() -> None:
+    """Print the cdlm version."""
+    from cdlm import __version__
+
+    print(__version__)
+
+
 def _register() -> None:
     from cdlm.cli import augment, data, graphs, llm, probe, prompts, run
 
