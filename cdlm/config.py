@@ -38,6 +38,10 @@ class EncoderConfig(Section):
 
 class TaggerConfig(Section):
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    # "viterbi": best tag sequence that is valid IOB2 (no I-X after O or another type), from the
+    # per-word softmax; "argmax": independent per-word argmax (strict seqeval then drops the
+    # invalid spans it produces).
+    decode: Literal["viterbi", "argmax"] = "viterbi"
 
 
 class FusionConfig(Section):
@@ -45,26 +49,53 @@ class FusionConfig(Section):
 
     enabled: bool = False
     tau: float = Field(1.0, gt=0.0)  # temperature of the label distributions P and Q
-    theta: float = Field(0.5, gt=0.0)  # edge if normalised L2 distance < theta; weight 1 - d/theta
-    gcn_hidden: int = 256
-    l_gm: float = 0.1  # weight of the Gromov-Wasserstein graph matching loss
-    l_aux: float = 0.1  # weight of the auxiliary multi-label entity-type loss
+    # Edge between two tags if the L2 distance of their rows, divided by its maximum sqrt(2),
+    # is below theta; weight 1 - d/theta (1 for identical rows, -> 0 at the threshold).
+    theta: float = Field(0.5, gt=0.0, le=1.0)
+    # Q is estimated on the first N source train sentences (None = all): 2000 CoNLL sentences
+    # give >1000 tokens for every source tag, and the full split costs minutes on a CPU.
+    q_max_sentences: int | None = Field(2000, ge=1)
+    graphs_dir: str = "graphs"  # where `cdlm graphs build` writes <source>__<target>.json
+    gcn_hidden: int = Field(256, ge=1)
+    l_gm: float = Field(0.1, ge=0.0)  # weight of the Gromov-Wasserstein graph matching loss
+    l_aux: float = Field(0.1, ge=0.0)  # weight of the auxiliary multi-label entity-type loss
 
 
 class CausalConfig(Section):
-    """Causal counterfactual module (DESIGN.md section 3)."""
+    """Causal counterfactual module (DESIGN.md section 3; choices in cdlm/model/causal.py)."""
 
-    explicit: bool = False
-    implicit: bool = False
-    l_ecf: float = 0.1
-    l_icf: float = 0.1
-    alpha: float = 0.0  # inference debiasing z_full - alpha * z_ent; 0 disables
+    explicit: bool = False  # masking counterfactual (`--no-explicit-cf` switches it off)
+    implicit: bool = False  # cross-attention counterfactual (`--no-implicit-cf`)
+    l_ecf: float = Field(0.1, ge=0.0)  # weight of CE(context-only scores at entity words)
+    l_icf: float = Field(0.1, ge=0.0)  # weight of the implicit consistency loss
+    # Weight of the entity-only bias branch's CE (trains z_ent on detached features; it only
+    # estimates the bias that alpha subtracts and never shapes the encoder).
+    l_ent: float = Field(0.1, ge=0.0)
+    alpha: float = Field(0.0, ge=0.0)  # inference debiasing z_full - alpha * z_ent; 0 disables
+    # Alphas tried on dev after training (and by `cdlm tune-alpha`); the best dev F1 wins, ties
+    # go to the smaller alpha. An empty list keeps `alpha` as set.
+    alpha_grid: list[float] = Field(default_factory=lambda: [0.0, 0.25, 0.5, 1.0, 2.0])
+    # Masked word positions: "learned" fill vectors (span-first / span-inside / context) or
+    # "zero" (the plain Hadamard product of DESIGN.md).
+    fill: Literal["learned", "zero"] = "learned"
+    heads: int = Field(4, ge=1)  # attention heads of the light re-reading block
+    ff_mult: int = Field(2, ge=1)  # its feed-forward width as a multiple of d
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    att_dim: int = Field(128, ge=8)  # tag-to-token cross-attention width (implicit CF)
+    sparsity: float = Field(0.1, ge=0.0)  # prior pushing the relevant share a_i towards 0
+    # `cdlm probe`: "nonce" = casing-preserving made-up words, "mask" = the literal "[ENT]".
+    probe_placeholder: Literal["nonce", "mask"] = "nonce"
+    probe_seed: int = 0
 
 
 class TrainConfig(Section):
     source: str = "conll2003"
     target: str | None = None
     seed: int = 1
+    # Seed of the cached source pre-training, separate from `seed` so that several target seeds
+    # reuse one source model (source pre-training on CoNLL takes minutes on a CPU).
+    source_seed: int = 1
+    variant: str = "baseline"  # name of the model variant in results file names
     source_epochs: int = Field(1, ge=0)
     target_epochs: int = Field(10, ge=1)
     lr: float = Field(5e-5, gt=0.0)
@@ -76,6 +107,8 @@ class TrainConfig(Section):
     patience: int = Field(3, ge=1)  # target epochs without dev F1 gain before stopping
     grad_clip: float = 1.0
     k_shot: int | None = None  # sample K sentences per type from the target train split
+    # Use only the first N sentences of the source and target train splits (quick runs, tests).
+    max_train_sentences: int | None = Field(None, ge=1)
     threads: int | None = None  # torch intra-op threads; None = torch's default
 
 
@@ -87,23 +120,51 @@ class LLMConfig(Section):
     model: str | None = None
     base_url: str | None = None
     n_ctx: int = 4096
-    n_threads: int | None = None
+    n_threads: int | None = None  # llama: None = llama.cpp's default (half the cores)
     n_gpu_layers: int = 0
     seed: int = 0
     temperature: float = 0.0
     max_tokens: int = 512
     timeout_s: float = 60.0
-    max_retries: int = 4
-    max_total_s: float = 300.0  # bound on all retries of one request
-    repair_retries: int = 1  # re-asks that show the model its validation error
-    concurrency: int = 4
+    max_retries: int = Field(4, ge=0)  # transport retries (429/5xx/timeouts) per request
+    max_total_s: float = Field(300.0, gt=0.0)  # bound on one request with all its retries
+    repair_retries: int = Field(1, ge=0)  # re-asks that show the model its validation error
+    concurrency: int = Field(4, ge=1)  # parallel API requests in complete_many
     cache_dir: str | None = None  # None = the user cache folder
+    retry_initial_s: float = Field(1.0, gt=0.0)  # first backoff wait; doubles up to retry_max_s
+    retry_max_s: float = Field(30.0, gt=0.0)  # longest single wait (a Retry-After may ask more)
+    # State the JSON schema in the system message (API JSON mode needs it; helps small models).
+    schema_in_prompt: bool = True
+    # gpt: also send the schema inside response_format (llama_cpp.server grammar-constrains on
+    # it; hosted APIs may reject the extra field). None = only when base_url is on loopback.
+    json_schema_in_request: bool | None = None
+    # llama: KV-cache reuse across calls: "last" = prefix shared with the previous prompt,
+    # "ram" = also saved states of earlier prompts (LlamaRAMCache), "off" = none.
+    kv_cache: Literal["off", "last", "ram"] = "last"
+    kv_cache_mb: int = Field(1024, ge=1)  # capacity of the "ram" KV cache
 
 
 class ReasoningConfig(Section):
-    experts: int = Field(3, ge=1)
-    rounds: int = Field(2, ge=1)
-    top_k: int = Field(3, ge=1)
+    """LLM reasoning stages (DESIGN.md section 4, cdlm/reasoning/)."""
+
+    experts: int = Field(3, ge=1)  # personas voting; the first `experts` of `personas` are used
+    rounds: int = Field(2, ge=1)  # voting rounds at most; consensus stops earlier
+    top_k: int = Field(3, ge=1)  # candidate types shown per span (plus "none")
+    personas: list[str] = [
+        "a computational linguist who annotates named entities for a living",
+        "a domain expert who knows the people, groups and works of this field",
+        "a sceptical fact-checker who only accepts a type the sentence itself supports",
+    ]
+    # A word the tagger tags O with probability below this is a likely missed entity.
+    missed_o_max: float = Field(0.6, ge=0.0, le=1.0)
+    max_links: int = Field(4, ge=1)  # causal links per sentence (bounded JSON array)
+    max_phrase_chars: int = Field(60, ge=8)  # bound on every phrase/mention string
+    max_reason_chars: int = Field(60, ge=8)  # bound on every free-text reason
+    # Self-check counterfactual: "placeholder" re-reads the sentence with the mention replaced by
+    # `placeholder`; "runner_up" asks whether the runner-up type fits better.
+    selfcheck: Literal["placeholder", "runner_up", "off"] = "placeholder"
+    placeholder: str = "[ENTITY {id}]"  # "{id}" becomes the candidate's number
+    prompts_dir: str | None = None  # None = the repository's prompts/
 
 
 class RoutingConfig(Section):
@@ -112,6 +173,38 @@ class RoutingConfig(Section):
     threshold: float = Field(0.0, ge=0.0, le=1.0)
     margin: float = Field(0.0, ge=0.0, le=1.0)
     budget: float | None = Field(None, ge=0.0, le=1.0)
+    # Calibration (`cdlm eval --calibrate`): routed shares of dev sentences tried (hardest
+    # first); 0.0 = route nothing, always tried. The best dev F1 wins, ties go to fewer calls.
+    calibration_shares: list[float] = [0.0, 0.05, 0.1, 0.2]
+    calibration_sentences: int = Field(100, ge=1)  # seeded dev subset used for calibration
+
+
+class AugmentConfig(Section):
+    """FactMix augmentation of the target training set (cdlm/augment/, issue 7)."""
+
+    # Up to this many entity-level / context-level semi-facts per original sentence (paper: 1:8,
+    # 1:5); these are the maxima generated once, mix-up then takes the first r of each.
+    entity_ratio: int = Field(8, ge=0)
+    context_ratio: int = Field(5, ge=0)
+    # (entity_ratio, context_ratio) pairs tried by the mix-up grid search on target dev; one pair =
+    # no search (each extra pair costs one target fine-tuning in `cdlm train --augment factmix`).
+    grid: list[tuple[int, int]] = [(8, 5)]
+    # Another split whose entities join the entity base for the types it shares with the target
+    # (FactMix's few-shot setting), e.g. "conll2003"; None = target train entities only.
+    extra_base: str | None = None
+    # Context filler: a Hugging Face fill-mask model (name or path, e.g. bert-base-cased, the
+    # paper's) or None = the offline default, the embedded LLM constrained to one word.
+    mlm: str | None = None
+    mlm_top_k: int = Field(5, ge=1)  # candidates read from the MLM; the first new word wins
+    max_word_chars: int = Field(24, ge=2)  # bound on the LLM filler's word (schema maxLength)
+    context_max_words: int = Field(2, ge=1)  # words replaced per context-level sentence (1..n)
+    attempts_per_sentence: int = Field(4, ge=1)  # tries per wanted sentence before giving up
+    seed: int = 1
+    # Keep a generated sentence only if the original-data tagger tags EVERY token correctly.
+    filter: bool = True
+    # `cdlm train --augment factmix`: augment the target train set before fine-tuning (the filter
+    # tagger is fine-tuned on the original target set first; see cdlm/augment/training.py).
+    method: Literal["none", "factmix"] = "none"
 
 
 class CdlmConfig(Section):
@@ -123,6 +216,21 @@ class CdlmConfig(Section):
     llm: LLMConfig = LLMConfig()
     reasoning: ReasoningConfig = ReasoningConfig()
     routing: RoutingConfig = RoutingConfig()
+    augment: AugmentConfig = AugmentConfig()
+
+
+# Named model variants: `cdlm train --variant NAME` / suite `variants = [...]` apply these
+# dotted overrides on top of the config. Each module adds its own entry.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "baseline": {"fusion.enabled": False, "causal.explicit": False, "causal.implicit": False},
+    "gcn": {"fusion.enabled": True, "causal.explicit": False, "causal.implicit": False},
+    "causal": {"fusion.enabled": False, "causal.explicit": True, "causal.implicit": True},
+    "full": {"fusion.enabled": True, "causal.explicit": True, "causal.implicit": True},
+}
+# FactMix-augmented twins (issue 7): same model, target train set augmented (cdlm/augment/).
+VARIANTS |= {
+    f"{name}+factmix": {**v, "augment.method": "factmix"} for name, v in dict(VARIANTS).items()
+}
 
 
 def _one_line(err: ValidationError, source: str) -> str:

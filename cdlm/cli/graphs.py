@@ -1,9 +1,145 @@
-"""CLI commands for this area (registered by :mod:`cdlm.cli`)."""
+"""``cdlm graphs``: build, inspect and draw label graphs (registered by :mod:`cdlm.cli`)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from cdlm.errors import ConfigError
+
+graphs_app = typer.Typer(
+    name="graphs",
+    help="Label distributions and label graphs (source tagger -> target label set).",
+    no_args_is_help=True,
+)
+
+
+@graphs_app.command("build")
+def build(
+    target: Annotated[
+        list[str],
+        typer.Option(help="Target domain (CrossNER name or BIO folder); repeat for several."),
+    ],
+    source: Annotated[str, typer.Option(help="Source domain the tagger was trained on.")] = (
+        "conll2003"
+    ),
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            help="Source tagger checkpoint (default: the cached source pre-training for this "
+            "config; trained first if missing)."
+        ),
+    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="TOML config file.")] = None,
+    tau: Annotated[float | None, typer.Option(help="Temperature (fusion.tau).")] = None,
+    theta: Annotated[float | None, typer.Option(help="Edge threshold (fusion.theta).")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Output JSON for one target (default: <graphs_dir>/<source>__<target>.json)."
+        ),
+    ] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="CrossNER data folder.")] = None,
+    runs_dir: Annotated[Path | None, typer.Option(help="Runs folder (source cache).")] = None,
+) -> None:
+    """Run the source tagger over source and target train data; write P, Q and both graphs.
+
+    Several ``--target`` share one pass of the tagger over the source data."""
+    from cdlm.config import load_config
+    from cdlm.data.registry import domain_name
+    from cdlm.graphs import graph_path, graphs_from_tagger, source_probabilities
+    from cdlm.model.tagger import Tagger
+    from cdlm.provenance import stamp
+    from cdlm.train import pretrain_source
+
+    if out is not None and len(target) > 1:
+        raise ConfigError("--out: give a single --target with --out")
+    cfg = load_config(config, {"fusion.tau": tau, "fusion.theta": theta, "train.source": source})
+    if checkpoint is None:
+        tagger, checkpoint, _, _ = pretrain_source(cfg, data_dir, runs_dir)
+        if tagger is None or checkpoint is None:
+            raise ConfigError(
+                "train.source_epochs: is 0, so there is no source model; pass --checkpoint"
+            )
+    else:
+        tagger = Tagger.load(checkpoint)
+    src_probs = source_probabilities(tagger, cfg, source, data_dir)
+    for name in target:
+        graphs = graphs_from_tagger(
+            tagger,
+            cfg,
+            source=source,
+            target=name,
+            checkpoint=checkpoint,
+            progress=True,
+            data_dir=data_dir,
+            source_probs=src_probs,
+        )
+        graphs.params["provenance"] = stamp()
+        path = out or graph_path(cfg.fusion.graphs_dir, domain_name(source), domain_name(name))
+        graphs.save(path)
+        _summary(graphs)
+        print(f"wrote {path}")
+
+
+@graphs_app.command("show")
+def show(
+    file: Annotated[Path, typer.Argument(help="A graph file written by `cdlm graphs build`.")],
+    out: Annotated[Path | None, typer.Option(help="Draw the graphs into this PNG.")] = None,
+    theta: Annotated[
+        float | None, typer.Option(help="Redraw the edges for another threshold.")
+    ] = None,
+) -> None:
+    """Print a summary (tags, token counts, closest source tag, edges); draw a PNG with --out."""
+    from cdlm.graphs import LabelGraphs, draw
+
+    graphs = LabelGraphs.load(file)
+    if theta is not None:
+        graphs = graphs.with_theta(theta)
+    _summary(graphs)
+    if out is not None:
+        draw(graphs, out)
+        print(f"wrote {out}")
+
+
+def _summary(graphs) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{graphs.source} -> {graphs.target}  (params {_params(graphs)})")
+    for col in ("target tag", "tokens", "top source tags (P)", "neighbours (weight)"):
+        table.add_column(col)
+    neighbours: dict[int, list[str]] = {i: [] for i in range(len(graphs.target_tags))}
+    for a, b, w in sorted(graphs.target_edges, key=lambda e: -e[2]):
+        neighbours[a].append(f"{graphs.target_tags[b]} {w:.2f}")
+        neighbours[b].append(f"{graphs.target_tags[a]} {w:.2f}")
+    for i, tag in enumerate(graphs.target_tags):
+        row = graphs.P[i]
+        top = sorted(range(len(row)), key=lambda j: -row[j])[:2]
+        table.add_row(
+            tag,
+            str(graphs.target_counts[i]),
+            ", ".join(f"{graphs.source_tags[j]} {row[j]:.2f}" for j in top),
+            ", ".join(neighbours[i][:4]) + (" ..." if len(neighbours[i]) > 4 else ""),
+        )
+    console = Console()
+    console.print(table)
+    console.print(
+        f"source graph: {len(graphs.source_tags)} tags, {len(graphs.source_edges)} edges; "
+        f"target graph: {len(graphs.target_tags)} tags, {len(graphs.target_edges)} edges"
+    )
+    for side, tags in graphs.unseen.items():
+        if tags:
+            console.print(f"[yellow]{side} tags with no tokens (uniform row): {', '.join(tags)}")
+
+
+def _params(graphs) -> str:
+    keep = ("tau", "theta", "source_sentences", "target_sentences")
+    return ", ".join(f"{k}={graphs.params[k]}" for k in keep if k in graphs.params)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this area's commands to the main app."""
+    """Add ``cdlm graphs build|show``."""
+    app.add_typer(graphs_app)

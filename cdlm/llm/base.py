@@ -55,7 +55,9 @@ class LLMBackend(Protocol):
     name: str  # "llama" | "gpt"
     model: str  # GGUF path or API model name
 
-    def complete(self, messages: list[Message], schema: type[T], *, stage: str = "") -> LLMResult[T]:
+    def complete(
+        self, messages: list[Message], schema: type[T], *, stage: str = ""
+    ) -> LLMResult[T]:
         """Answer ``messages`` with an instance of ``schema``.
 
         Raises :class:`LLMOutputError` when no valid answer was obtained (caller falls back) and

@@ -1,0 +1,84 @@
+"""Span-level NER scores: seqeval in strict IOB2 mode (a span counts only with the exact
+boundaries and type), micro-averaged, plus a per-type table."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pydantic import BaseModel
+
+
+class TypeScore(BaseModel):
+    """Scores of one entity type; ``support`` is the number of gold spans."""
+
+    type: str
+    precision: float
+    recall: float
+    f1: float
+    support: int
+    predicted: int
+
+
+class SpanScores(BaseModel):
+    """Micro P/R/F1 over all spans (fractions in [0, 1]) and the per-type table."""
+
+    precision: float
+    recall: float
+    f1: float
+    support: int  # gold spans
+    predicted: int  # predicted spans
+    correct: int  # exact matches
+    sentences: int
+    per_type: list[TypeScore]
+
+
+def _strict_spans(tags: Sequence[Sequence[str]]) -> set[tuple[int, str, int, int]]:
+    """(sentence, type, start, end) of every span seqeval's strict IOB2 mode accepts."""
+    from seqeval.scheme import IOB2, Entities
+
+    entities = Entities([list(t) for t in tags], IOB2, suffix=False)
+    return {(e.sent_id, e.tag, e.start, e.end) for e in entities.entities for e in e}
+
+
+def span_scores(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> SpanScores:
+    """Strict IOB2 micro P/R/F1 and per-type scores of predicted tags against gold tags.
+
+    The micro numbers are seqeval's own (``precision_score`` etc. with ``mode="strict"``); the
+    span counts come from the same seqeval entity extraction, so both agree by construction.
+    """
+    from seqeval.metrics import f1_score, precision_score, recall_score
+    from seqeval.scheme import IOB2
+
+    if len(gold) != len(pred):
+        raise ValueError(f"{len(gold)} gold sentences but {len(pred)} predicted")
+    for i, (g, p) in enumerate(zip(gold, pred, strict=True)):
+        if len(g) != len(p):
+            raise ValueError(f"sentence {i}: {len(g)} gold tags but {len(p)} predicted")
+    y_true = [list(t) for t in gold]
+    y_pred = [list(t) for t in pred]
+    kwargs = {"mode": "strict", "scheme": IOB2, "zero_division": 0}
+    gold_spans = _strict_spans(y_true)
+    pred_spans = _strict_spans(y_pred)
+    correct = gold_spans & pred_spans
+
+    per_type = []
+    for etype in sorted({s[1] for s in gold_spans | pred_spans}):
+        n_gold = sum(1 for s in gold_spans if s[1] == etype)
+        n_pred = sum(1 for s in pred_spans if s[1] == etype)
+        n_ok = sum(1 for s in correct if s[1] == etype)
+        p = n_ok / n_pred if n_pred else 0.0
+        r = n_ok / n_gold if n_gold else 0.0
+        f = 2 * p * r / (p + r) if p + r else 0.0
+        per_type.append(
+            TypeScore(type=etype, precision=p, recall=r, f1=f, support=n_gold, predicted=n_pred)
+        )
+    return SpanScores(
+        precision=float(precision_score(y_true, y_pred, **kwargs)),
+        recall=float(recall_score(y_true, y_pred, **kwargs)),
+        f1=float(f1_score(y_true, y_pred, **kwargs)),
+        support=len(gold_spans),
+        predicted=len(pred_spans),
+        correct=len(correct),
+        sentences=len(gold),
+        per_type=per_type,
+    )

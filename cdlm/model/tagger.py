@@ -1,0 +1,367 @@
+"""The tagger: encoder -> word features (+ casing) -> [fusion] -> linear BIO head -> [causal].
+
+``Tagger.forward`` is the one place the parts meet, in the order of DESIGN.md:
+
+    h, m = encode(batch)                       # word-level features [B, W, d], mask [B, W]
+    if fusion: h, extra = fusion(h, m, batch)  # label-graph fusion (section 2)
+    logits = head(dropout(h))                  # [B, W, L]
+    if causal: logits, extra2 = causal(h, m, logits, batch, head)   # section 3
+    loss = CE(logits, tags) + sum(extra losses, already weighted)
+
+``fusion`` and ``causal`` are ``None`` unless their config switches build them. Words are labelled
+on their first sub-token; sentences longer than the encoder window are windowed
+(:mod:`cdlm.model.windowing`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import ValidationError
+from torch import nn
+
+from cdlm.config import CdlmConfig
+from cdlm.errors import ConfigError, DataError, ModelNotFoundError
+from cdlm.model.decode import decode
+from cdlm.model.encoder import encoder_label, load_pretrained
+from cdlm.model.features import CasingFeatures, word_shape
+from cdlm.model.windowing import plan_windows
+
+IGNORE = -100  # tag id of padding words, skipped by the loss
+CHECKPOINT_FORMAT = 1
+HOW_TO_MAKE = "make one with `cdlm train --target politics` (or pass --checkpoint DIR)"
+
+
+@dataclass
+class Batch:
+    """A padded batch of sentences, as windows of sub-word pieces plus a word-level index.
+
+    ``hidden[word_window[b, w], word_position[b, w]]`` is the first piece of word ``w`` of
+    sentence ``b``. ``tags`` holds gold tag ids (``-100`` on padding) when the sentences are
+    labelled; ``words`` and ``tag_names`` keep the plain strings for modules that need spans.
+    """
+
+    input_ids: torch.Tensor  # [N, P] windows of piece ids
+    attention_mask: torch.Tensor  # [N, P]
+    word_window: torch.Tensor  # [B, W] window index of each word
+    word_position: torch.Tensor  # [B, W] piece position inside that window
+    word_mask: torch.Tensor  # [B, W] bool, True on real words
+    shape_ids: torch.Tensor  # [B, W] casing class (0 = padding)
+    tags: torch.Tensor | None  # [B, W] gold tag ids, -100 on padding
+    words: list[tuple[str, ...]] = field(default_factory=list)
+    tag_names: list[tuple[str, ...]] | None = None
+
+    def to(self, device: torch.device | str) -> Batch:
+        moved = {
+            name: value.to(device) if isinstance(value, torch.Tensor) else value
+            for name, value in self.__dict__.items()
+        }
+        return Batch(**moved)
+
+
+@dataclass
+class TaggerOutput:
+    logits: torch.Tensor  # [B, W, L]
+    loss: torch.Tensor | None  # total loss (None without gold tags)
+    losses: dict[str, torch.Tensor]  # each weighted component, "ner" included
+
+
+class BatchBuilder:
+    """Turns token lists (and optional tags) into a :class:`Batch` for one tokenizer."""
+
+    def __init__(self, tokenizer: Any, labels: list[str], max_pieces: int, stride: int) -> None:
+        if stride >= max_pieces - 2:
+            raise ConfigError(
+                f"encoder.stride ({stride}) must be smaller than encoder.max_pieces - 2 "
+                f"({max_pieces - 2})"
+            )
+        self.tokenizer = tokenizer
+        self.label_to_id = {label: i for i, label in enumerate(labels)}
+        self.max_pieces = max_pieces
+        self.stride = stride
+
+    def word_pieces(self, token_lists: list[list[str]]) -> list[list[list[int]]]:
+        """Piece ids per word; a word the tokenizer drops entirely (e.g. a zero-width space)
+        becomes ``[UNK]`` so that every word keeps a position."""
+        out: list[list[list[int]]] = []
+        nonempty = [list(t) for t in token_lists if len(t)]
+        enc = (
+            self.tokenizer(
+                nonempty, is_split_into_words=True, add_special_tokens=False, verbose=False
+            )
+            if nonempty
+            else None
+        )
+        k = 0
+        for tokens in token_lists:
+            if not len(tokens):
+                out.append([])
+                continue
+            assert enc is not None
+            pieces: list[list[int]] = [[] for _ in tokens]
+            for pid, wid in zip(enc["input_ids"][k], enc.word_ids(k), strict=True):
+                if wid is not None:
+                    pieces[wid].append(pid)
+            k += 1
+            unk = self.tokenizer.unk_token_id
+            out.append([p if p else [unk] for p in pieces])
+        return out
+
+    def __call__(
+        self,
+        token_lists: list[list[str]] | list[tuple[str, ...]],
+        tag_lists: list[tuple[str, ...]] | list[list[str]] | None = None,
+    ) -> Batch:
+        tok = self.tokenizer
+        windows: list[list[int]] = []
+        n_words = max((len(t) for t in token_lists), default=0)
+        n_words = max(n_words, 1)
+        size = (len(token_lists), n_words)
+        word_window = torch.zeros(size, dtype=torch.long)
+        word_position = torch.zeros(size, dtype=torch.long)
+        word_mask = torch.zeros(size, dtype=torch.bool)
+        shape_ids = torch.zeros(size, dtype=torch.long)
+        tags = torch.full(size, IGNORE, dtype=torch.long) if tag_lists is not None else None
+        for b, pieces in enumerate(self.word_pieces(list(token_lists))):
+            plan = plan_windows(
+                pieces, self.max_pieces, self.stride, tok.cls_token_id, tok.sep_token_id
+            )
+            offset = len(windows)
+            windows.extend(plan.windows)
+            n = len(pieces)
+            word_window[b, :n] = torch.tensor(plan.word_window, dtype=torch.long) + offset
+            word_position[b, :n] = torch.tensor(plan.word_position, dtype=torch.long)
+            word_mask[b, :n] = True
+            shape_ids[b, :n] = torch.tensor([word_shape(w) for w in token_lists[b]])
+            if tags is not None and tag_lists is not None:
+                try:
+                    tags[b, :n] = torch.tensor([self.label_to_id[t] for t in tag_lists[b]])
+                except KeyError as exc:
+                    raise DataError(
+                        f"tag {exc.args[0]!r} is not in the model's label set "
+                        f"({len(self.label_to_id)} tags)"
+                    ) from None
+        width = max(len(w) for w in windows)
+        input_ids = torch.full((len(windows), width), tok.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(windows), width), dtype=torch.long)
+        for i, w in enumerate(windows):
+            input_ids[i, : len(w)] = torch.tensor(w)
+            attention_mask[i, : len(w)] = 1
+        return Batch(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            word_window=word_window,
+            word_position=word_position,
+            word_mask=word_mask,
+            shape_ids=shape_ids,
+            tags=tags,
+            words=[tuple(t) for t in token_lists],
+            tag_names=[tuple(t) for t in tag_lists] if tag_lists is not None else None,
+        )
+
+
+class Tagger(nn.Module):
+    """Encoder + casing features + linear head over the BIO tags of one label set."""
+
+    def __init__(
+        self,
+        config: CdlmConfig,
+        labels: list[str],
+        encoder: nn.Module,
+        tokenizer: Any,
+        encoder_name: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.labels = list(labels)
+        self.encoder = encoder
+        self.tokenizer = tokenizer
+        # Original --encoder value (None = embedded MiniLM); recorded in checkpoints and results.
+        self.encoder_name = encoder_name
+        dim = encoder.config.hidden_size
+        limit = getattr(encoder.config, "max_position_embeddings", None)
+        if limit is not None and config.encoder.max_pieces > limit:
+            raise ConfigError(
+                f"encoder.max_pieces ({config.encoder.max_pieces}) exceeds the encoder's "
+                f"{limit} positions"
+            )
+        self.casing = CasingFeatures(dim) if config.encoder.casing_features else None
+        self.dropout = nn.Dropout(config.tagger.dropout)
+        self.head = nn.Linear(dim, len(self.labels))
+        # Plug-in modules (DESIGN.md sections 2 and 3), built from config switches.
+        self.fusion: nn.Module | None = None
+        self.causal: nn.Module | None = None
+        if config.causal.explicit or config.causal.implicit:
+            from cdlm.model.causal import CausalModule
+
+            self.causal = CausalModule(dim, self.labels, config.causal)
+        self.builder = BatchBuilder(
+            tokenizer, self.labels, config.encoder.max_pieces, config.encoder.stride
+        )
+
+    @classmethod
+    def create(cls, config: CdlmConfig, labels: list[str]) -> Tagger:
+        """A fresh tagger on the pre-trained encoder named by ``config.encoder.name``."""
+        encoder, tokenizer = load_pretrained(config.encoder.name)
+        return cls(config, labels, encoder, tokenizer, config.encoder.name)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.encoder.config.hidden_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.head.weight.device
+
+    # --- the forward pass -------------------------------------------------------------------
+
+    def encode(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Word-level features ``h`` [B, W, d] (first sub-token, + casing) and the word mask."""
+        hidden = self.encoder(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask
+        ).last_hidden_state
+        h = hidden[batch.word_window, batch.word_position]
+        if self.casing is not None:
+            h = h + self.casing(batch.shape_ids)
+        return h, batch.word_mask
+
+    def forward(self, batch: Batch) -> TaggerOutput:
+        h, mask = self.encode(batch)
+        losses: dict[str, torch.Tensor] = {}
+        if self.fusion is not None:
+            h, extra = self.fusion(h, mask, batch)
+            losses.update(extra)
+        logits = self.head(self.dropout(h))
+        if self.causal is not None:
+            logits, extra = self.causal(h, mask, logits, batch, self.head)
+            losses.update(extra)
+        loss = None
+        if batch.tags is not None:
+            ner = nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), batch.tags.reshape(-1), ignore_index=IGNORE
+            )
+            losses = {"ner": ner, **losses}
+            loss = torch.stack(list(losses.values())).sum()
+        return TaggerOutput(logits=logits, loss=loss, losses=losses)
+
+    # --- inference --------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def predict_proba(
+        self, token_lists: list[list[str]] | list[tuple[str, ...]], batch_size: int | None = None
+    ) -> list[np.ndarray]:
+        """Softmax over the BIO labels for every word: one ``[W, L]`` array per sentence."""
+        batch_size = batch_size or self.config.train.eval_batch_size
+        was_training = self.training
+        self.eval()
+        order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))
+        out = [np.zeros((0, len(self.labels)), dtype=np.float32) for _ in token_lists]
+        try:
+            for k in range(0, len(order), batch_size):
+                idx = [i for i in order[k : k + batch_size] if len(token_lists[i])]
+                if not idx:
+                    continue
+                batch = self.builder([token_lists[i] for i in idx]).to(self.device)
+                probs = self(batch).logits.float().softmax(-1).cpu().numpy()
+                for row, i in enumerate(idx):
+                    out[i] = probs[row, : len(token_lists[i])]
+        finally:
+            self.train(was_training)
+        return out
+
+    def predict_tags(
+        self, token_lists: list[list[str]] | list[tuple[str, ...]], batch_size: int | None = None
+    ) -> list[list[str]]:
+        """IOB2 tags per word, decoded as ``tagger.decode`` says (valid IOB2 by default)."""
+        method = self.config.tagger.decode
+        return [decode(p, self.labels, method) for p in self.predict_proba(token_lists, batch_size)]
+
+    # --- checkpoints ------------------------------------------------------------------------
+
+    def save(self, directory: Path | str, extra: dict[str, Any] | None = None) -> Path:
+        """Weights (``model.safetensors``), ``config.json`` (full CdlmConfig, labels, encoder)
+        and the encoder's tokenizer and architecture (``encoder/``), so the folder loads alone."""
+        from safetensors.torch import save_model
+
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        save_model(self, str(path / "model.safetensors"))
+        self.tokenizer.save_pretrained(str(path / "encoder"))
+        self.encoder.config.save_pretrained(str(path / "encoder"))
+        meta = {
+            "format": CHECKPOINT_FORMAT,
+            "labels": self.labels,
+            "encoder": encoder_label(self.encoder_name),
+            "encoder_name": self.encoder_name,
+            "domain": self.config.train.target,
+            "config": self.config.model_dump(mode="json"),
+            **(extra or {}),
+        }
+        (path / "config.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        return path
+
+    @staticmethod
+    def read_meta(directory: Path | str) -> dict[str, Any]:
+        """The checkpoint's ``config.json``; a clear error when missing or unreadable."""
+        path = Path(directory)
+        meta_file = path / "config.json"
+        if not meta_file.is_file():
+            raise ModelNotFoundError(f"no checkpoint at {path} (no config.json); {HOW_TO_MAKE}")
+        try:
+            meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ModelNotFoundError(
+                f"{meta_file}: corrupt checkpoint ({exc}); {HOW_TO_MAKE}"
+            ) from None
+        if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
+            raise ModelNotFoundError(f"{meta_file}: not a cdlm checkpoint (format); {HOW_TO_MAKE}")
+        return meta
+
+    @classmethod
+    def load(cls, directory: Path | str, device: str | torch.device = "cpu") -> Tagger:
+        """Rebuild a tagger saved by :meth:`save` (no network access, no pre-trained weights)."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_model
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        path = Path(directory)
+        meta = cls.read_meta(path)
+        try:
+            config = CdlmConfig.model_validate(meta["config"])
+            labels = list(meta["labels"])
+        except (KeyError, TypeError, ValidationError) as exc:
+            first = str(exc).splitlines()[0]
+            raise ModelNotFoundError(
+                f"{path / 'config.json'}: corrupt checkpoint ({first})"
+            ) from None
+        try:
+            enc_config = AutoConfig.from_pretrained(str(path / "encoder"))
+            tokenizer = AutoTokenizer.from_pretrained(str(path / "encoder"), use_fast=True)
+        except (OSError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise ModelNotFoundError(
+                f"{path / 'encoder'}: encoder files missing or corrupt ({first}); {HOW_TO_MAKE}"
+            ) from None
+        encoder = AutoModel.from_config(enc_config)
+        model = cls(config, labels, encoder, tokenizer, meta.get("encoder_name"))
+        weights = path / "model.safetensors"
+        if not weights.is_file():
+            raise ModelNotFoundError(f"{weights}: weights missing; {HOW_TO_MAKE}")
+        try:
+            if config.fusion.enabled:  # shapes come from the saved graph buffers
+                from cdlm.model.fusion import empty_for_checkpoint
+
+                model.fusion = empty_for_checkpoint(weights, model.hidden_size, labels, config)
+            load_model(model, str(weights), device=str(device))
+        except (SafetensorError, RuntimeError, OSError) as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise ModelNotFoundError(
+                f"{weights}: corrupt weights ({first}); {HOW_TO_MAKE}"
+            ) from None
+        model.eval()
+        return model.to(device)

@@ -1,0 +1,137 @@
+"""Raw text in, entities with character offsets out.
+
+``tag_texts`` is the tagging step on its own (tokens with offsets, word-level probabilities,
+decoded tags, entities) so the LLM reasoning stage can start from it; ``predict_texts`` is the
+user-facing, GLiNER-like call (``cdlm.predict("...")``) and what ``cdlm predict`` prints.
+
+Each input text is tagged as one sequence (long texts are windowed by the tagger, never cut).
+An entity's ``score`` is the mean probability of the tags chosen for its words.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cdlm.data.text import Token, tokenize
+from cdlm.errors import ConfigError
+
+if TYPE_CHECKING:
+    from cdlm.model.tagger import Tagger
+
+LLM_CHOICES = ("none", "llama", "gpt")
+
+
+@dataclass
+class TaggedText:
+    """One input text after tagging."""
+
+    text: str
+    tokens: list[Token]
+    probs: np.ndarray  # [W, L] softmax over the tagger's labels
+    tags: list[str]
+    entities: list[dict[str, Any]]
+
+
+def default_checkpoint() -> Path:
+    """What ``cdlm train --target politics`` writes by default."""
+    from cdlm.config import load_config
+    from cdlm.train import default_out_dir
+
+    return default_out_dir(load_config(None, {"train.target": "politics"}))
+
+
+@functools.lru_cache(maxsize=2)
+def _load(path: str) -> Tagger:
+    from cdlm.model.tagger import Tagger
+
+    return Tagger.load(path)
+
+
+def load_tagger(checkpoint: Path | str | None = None) -> Tagger:
+    """The tagger in ``checkpoint`` (default: the politics baseline); loaded once per process."""
+    return _load(str(Path(checkpoint or default_checkpoint()).resolve()))
+
+
+def entities_from(
+    text: str, tokens: list[Token], probs: np.ndarray, tags: list[str], labels: list[str]
+) -> list[dict[str, Any]]:
+    """Entity dicts over the text: ``text[start:end]`` is the entity's text by construction."""
+    from cdlm.model.decode import spans
+
+    index = {label: i for i, label in enumerate(labels)}
+    out = []
+    for span in spans(tags):
+        start, end = tokens[span.start].start, tokens[span.end - 1].end
+        score = float(np.mean([probs[w, index[tags[w]]] for w in range(span.start, span.end)]))
+        out.append(
+            {
+                "start": start,
+                "end": end,
+                "text": text[start:end],
+                "label": span.label,
+                "score": round(score, 4),
+                "source": "tagger",
+            }
+        )
+    return out
+
+
+def tag_texts(model: Tagger, texts: list[str]) -> list[TaggedText]:
+    """Tokenise, tag and decode every text; nothing is dropped (empty texts give no tokens)."""
+    from cdlm.model.decode import decode
+
+    token_lists = [tokenize(t) for t in texts]
+    probs = model.predict_proba([[tok.text for tok in toks] for toks in token_lists])
+    out = []
+    for text, toks, p in zip(texts, token_lists, probs, strict=True):
+        tags = decode(p, model.labels, model.config.tagger.decode)
+        out.append(
+            TaggedText(text, toks, p, tags, entities_from(text, toks, p, tags, model.labels))
+        )
+    return out
+
+
+def predict_texts(
+    texts: str | list[str],
+    checkpoint: Path | str | None = None,
+    llm: str = "none",
+    model: Tagger | None = None,
+) -> list[dict[str, Any]]:
+    """``[{"text": ..., "entities": [{start, end, text, label, score, source}]}]``, one per text.
+
+    ``model`` (an already loaded tagger) takes precedence over ``checkpoint``.
+    """
+    if llm not in LLM_CHOICES:
+        raise ConfigError(f"--llm: expected one of {', '.join(LLM_CHOICES)}, got {llm!r}")
+    if llm != "none":
+        raise ConfigError(
+            f"--llm {llm}: LLM reasoning is not wired into predict yet; use --llm none"
+        )
+    if isinstance(texts, str):
+        texts = [texts]
+    model = model or load_tagger(checkpoint)
+    return [{"text": t.text, "entities": t.entities} for t in tag_texts(model, list(texts))]
+
+
+def conll_lines(tagged: TaggedText) -> list[str]:
+    """``token<TAB>tag`` lines of one text (the ``--format conll`` output)."""
+    return [f"{tok.text}\t{tag}" for tok, tag in zip(tagged.tokens, tagged.tags, strict=True)]
+
+
+class _CallableModule(types.ModuleType):
+    """Keeps ``cdlm.predict(...)`` working: importing this submodule makes Python bind the name
+    ``cdlm.predict`` to the module, hiding the function of that name in ``cdlm/__init__.py``.
+    Calling the module calls :func:`predict_texts`, so the call works whatever was imported."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        return predict_texts(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,398 @@
+"""Scoring the tagger + LLM pipeline: calibrated routing, the naive route-everything pipeline,
+cost per sentence and how many tagger decisions the LLM changed.
+
+``llm_eval`` is what ``cdlm eval --llm ...`` and ``evals/bench_reasoning.py`` run. On seeded
+subsets of dev and test it compares side by side, in one run:
+- ``tagger``: the tagger alone;
+- ``routed``: the threshold calibrated on dev (or the configured router without ``--calibrate``);
+- ``naive``: every sentence with a candidate, every candidate, to the LLM (on a smaller subset,
+  because it costs about eight calls per sentence), then the same again with a fresh backend on
+  the warm cache, for the cached/first wall-time ratio.
+
+Calibration runs the LLM once on the dev sentences routed at the largest share tried and reuses
+each candidate's decision at the smaller shares (their hard candidates are a subset); the batch a
+candidate was asked in is therefore larger during calibration than at test time.
+
+A changed decision is *better* when the LLM's answer for a candidate equals the gold one (the
+gold type of exactly that span, or "none") and the tagger's did not, *worse* in the reverse case.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel
+
+from cdlm.config import CdlmConfig
+from cdlm.data.bio import OUTSIDE, Sentence, bio_spans
+from cdlm.llm.usage import UsageLog
+from cdlm.metrics import SpanScores, span_scores
+from cdlm.reasoning.candidates import Candidate, Doc, extract_candidates
+from cdlm.reasoning.pipeline import Outcome, route
+from cdlm.reasoning.routing import CalibrationPoint, Router, calibrate, difficulty
+from cdlm.reasoning.stage import Task
+
+
+@dataclass
+class View:
+    """One sentence as the router sees it: text, tagger output and candidates."""
+
+    doc: Doc
+    gold: tuple[str, ...]
+    tags: list[str]
+    cands: list[Candidate]
+
+
+def tagger_views(model: Any, sentences: Sequence[Sentence], cfg: CdlmConfig) -> list[View]:
+    """Tag ``sentences`` once; candidates from the word probabilities and the decoded tags."""
+    from cdlm.model.decode import decode
+
+    probs: list[np.ndarray] = model.predict_proba([list(s.tokens) for s in sentences])
+    views = []
+    for sent, p in zip(sentences, probs, strict=True):
+        doc = Doc.from_tokens(sent.tokens)
+        tags = decode(p, model.labels, model.config.tagger.decode)
+        cands = extract_candidates(
+            doc,
+            p,
+            model.labels,
+            tags=tags,
+            top_k=cfg.reasoning.top_k,
+            missed_o_max=cfg.reasoning.missed_o_max,
+        )
+        views.append(View(doc, sent.tags, tags, cands))
+    return views
+
+
+def spans_to_tags(n: int, spans: Sequence[tuple[int, int, str]]) -> list[str]:
+    tags = [OUTSIDE] * n
+    for start, end, label in spans:
+        tags[start] = f"B-{label}"
+        for i in range(start + 1, end):
+            tags[i] = f"I-{label}"
+    return tags
+
+
+def outcome_tags(view: View, outcome: Outcome) -> list[str]:
+    return spans_to_tags(
+        len(view.doc.tokens), [(e.word_start, e.word_end, e.label) for e in outcome.entities]
+    )
+
+
+class RunStats(BaseModel):
+    """Cost and effect of one pipeline run over a set of sentences."""
+
+    sentences: int
+    routed: int
+    routed_share: float
+    asked_candidates: int
+    wall_seconds: float
+    calls: int
+    prompt_tokens: int
+    completion_tokens: int
+    cache_hits: int
+    calls_per_sentence: float
+    tokens_per_sentence: float
+    seconds_per_sentence: float
+    fallbacks: int  # stage calls whose answer was unusable; the tagger's answer was kept
+    dropped_ungrounded: int  # LLM phrases not found in the sentence, dropped
+    changed: int
+    changed_better: int
+    changed_worse: int
+    usage: dict[str, dict[str, float | int]]
+
+
+def gold_decision(view: View, cand: Candidate) -> str | None:
+    gold = {(s, e): t for s, e, t in bio_spans(view.gold)}
+    return gold.get((cand.start, cand.end))
+
+
+def run_pipeline(
+    task: Task | None, router: Router, views: Sequence[View], label: str = "LLM"
+) -> tuple[list[Outcome], RunStats]:
+    """Route and reason over ``views``; outcomes plus the run's cost and changes."""
+    from rich.progress import Progress
+
+    log = task.log if task is not None else UsageLog()
+    hard = router.select([v.cands for v in views])
+    outcomes: list[Outcome] = []
+    start = time.perf_counter()
+    with Progress(transient=True) as progress:
+        bar = progress.add_task(label, total=sum(1 for h in hard if h))
+        for view, h in zip(views, hard, strict=True):
+            outcomes.append(route(task, view.doc, view.cands, h))
+            if h:
+                progress.advance(bar)
+    wall = time.perf_counter() - start
+    better = worse = changed = 0
+    for view, out in zip(views, outcomes, strict=True):
+        for cand, before, after in out.changes:
+            if before == after:
+                continue
+            changed += 1
+            gold = gold_decision(view, cand)
+            better += int(after == gold and before != gold)
+            worse += int(before == gold and after != gold)
+    total = log.summary()["total"]
+    n = max(len(views), 1)
+    stats = RunStats(
+        sentences=len(views),
+        routed=sum(1 for h in hard if h),
+        routed_share=sum(1 for h in hard if h) / n,
+        asked_candidates=sum(len(h) for h in hard),
+        wall_seconds=round(wall, 3),
+        calls=total.calls,
+        prompt_tokens=total.prompt_tokens,
+        completion_tokens=total.completion_tokens,
+        cache_hits=total.cache_hits,
+        calls_per_sentence=total.calls / n,
+        tokens_per_sentence=(total.prompt_tokens + total.completion_tokens) / n,
+        seconds_per_sentence=wall / n,
+        fallbacks=sum(o.fallbacks for o in outcomes),
+        dropped_ungrounded=sum(o.dropped for o in outcomes),
+        changed=changed,
+        changed_better=better,
+        changed_worse=worse,
+        usage=log.as_dict(),
+    )
+    return outcomes, stats
+
+
+def score(views: Sequence[View], outcomes: Sequence[Outcome]) -> SpanScores:
+    return span_scores(
+        [v.gold for v in views], [outcome_tags(v, o) for v, o in zip(views, outcomes, strict=True)]
+    )
+
+
+def calibrate_on_dev(
+    task: Task, views: Sequence[View], shares: Sequence[float]
+) -> tuple[CalibrationPoint, list[CalibrationPoint], RunStats]:
+    """Pick the routing threshold with the best dev F1 (see the module docstring)."""
+    from cdlm.reasoning.routing import share_threshold
+
+    diffs = [difficulty(v.cands) for v in views]
+    top = share_threshold(diffs, max([0.0, *shares]))
+    outcomes, stats = run_pipeline(task, Router(threshold=top), views, "calibrating on dev")
+    decided = [{c.id: after for c, _, after in o.changes} for o in outcomes]
+
+    def f1_at(threshold: float) -> tuple[float, int]:
+        pred, routed = [], 0
+        for view, llm in zip(views, decided, strict=True):
+            spans, asked = [], False
+            for c in view.cands:
+                if c.confidence < threshold and c.id in llm:
+                    asked = True
+                    if llm[c.id]:
+                        spans.append((c.start, c.end, llm[c.id]))
+                elif c.kind == "span" and c.tagger_type:
+                    spans.append((c.start, c.end, c.tagger_type))
+            routed += int(any(c.confidence < threshold for c in view.cands) or asked)
+            pred.append(spans_to_tags(len(view.doc.tokens), spans))
+        return span_scores([v.gold for v in views], pred).f1, routed
+
+    best, points = calibrate(diffs, shares, f1_at)
+    return best, points, stats
+
+
+def seeded_subset(sentences: list[Sentence], n: int | None, seed: int) -> list[Sentence]:
+    """``n`` sentences drawn with ``seed`` (kept in file order); all when ``n`` is None/larger."""
+    if n is None or n >= len(sentences):
+        return list(sentences)
+    keep = sorted(random.Random(seed).sample(range(len(sentences)), n))
+    return [sentences[i] for i in keep]
+
+
+class LLMEvalResult(BaseModel):
+    domain: str
+    checkpoint: str
+    backend: str
+    model: str
+    seed: int
+    test_sentences: int
+    dev_sentences: int
+    naive_sentences: int
+    tagger: SpanScores
+    routed: SpanScores
+    routed_stats: RunStats
+    threshold: float
+    calibration: list[dict[str, float | int]] | None
+    calibration_stats: RunStats | None
+    naive_tagger: SpanScores | None
+    naive: SpanScores | None
+    naive_stats: RunStats | None
+    naive_cached_stats: RunStats | None
+    cached_wall_ratio: float | None
+    config: dict[str, Any]
+    provenance: dict[str, Any]
+
+
+def make_task(cfg: CdlmConfig, domain: str | None, types: list[str]) -> Task:
+    from cdlm.llm.factory import make_backend
+    from cdlm.reasoning.templates import load_prompts
+
+    backend = make_backend(cfg.llm)
+    return Task(
+        backend, load_prompts(cfg.reasoning.prompts_dir), cfg.reasoning, domain, types, UsageLog()
+    )
+
+
+def llm_eval(
+    checkpoint: Path | str,
+    cfg: CdlmConfig,
+    *,
+    subset: int | None = 200,
+    seed: int = 1,
+    calibrate_routing: bool = True,
+    naive_subset: int = 0,
+    data_dir: Path | str | None = None,
+    domain: str | None = None,
+) -> LLMEvalResult:
+    """Tagger alone vs tagger + LLM (see the module docstring); nothing is written here."""
+    from cdlm.data.registry import load_split
+    from cdlm.model.tagger import Tagger
+    from cdlm.provenance import stamp
+
+    model = Tagger.load(checkpoint)
+    target = domain or model.config.train.target
+    types = list(dict.fromkeys(lab[2:] for lab in model.labels if lab != OUTSIDE))
+    test = seeded_subset(load_split(target, "test", data_dir), subset, seed)
+    test_views = tagger_views(model, test, cfg)
+    tagger_scores = span_scores([v.gold for v in test_views], [v.tags for v in test_views])
+
+    calibration = calibration_stats = None
+    dev_n = 0
+    if calibrate_routing:
+        dev = seeded_subset(
+            load_split(target, "dev", data_dir), cfg.routing.calibration_sentences, seed
+        )
+        dev_n = len(dev)
+        task = make_task(cfg, target, types)
+        best, points, calibration_stats = calibrate_on_dev(
+            task, tagger_views(model, dev, cfg), cfg.routing.calibration_shares
+        )
+        router = Router(threshold=best.threshold, margin=0.0, budget=cfg.routing.budget)
+        calibration = [
+            {"share": p.share, "threshold": p.threshold, "routed": p.routed, "dev_f1": p.f1}
+            for p in points
+        ]
+    else:
+        router = Router.from_config(cfg.routing)
+    task = make_task(cfg, target, types)
+    outcomes, routed_stats = run_pipeline(task, router, test_views, "routed test")
+    routed_scores = score(test_views, outcomes)
+
+    naive = naive_stats = naive_cached = naive_tagger = ratio = None
+    if naive_subset:
+        views = test_views[:naive_subset]
+        naive_tagger = span_scores([v.gold for v in views], [v.tags for v in views])
+        task = make_task(cfg, target, types)
+        outs, naive_stats = run_pipeline(task, Router(threshold=1.0), views, "naive")
+        naive = score(views, outs)
+        task = make_task(cfg, target, types)  # fresh backend object, same on-disk cache
+        _, naive_cached = run_pipeline(task, Router(threshold=1.0), views, "naive (cached)")
+        if naive_stats.wall_seconds > 0:
+            ratio = naive_cached.wall_seconds / naive_stats.wall_seconds
+    config = cfg.model_dump(mode="json")
+    return LLMEvalResult(
+        domain=str(target),
+        checkpoint=str(checkpoint),
+        backend=cfg.llm.backend,
+        model=task.backend.model,
+        seed=seed,
+        test_sentences=len(test_views),
+        dev_sentences=dev_n,
+        naive_sentences=naive_subset,
+        tagger=tagger_scores,
+        routed=routed_scores,
+        routed_stats=routed_stats,
+        threshold=router.threshold,
+        calibration=calibration,
+        calibration_stats=calibration_stats,
+        naive_tagger=naive_tagger,
+        naive=naive,
+        naive_stats=naive_stats,
+        naive_cached_stats=naive_cached,
+        cached_wall_ratio=ratio,
+        config=config,
+        provenance=stamp(seed=seed, config=config),
+    )
+
+
+def _stats_row(name: str, scores: SpanScores | None, stats: RunStats | None) -> str:
+    f1 = f"{100 * scores.f1:.2f}" if scores is not None else "-"
+    if stats is None:
+        return f"| {name} | {f1} | 0 | 0.00 | 0 | 0.00 | 0 | 0 | 0/0 |"
+    return (
+        f"| {name} | {f1} | {stats.routed_share:.1%} | {stats.calls_per_sentence:.2f} | "
+        f"{stats.tokens_per_sentence:.0f} | {stats.seconds_per_sentence:.2f} | "
+        f"{stats.fallbacks} | {stats.dropped_ungrounded} | "
+        f"{stats.changed_better}/{stats.changed_worse} |"
+    )
+
+
+def write_llm_results(result: LLMEvalResult, results_dir: Path | str, name: str = "") -> Path:
+    """``<domain>__llm-<backend>[-<name>]__seed<N>.json`` plus a Markdown table beside it."""
+    import json
+
+    folder = Path(results_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    tag = f"-{name}" if name else ""
+    stem = f"{result.domain}__llm-{result.backend}{tag}__seed{result.seed}"
+    path = folder / f"{stem}.json"
+    path.write_text(json.dumps(result.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
+    lines = [
+        f"# {result.domain}: tagger vs tagger + LLM ({result.backend}, {Path(result.model).name})",
+        "",
+        f"Command: `{result.provenance['command']}`  ",
+        f"Commit: {result.provenance['commit']}, seed {result.seed}, checkpoint "
+        f"`{result.checkpoint}`",
+        "",
+        f"Test subset: {result.test_sentences} sentences; calibration on {result.dev_sentences} "
+        f"dev sentences; naive pipeline on the first {result.naive_sentences} of the test subset.",
+        "",
+        "| pipeline | F1 | routed | calls/sent | tokens/sent | s/sent | fallbacks | dropped "
+        "| changed better/worse |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        _stats_row(f"tagger only ({result.test_sentences})", result.tagger, None),
+        _stats_row(
+            f"calibrated routing, threshold {result.threshold:.3f} ({result.test_sentences})",
+            result.routed,
+            result.routed_stats,
+        ),
+    ]
+    if result.naive_stats is not None:
+        lines += [
+            _stats_row(f"tagger only ({result.naive_sentences})", result.naive_tagger, None),
+            _stats_row(
+                f"naive, route everything ({result.naive_sentences})",
+                result.naive,
+                result.naive_stats,
+            ),
+            _stats_row(
+                f"naive, cached re-run ({result.naive_sentences})",
+                result.naive,
+                result.naive_cached_stats,
+            ),
+        ]
+    if result.cached_wall_ratio is not None:
+        lines += ["", f"Cached re-run wall time / first run: {result.cached_wall_ratio:.4f}"]
+    if result.calibration:
+        lines += [
+            "",
+            "Calibration on dev (share routed -> dev F1):",
+            "",
+            "| share | threshold | routed | dev F1 |",
+            "|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {p['share']:.2f} | {p['threshold']:.3f} | {p['routed']} | {100 * p['dev_f1']:.2f} |"
+            for p in result.calibration
+        ]
+    path.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

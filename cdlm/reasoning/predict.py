@@ -1,0 +1,123 @@
+"""``cdlm predict --llm llama|gpt``: raw texts in, merged tagger + LLM entities out.
+
+With a tagger, each text is tagged once (:func:`cdlm.predict.tag_texts`), the router picks the
+hard candidates and the LLM decides those; everything else keeps the tagger's answer. Without a
+tagger (LLM-only mode) every text goes through discovery, which proposes the mentions; the types
+then come from ``prompts/labels/<domain>.toml``.
+
+Each record is ``{"text", "entities": [{start, end, text, label, score, source}]}`` plus, with
+``explain``, each LLM entity's causal links, votes and self-check verdict, and a ``"llm"`` entry
+with what the sentence cost (fallbacks, dropped ungrounded spans).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from cdlm.config import CdlmConfig
+from cdlm.data.text import tokenize
+from cdlm.errors import ConfigError
+from cdlm.llm.usage import UsageLog
+from cdlm.reasoning.candidates import Doc, extract_candidates
+from cdlm.reasoning.pipeline import Outcome, reason, route
+from cdlm.reasoning.routing import Router
+from cdlm.reasoning.stage import Task
+
+
+def _doc(text: str, tokens: list[Any]) -> Doc:
+    return Doc(text, tuple(t.text for t in tokens), tuple((t.start, t.end) for t in tokens))
+
+
+def _record(doc: Doc, outcome: Outcome, explain: bool) -> dict[str, Any]:
+    for ent in outcome.entities:  # every span lies inside the input, by construction
+        assert doc.text[ent.start : ent.end] == ent.text
+    record: dict[str, Any] = {
+        "text": doc.text,
+        "entities": [e.to_json(explain) for e in outcome.entities],
+    }
+    if explain:
+        record["llm"] = {
+            "routed": outcome.routed,
+            "asked": outcome.asked,
+            "fallbacks": outcome.fallbacks,
+            "dropped_ungrounded": outcome.dropped,
+            "trace": outcome.trace,
+        }
+    return record
+
+
+def llm_only_types(cfg: CdlmConfig, domain: str) -> list[str]:
+    """The entity types of ``domain`` from its label file (LLM-only mode has no tagger labels)."""
+    from cdlm.reasoning.templates import load_label_file, load_prompts
+
+    prompts = load_prompts(cfg.reasoning.prompts_dir)
+    path = prompts.directory / "labels" / f"{domain}.toml"
+    types = list(load_label_file(path))
+    if not types:
+        raise ConfigError(
+            f"{path}: no entity types for domain '{domain}' (LLM-only mode takes the types from "
+            "this file; pass --domain with a file in prompts/labels/ or give --checkpoint)"
+        )
+    return types
+
+
+def predict_with_llm(
+    texts: list[str],
+    cfg: CdlmConfig,
+    *,
+    model: Any | None,
+    domain: str | None,
+    explain: bool = False,
+    log: UsageLog | None = None,
+) -> Iterator[dict[str, Any]]:
+    """One record per text, in order (a generator, so long inputs print as they go)."""
+    from cdlm.llm.factory import make_backend
+    from cdlm.reasoning.templates import load_prompts
+
+    log = log or UsageLog()
+    prompts = load_prompts(cfg.reasoning.prompts_dir)
+    if model is None:
+        target = domain or "politics"
+        task = Task(
+            make_backend(cfg.llm), prompts, cfg.reasoning, target, llm_only_types(cfg, target), log
+        )
+        for text in texts:
+            doc = _doc(text, tokenize(text))
+            outcome = reason(task, doc, None) if doc.tokens else Outcome([])
+            yield _record(doc, outcome, explain)
+        return
+
+    from cdlm.predict import tag_texts
+
+    labels = list(model.labels)
+    types = list(dict.fromkeys(lab[2:] for lab in labels if lab != "O"))
+    task = Task(
+        make_backend(cfg.llm),
+        prompts,
+        cfg.reasoning,
+        domain or model.config.train.target,
+        types,
+        log,
+    )
+    router = Router.from_config(cfg.routing)
+    chunk = 64
+    for k in range(0, len(texts), chunk):
+        tagged = tag_texts(model, texts[k : k + chunk])
+        docs = [_doc(t.text, t.tokens) for t in tagged]
+        cands = [
+            extract_candidates(
+                d,
+                t.probs,
+                labels,
+                tags=t.tags,
+                top_k=cfg.reasoning.top_k,
+                missed_o_max=cfg.reasoning.missed_o_max,
+            )
+            if d.tokens
+            else []
+            for d, t in zip(docs, tagged, strict=True)
+        ]
+        hard = router.select(cands)  # a budget applies per chunk of texts
+        for doc, c, h in zip(docs, cands, hard, strict=True):
+            yield _record(doc, route(task, doc, c, h), explain)

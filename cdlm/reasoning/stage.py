@@ -1,0 +1,91 @@
+"""What every LLM stage shares: the task (domain, types, config), one guarded call, and the
+schema helpers that keep structured output bounded.
+
+Bounded schemas matter: under a JSON grammar a small model that may write an unbounded array or
+string can loop until ``max_tokens``; every list and string in an output model has a maximum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cdlm.config import ReasoningConfig
+from cdlm.llm.base import LLMBackend, LLMOutputError, Usage
+from cdlm.llm.usage import UsageLog
+from cdlm.reasoning.candidates import Candidate
+from cdlm.reasoning.templates import PromptSet
+
+T = TypeVar("T", bound=BaseModel)
+
+
+class Output(BaseModel):
+    """Base of the stage output models: unknown keys are an error, aliases accepted."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+def text_field(max_chars: int) -> Any:
+    """A bounded free-text field without quotes, backslashes or control characters.
+
+    Written as a pattern rather than ``max_length`` because llama-cpp-python's JSON-schema
+    grammar lets a plain string contain raw newlines (invalid JSON, a wasted answer); the
+    character class keeps the grammar and pydantic in agreement."""
+    return Field(pattern=rf'^[^"\\\x00-\x1f]{{0,{max_chars}}}$', max_length=max_chars)
+
+
+def literal(values: list[str] | tuple[str, ...]) -> Any:
+    """``Literal[v1, v2, ...]`` built at run time (the JSON schema becomes an enum/const)."""
+    return Literal[tuple(dict.fromkeys(values))]  # type: ignore[valid-type]
+
+
+@dataclass
+class Task:
+    """One reasoning job: the backend, the prompts, the domain's types and the config."""
+
+    backend: LLMBackend
+    prompts: PromptSet
+    config: ReasoningConfig
+    domain: str | None
+    types: list[str]
+    log: UsageLog
+
+    def type_context(self) -> dict[str, Any]:
+        """Template variables every stage gets: domain name and the types with descriptions."""
+        return {
+            "domain": self.prompts.domain_name(self.domain),
+            "types": self.prompts.labels(self.domain, self.types),
+        }
+
+    def ask(self, stage: str, variables: dict[str, Any], schema: type[T]) -> T | None:
+        """Render, call, account. ``None`` when the answer could not be parsed after the
+        backend's retries: the caller falls back to the tagger and the fallback is counted."""
+        messages = self.prompts.render(stage, variables)
+        try:
+            result = self.backend.complete(messages, schema, stage=stage)
+        except LLMOutputError as exc:
+            usage = exc.usage if exc.usage.stage else exc.usage.model_copy(update={"stage": stage})
+            self.log.add(usage, failed=True)
+            self.log.add_fallback(stage)
+            return None
+        usage: Usage = result.usage
+        if not usage.stage:
+            usage = usage.model_copy(update={"stage": stage})
+        self.log.add(usage)
+        return result.value
+
+
+def candidate_context(cands: list[Candidate]) -> list[dict[str, Any]]:
+    """Candidates as template data: id, text, kind and options with probabilities."""
+    return [
+        {
+            "id": c.id,
+            "text": c.text,
+            "kind": c.kind,
+            "tagger_type": c.tagger_type or "none",
+            "options": [{"type": o.type, "prob": round(o.prob, 2)} for o in c.options],
+        }
+        for c in cands
+    ]

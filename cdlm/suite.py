@@ -1,0 +1,409 @@
+"""Evaluation suites: variants x domains x seeds, trained (or reused) and compared in one table.
+
+A suite file (TOML, e.g. ``evals/crossner.toml``) lists the variants (names in
+:data:`cdlm.config.VARIANTS`), the domains and the seeds. For every run the suite builds the
+config (base config file + suite overrides + variant overrides + target and seed), then:
+
+- **reuse** a finished run of the same config: ``<runs>/<domain>__<variant>__seed<N>`` (the
+  folder ``cdlm train`` uses by default) or the suite's own ``...__<config hash>`` folder, when
+  its ``config.json`` holds the same training config and ``scores.json`` exists (``train``
+  writes it last, so its presence means the run finished);
+- otherwise **train** it (:func:`cdlm.train.train`, which also scores the test split at the
+  best dev epoch). A default folder holding a *different* config is never overwritten: the run
+  goes to the hashed folder instead.
+
+After every run the results file is rewritten, so an interrupted suite loses at most the run in
+progress and the next invocation resumes where it stopped. Results:
+``<results_dir>/<name>.json`` (every run, per domain and variant mean and sample std over seeds,
+the average over domains of the per-domain means, deltas against the ``baseline`` variant, and
+provenance) and ``<name>.md`` (the same as tables). Model selection uses dev only; the test
+score is read at the best dev epoch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+import time
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cdlm.config import VARIANTS, CdlmConfig, load_config
+from cdlm.errors import ConfigError
+
+# Config sections and fields that do not change the trained model.
+_NOT_TRAINING = ("llm", "reasoning", "routing")
+_NOT_TRAINING_FIELDS = (
+    ("train", "threads"),
+    # Chosen on dev after training (cdlm.debias) or used only by `cdlm probe`.
+    ("causal", "alpha"),
+    ("causal", "probe_placeholder"),
+    ("causal", "probe_seed"),
+)
+
+
+class SuiteSpec(BaseModel):
+    """The contents of a suite TOML file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    variants: list[str] = Field(min_length=1)
+    domains: list[str] = Field(min_length=1)
+    seeds: list[int] = Field([1], min_length=1)
+    # Per-domain seed lists that replace ``seeds`` for that domain.
+    domain_seeds: dict[str, list[int]] = {}
+    split: str = "test"
+    baseline: str = "baseline"  # the variant deltas are computed against
+    config: str | None = None  # base config TOML (relative to the suite file)
+    overrides: dict[str, Any] = {}  # dotted config overrides applied to every run
+    runs_dir: str = "runs"
+    results_dir: str = "evals/results"
+
+
+class RunRecord(BaseModel):
+    variant: str
+    domain: str
+    seed: int
+    checkpoint: str
+    reused: bool
+    dev_f1: float
+    test_f1: float
+    test_precision: float
+    test_recall: float
+    best_epoch: int | None = None
+    target_seconds: float | None = None
+    # `+factmix` variants: chosen ratios, grid dev F1, generated/kept counts (scores.json).
+    augment: dict[str, Any] | None = None
+
+
+def load_suite(path: Path) -> SuiteSpec:
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: suite file not found") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        spec = SuiteSpec.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{path}: field '{field}': {first['msg']}") from None
+    unknown = [v for v in spec.variants if v not in VARIANTS]
+    if unknown:
+        raise ConfigError(
+            f"{path}: field 'variants': unknown {unknown}; known: {', '.join(VARIANTS)}"
+        )
+    if spec.config is not None:
+        spec.config = str((Path(path).parent / spec.config).resolve())
+    return spec
+
+
+def run_config(spec: SuiteSpec, variant: str, domain: str, seed: int) -> CdlmConfig:
+    overrides = {
+        **spec.overrides,
+        **VARIANTS[variant],
+        "train.variant": variant,
+        "train.target": domain,
+        "train.seed": seed,
+    }
+    return load_config(Path(spec.config) if spec.config else None, overrides)
+
+
+def training_view(config: CdlmConfig | dict[str, Any]) -> dict[str, Any]:
+    """The parts of a config that shape the trained model (for "same run?" comparisons).
+
+    A saved config is re-validated first, so fields added to the config since the run was
+    saved compare at their defaults."""
+    if isinstance(config, dict):
+        config = CdlmConfig.model_validate(config)
+    data = config.model_dump(mode="json")
+    for section in _NOT_TRAINING:
+        data.pop(section, None)
+    for section, name in _NOT_TRAINING_FIELDS:
+        data.get(section, {}).pop(name, None)
+    return data
+
+
+def config_hash(config: CdlmConfig) -> str:
+    blob = json.dumps(training_view(config), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:10]
+
+
+def _saved_config(folder: Path) -> dict[str, Any] | None:
+    try:
+        meta = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        return training_view(meta["config"])
+    except (OSError, ValueError, KeyError, TypeError, ValidationError):
+        return None
+
+
+def _finished(folder: Path, wanted: dict[str, Any]) -> bool:
+    return (folder / "scores.json").is_file() and _saved_config(folder) == wanted
+
+
+def run_folder(spec: SuiteSpec, config: CdlmConfig) -> tuple[Path, bool]:
+    """(folder, finished): where this run's checkpoint is, or is to be trained."""
+    from cdlm.data.registry import domain_name
+
+    t = config.train
+    default = Path(spec.runs_dir) / f"{domain_name(t.target or '')}__{t.variant}__seed{t.seed}"
+    hashed = default.with_name(f"{default.name}__{config_hash(config)}")
+    wanted = training_view(config)
+    for folder in (default, hashed):
+        if _finished(folder, wanted):
+            return folder, True
+    # Train into the default folder unless it holds another config's run.
+    default_taken = (default / "config.json").is_file() and _saved_config(default) != wanted
+    return (hashed if default_taken else default), False
+
+
+def _record(variant: str, domain: str, seed: int, folder: Path, reused: bool, split: str):
+    scores = json.loads((folder / "scores.json").read_text(encoding="utf-8"))
+    test = scores.get("test") if split == "test" else None
+    if test is None:  # the run did not score this split at training time
+        from cdlm.evaluate import evaluate_checkpoint
+
+        test = evaluate_checkpoint(folder, split).scores.model_dump()
+    return RunRecord(
+        variant=variant,
+        domain=domain,
+        seed=seed,
+        checkpoint=str(folder),
+        reused=reused,
+        dev_f1=scores["dev"]["f1"],
+        test_f1=test["f1"],
+        test_precision=test["precision"],
+        test_recall=test["recall"],
+        best_epoch=scores.get("best_epoch"),
+        target_seconds=scores.get("target_seconds"),
+        augment=scores.get("augment"),
+    )
+
+
+def summarise(spec: SuiteSpec, records: list[RunRecord]) -> dict[str, Any]:
+    """Per (domain, variant): mean and sample std of test F1 over seeds (std 0 for one seed);
+    per variant: the mean over domains (only when every domain has a result); deltas against
+    the baseline variant's means."""
+    table: dict[str, dict[str, dict[str, Any]]] = {}
+    for domain in spec.domains:
+        for variant in spec.variants:
+            f1s = [r.test_f1 for r in records if r.domain == domain and r.variant == variant]
+            if f1s:
+                table.setdefault(domain, {})[variant] = {
+                    "mean": statistics.fmean(f1s),
+                    "std": statistics.stdev(f1s) if len(f1s) > 1 else 0.0,
+                    "n": len(f1s),
+                    "dev_mean": statistics.fmean(
+                        r.dev_f1 for r in records if r.domain == domain and r.variant == variant
+                    ),
+                }
+    average = {}
+    for variant in spec.variants:
+        means = [table.get(d, {}).get(variant, {}).get("mean") for d in spec.domains]
+        if all(m is not None for m in means):
+            average[variant] = statistics.fmean(means)
+    delta: dict[str, dict[str, float]] = {}
+    for domain, row in table.items():
+        if spec.baseline in row:
+            for variant, cell in row.items():
+                if variant != spec.baseline:
+                    delta.setdefault(domain, {})[variant] = (
+                        cell["mean"] - row[spec.baseline]["mean"]
+                    )
+    if spec.baseline in average:
+        for variant, mean in average.items():
+            if variant != spec.baseline:
+                delta.setdefault("average", {})[variant] = mean - average[spec.baseline]
+    return {"per_domain": table, "average": average, "delta": delta}
+
+
+def markdown(spec: SuiteSpec, result: dict[str, Any]) -> str:
+    summary = result["summary"]
+    table, avg, delta = summary["per_domain"], summary["average"], summary["delta"]
+    head = "| variant | " + " | ".join(spec.domains) + " | average |"
+    lines = [
+        f"# Suite `{spec.name}`: test F1 (strict IOB2 span micro-F1, %)",
+        "",
+        f"{'Complete' if result['complete'] else 'INCOMPLETE'}: "
+        f"{len(result['runs'])} of {result['planned']} runs. Cells: mean ± sample std over "
+        "seeds (n seeds); checkpoints chosen on dev F1.",
+        "",
+        head,
+        "|---|" + "---:|" * (len(spec.domains) + 1),
+    ]
+    for variant in spec.variants:
+        cells = []
+        for d in spec.domains:
+            c = table.get(d, {}).get(variant)
+            cells.append(f"{100 * c['mean']:.2f} ± {100 * c['std']:.2f} ({c['n']})" if c else "–")
+        a = avg.get(variant)
+        lines.append(
+            f"| {variant} | " + " | ".join(cells) + f" | {'–' if a is None else f'{100 * a:.2f}'} |"
+        )
+    others = [v for v in spec.variants if v != spec.baseline]
+    if others:
+        lines += [
+            "",
+            f"Delta against `{spec.baseline}` (points of F1):",
+            "",
+            head,
+            "|---|" + "---:|" * (len(spec.domains) + 1),
+        ]
+        for variant in others:
+            cells = [
+                f"{100 * delta[d][variant]:+.2f}" if variant in delta.get(d, {}) else "–"
+                for d in [*spec.domains, "average"]
+            ]
+            lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Runs:",
+        "",
+        "| variant | domain | seed | dev F1 | test F1 | best epoch | checkpoint | reused |",
+        "|---|---|---:|---:|---:|---:|---|---|",
+    ]
+    for r in result["runs"]:
+        lines.append(
+            f"| {r['variant']} | {r['domain']} | {r['seed']} | {100 * r['dev_f1']:.2f} "
+            f"| {100 * r['test_f1']:.2f} | {r['best_epoch']} | `{r['checkpoint']}` "
+            f"| {r['reused']} |"
+        )
+    prov = result["provenance"]
+    lines += [
+        "",
+        f"- command: `{prov.get('command')}`",
+        f"- commit: `{prov.get('commit')}`",
+        f"- time: {prov.get('time')}, machine: {prov.get('machine')}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def planned_runs(spec: SuiteSpec) -> list[tuple[str, str, int]]:
+    """(variant, domain, seed), seeds outermost so every variant gets its first seed early."""
+    runs = []
+    max_seeds = max(len(spec.domain_seeds.get(d, spec.seeds)) for d in spec.domains)
+    for k in range(max_seeds):
+        for domain in spec.domains:
+            seeds = spec.domain_seeds.get(domain, spec.seeds)
+            if k < len(seeds):
+                runs.extend((variant, domain, seeds[k]) for variant in spec.variants)
+    return runs
+
+
+def select_variants(spec: SuiteSpec, names: list[str]) -> SuiteSpec:
+    """The suite restricted to some of its variants (``cdlm eval --suite F --variants a,b``)."""
+    unknown = [n for n in names if n not in spec.variants]
+    if unknown or not names:
+        raise ConfigError(
+            f"--variants: {unknown or 'none given'} not in the suite's {', '.join(spec.variants)}"
+        )
+    return spec.model_copy(update={"variants": [v for v in spec.variants if v in names]})
+
+
+def _pid_alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _lock(folder: Path) -> Path | None:
+    """Claim a run folder for training (``<folder>.lock`` holding our pid); ``None`` when a live
+    process holds it already (two suites sharing a runs folder never train the same run)."""
+    import os
+
+    lock = folder.with_name(folder.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                holder = int(lock.read_text(encoding="utf-8").strip() or 0)
+            except (OSError, ValueError):
+                holder = 0
+            if holder and _pid_alive(holder):
+                return None
+            lock.unlink(missing_ok=True)  # stale: its process is gone
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(str(os.getpid()))
+        return lock
+    return None
+
+
+def run_suite(
+    spec: SuiteSpec,
+    *,
+    train_fn: Callable[..., Any] | None = None,
+    data_dir: Path | str | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    poll_s: float = 60.0,
+) -> dict[str, Any]:
+    """Train or reuse every planned run, rewriting the results after each; returns them.
+
+    ``train_fn(config, out_dir, data_dir=..., runs=..., progress=...)`` defaults to
+    :func:`cdlm.train.train`.
+    """
+    from cdlm.provenance import stamp
+
+    if train_fn is None:
+        from cdlm.train import train as train_fn
+
+    results_dir = Path(spec.results_dir)
+    plan = planned_runs(spec)
+    records: list[RunRecord] = []
+    result: dict[str, Any] = {}
+    first_config = training_view(run_config(spec, *plan[0]))
+    for i, (variant, domain, seed) in enumerate(plan, 1):
+        config = run_config(spec, variant, domain, seed)
+        what = f"[{i}/{len(plan)}] {variant} {domain} seed {seed}"
+        while True:
+            folder, done = run_folder(spec, config)
+            if done:
+                log(f"{what}: reusing {folder}")
+                break
+            lock = _lock(folder)
+            if lock is None:
+                log(f"{what}: {folder} is being trained by another process; waiting")
+                time.sleep(poll_s)
+                continue
+            try:
+                log(f"{what}: training into {folder}")
+                train_fn(config, folder, data_dir=data_dir, runs=spec.runs_dir, progress=progress)
+            finally:
+                lock.unlink(missing_ok=True)
+            break
+        records.append(_record(variant, domain, seed, folder, done, spec.split))
+        result = {
+            "name": spec.name,
+            "split": spec.split,
+            "complete": i == len(plan),
+            "planned": len(plan),
+            "suite": spec.model_dump(mode="json"),
+            "runs": [r.model_dump(mode="json") for r in records],
+            "summary": summarise(spec, records),
+            "provenance": stamp(
+                variants={v: VARIANTS[v] for v in spec.variants},
+                first_run_config=first_config,
+            ),
+        }
+        results_dir.mkdir(parents=True, exist_ok=True)
+        (results_dir / f"{spec.name}.json").write_text(
+            json.dumps(result, indent=2) + "\n", encoding="utf-8"
+        )
+        (results_dir / f"{spec.name}.md").write_text(markdown(spec, result), encoding="utf-8")
+    return result

@@ -1,0 +1,521 @@
+"""Training: source pre-training (cached), then target fine-tuning with early stopping.
+
+The CrossNER "pre-train then fine-tune" protocol:
+
+1. **Source** (``pretrain_source``): a plain tagger (no fusion, no causal module) trained on the
+   source train split (CoNLL-2003) for ``train.source_epochs``. It is saved under
+   ``<runs>/source/<source>__<encoder>__seed<S>__<hash>/`` and reused by every target that asks
+   for the same source, encoder, source seed and training settings. Its seed is
+   ``train.source_seed``, separate from ``train.seed``, so trying several target seeds does not
+   repeat the source pre-training.
+2. **Target** (``build_target_model`` + ``fit``): a new head over the target BIO tags on top of a
+   copy of the source encoder and casing features, trained on the target train split; dev F1
+   after every epoch, stop after ``train.patience`` epochs without gain, keep the best epoch.
+3. The best model is saved (safetensors + ``config.json``) with ``scores.json``: dev and test
+   scores at the best epoch, the per-epoch history and wall times.
+
+The runs folder is ``--runs-dir``, else ``$CDLM_RUNS_DIR``, else ``./runs``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import random
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from cdlm.config import CdlmConfig
+from cdlm.data.bio import Sentence
+from cdlm.errors import ConfigError
+from cdlm.metrics import SpanScores
+
+if TYPE_CHECKING:
+    import torch
+
+    from cdlm.model.tagger import Tagger
+
+RUNS_ENV = "CDLM_RUNS_DIR"
+
+
+class EpochLog(BaseModel):
+    epoch: int
+    train_loss: float
+    dev_f1: float
+    seconds: float
+
+
+class TrainResult(BaseModel):
+    """What ``train`` did: where the best checkpoint is, its scores and how long it took."""
+
+    checkpoint: str
+    target: str
+    variant: str
+    seed: int
+    source_checkpoint: str | None
+    source_cached: bool
+    source_seconds: float  # time of the source pre-training (0 when cached or skipped)
+    target_seconds: float  # time of target fine-tuning (all epochs, dev evaluation included)
+    best_epoch: int
+    dev: SpanScores
+    test: SpanScores | None
+    test_sentences_per_s: float | None
+    history: list[EpochLog]
+    # `--augment factmix`: grid points with dev F1, the chosen ratios, generated/kept counts.
+    augment: dict[str, Any] | None = None
+
+
+def runs_dir(path: Path | str | None = None) -> Path:
+    """Where checkpoints and the source cache go."""
+    return Path(path or os.environ.get(RUNS_ENV) or "runs")
+
+
+def default_out_dir(config: CdlmConfig, runs: Path | str | None = None) -> Path:
+    from cdlm.data.registry import domain_name
+
+    target = domain_name(_target(config))
+    return runs_dir(runs) / f"{target}__{config.train.variant}__seed{config.train.seed}"
+
+
+def _target(config: CdlmConfig) -> str:
+    if not config.train.target:
+        raise ConfigError("train.target: no target domain given (use --target politics)")
+    return config.train.target
+
+
+def set_seed(seed: int) -> None:
+    """Seed every generator training touches; CPU kernels used here are deterministic."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _limit(sentences: list[Sentence], config: CdlmConfig) -> list[Sentence]:
+    n = config.train.max_train_sentences
+    return sentences[:n] if n else sentences
+
+
+def batches(
+    sentences: Sequence[Sentence], size: int, rng: random.Random
+) -> Iterator[list[Sentence]]:
+    """Shuffled batches of similar length: shuffle, sort within pools of 50 batches, then shuffle
+    the batch order (less padding, hence faster on a CPU, and still random)."""
+    order = list(range(len(sentences)))
+    rng.shuffle(order)
+    pool = size * 50
+    chunks: list[list[int]] = []
+    for k in range(0, len(order), pool):
+        part = sorted(order[k : k + pool], key=lambda i: len(sentences[i].tokens))
+        chunks.extend(part[j : j + size] for j in range(0, len(part), size))
+    rng.shuffle(chunks)
+    for chunk in chunks:
+        yield [sentences[i] for i in chunk]
+
+
+def make_optimizer(model: Tagger, config: CdlmConfig, total_steps: int):
+    """AdamW with the encoder at ``train.lr`` and new layers at ``train.head_lr``; no weight
+    decay on biases and LayerNorm; linear warm-up then linear decay to 0."""
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    t = config.train
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        is_encoder = name.startswith("encoder.")
+        no_decay = param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name
+        groups.setdefault((is_encoder, no_decay), []).append(param)
+    param_groups = [
+        {
+            "params": params,
+            "lr": t.lr if is_encoder else t.head_lr,
+            "weight_decay": 0.0 if no_decay else t.weight_decay,
+        }
+        for (is_encoder, no_decay), params in sorted(groups.items())
+    ]
+    # The fused kernel is one pass over each tensor instead of ~10 small ops: several times
+    # faster on a busy CPU, same update.
+    optimizer = torch.optim.AdamW(param_groups, fused=True)
+    warmup = int(t.warmup_ratio * total_steps)
+    scheduler = get_linear_schedule_with_warmup(optimizer, warmup, max(total_steps, 1))
+    return optimizer, scheduler
+
+
+def _progress(enabled: bool):
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[status]}"),
+        console=Console(stderr=True),
+        disable=not enabled,
+    )
+
+
+def _plain(progress) -> bool:
+    """Progress is on but the output is a log file, where a live bar shows nothing."""
+    return not progress.disable and not progress.console.is_terminal
+
+
+def train_epoch(
+    model: Tagger,
+    sentences: Sequence[Sentence],
+    config: CdlmConfig,
+    optimizer,
+    scheduler,
+    rng: random.Random,
+    progress,
+    description: str,
+) -> float:
+    """One pass over ``sentences``; returns the mean training loss."""
+    import torch
+
+    model.train()
+    n_batches = (len(sentences) + config.train.batch_size - 1) // config.train.batch_size
+    task = progress.add_task(description, total=n_batches, status="")
+    total, steps = 0.0, 0
+    for chunk in batches(sentences, config.train.batch_size, rng):
+        batch = model.builder([s.tokens for s in chunk], [s.tags for s in chunk])
+        out = model(batch.to(model.device))
+        assert out.loss is not None
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        if config.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        total += out.loss.item()
+        steps += 1
+        progress.update(task, advance=1, status=f"loss {total / steps:.4f}")
+        if _plain(progress) and steps % max(n_batches // 10, 1) == 0:
+            # Logs and CI have no live bar: a line every 10% instead.
+            progress.console.print(f"{description}: {steps}/{n_batches} loss {total / steps:.4f}")
+    progress.remove_task(task)
+    return total / max(steps, 1)
+
+
+def _key(config: CdlmConfig, source: str, data_dir: Path | str | None) -> str:
+    """Cache folder name of a source model: readable prefix + hash of everything that shapes it."""
+    from cdlm.data.registry import DOMAINS, domain_dir, domain_name
+    from cdlm.model.encoder import encoder_label
+
+    t = config.train
+    where = source if source in DOMAINS else str(domain_dir(source, data_dir).resolve())
+    fields = {
+        "source": where,
+        "encoder": encoder_label(config.encoder.name),
+        "encoder_cfg": config.encoder.model_dump(mode="json"),
+        "dropout": config.tagger.dropout,
+        "seed": t.source_seed,
+        "epochs": t.source_epochs,
+        "optim": [t.lr, t.head_lr, t.weight_decay, t.warmup_ratio, t.batch_size, t.grad_clip],
+        "max_train_sentences": t.max_train_sentences,
+    }
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
+    slug = "".join(
+        c if c.isalnum() or c in "-." else "-" for c in encoder_label(config.encoder.name)
+    )
+    return f"{domain_name(source)}__{slug}__seed{t.source_seed}__{digest}"
+
+
+def source_config(config: CdlmConfig) -> CdlmConfig:
+    """The config of the source model: plain tagger, seeded by ``train.source_seed``."""
+    cfg = config.model_copy(deep=True)
+    cfg.fusion.enabled = False
+    cfg.causal.explicit = False
+    cfg.causal.implicit = False
+    cfg.train.target = config.train.source
+    cfg.train.seed = config.train.source_seed
+    cfg.train.variant = "source"
+    return cfg
+
+
+def pretrain_source(
+    config: CdlmConfig,
+    data_dir: Path | str | None = None,
+    runs: Path | str | None = None,
+    progress: bool = True,
+) -> tuple[Tagger | None, Path | None, float, bool]:
+    """The source tagger: (model, folder, seconds spent training, came from cache).
+
+    ``train.source_epochs = 0`` skips it: the target model starts from the plain encoder.
+    """
+    from cdlm.data.registry import domain_labels, load_split
+    from cdlm.model.tagger import Tagger
+
+    if config.train.source_epochs == 0:
+        return None, None, 0.0, False
+    source = config.train.source
+    folder = runs_dir(runs) / "source" / _key(config, source, data_dir)
+    if (folder / "model.safetensors").is_file():
+        return Tagger.load(folder), folder, 0.0, True
+
+    cfg = source_config(config)
+    start = time.perf_counter()
+    set_seed(cfg.train.seed)
+    sentences = _limit(load_split(source, "train", data_dir), cfg)
+    model = Tagger.create(cfg, domain_labels(source, data_dir))
+    steps = cfg.train.source_epochs * (
+        (len(sentences) + cfg.train.batch_size - 1) // cfg.train.batch_size
+    )
+    optimizer, scheduler = make_optimizer(model, cfg, steps)
+    rng = random.Random(cfg.train.seed)
+    history = []
+    with _progress(progress) as bar:
+        for epoch in range(1, cfg.train.source_epochs + 1):
+            loss = train_epoch(
+                model,
+                sentences,
+                cfg,
+                optimizer,
+                scheduler,
+                rng,
+                bar,
+                f"source {source} epoch {epoch}/{cfg.train.source_epochs}",
+            )
+            history.append({"epoch": epoch, "train_loss": loss})
+    seconds = time.perf_counter() - start
+    # Write to a temporary folder first so an interrupted run never leaves a half cache entry.
+    tmp = folder.with_name(folder.name + ".tmp")
+    model.save(
+        tmp, extra={"history": history, "train_seconds": seconds, "train_sentences": len(sentences)}
+    )
+    tmp.replace(folder)
+    return model, folder, seconds, False
+
+
+def build_target_model(config: CdlmConfig, labels: list[str], source: Tagger | None) -> Tagger:
+    """A tagger for the target labels: a copy of the source encoder and casing features (or the
+    pre-trained encoder when there is no source model) and a fresh head."""
+    from cdlm.model.tagger import Tagger
+
+    if source is None:
+        return Tagger.create(config, labels)
+    model = Tagger(
+        config, labels, copy.deepcopy(source.encoder), source.tokenizer, source.encoder_name
+    )
+    if source.casing is not None and model.casing is not None:
+        model.casing.load_state_dict(source.casing.state_dict())
+    return model
+
+
+def _fusion_module(
+    config: CdlmConfig,
+    model: Tagger,
+    source: Tagger | None,
+    source_dir: Path | None,
+    train_sents: list[Sentence],
+    data_dir: Path | str | None,
+) -> torch.nn.Module | None:
+    """The label-graph fusion (DESIGN.md section 2) from the source tagger's label graphs:
+    the committed ``graphs/<source>__<target>.json`` when it was built from this very source
+    checkpoint, else built now and cached beside the source checkpoint (full train split only)."""
+    from cdlm.data.registry import load_split
+    from cdlm.graphs import load_or_build
+    from cdlm.model.fusion import build_fusion
+
+    if source is None or source_dir is None:
+        raise ConfigError(
+            "fusion.enabled: label graphs need a source model (train.source_epochs > 0)"
+        )
+    full = len(train_sents) == len(load_split(_target(config), "train", data_dir))
+    graphs = load_or_build(
+        source,
+        config,
+        source_dir,
+        source=config.train.source,
+        target=_target(config),
+        cache_dir=source_dir / "graphs" if full else None,
+        target_sentences=train_sents,
+        data_dir=data_dir,
+    )
+    return build_fusion(config, graphs, source.head.weight, model.labels)
+
+
+def _state_copy(model: torch.nn.Module) -> dict[str, Any]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def fit(
+    model: Tagger,
+    train_sentences: Sequence[Sentence],
+    dev_sentences: Sequence[Sentence],
+    config: CdlmConfig,
+    progress: bool = True,
+) -> tuple[int, SpanScores, list[EpochLog]]:
+    """Target fine-tuning with early stopping on dev F1; leaves the best epoch's weights in
+    ``model``. Returns (best epoch, its dev scores, history)."""
+    from cdlm.evaluate import score_model
+
+    t = config.train
+    steps = t.target_epochs * ((len(train_sentences) + t.batch_size - 1) // t.batch_size)
+    optimizer, scheduler = make_optimizer(model, config, steps)
+    rng = random.Random(t.seed)
+    best_epoch, best_scores, best_state = 0, None, None
+    history: list[EpochLog] = []
+    with _progress(progress) as bar:
+        overall = bar.add_task("target epochs", total=t.target_epochs, status="")
+        for epoch in range(1, t.target_epochs + 1):
+            start = time.perf_counter()
+            loss = train_epoch(
+                model,
+                train_sentences,
+                config,
+                optimizer,
+                scheduler,
+                rng,
+                bar,
+                f"target epoch {epoch}/{t.target_epochs}",
+            )
+            scores, _, _ = score_model(model, dev_sentences)
+            history.append(
+                EpochLog(
+                    epoch=epoch,
+                    train_loss=loss,
+                    dev_f1=scores.f1,
+                    seconds=time.perf_counter() - start,
+                )
+            )
+            if best_scores is None or scores.f1 > best_scores.f1:
+                best_epoch, best_scores, best_state = epoch, scores, _state_copy(model)
+            status = (
+                f"loss {loss:.4f} dev F1 {100 * scores.f1:.2f} "
+                f"(best {100 * best_scores.f1:.2f} @ {best_epoch})"
+            )
+            bar.update(overall, advance=1, status=status)
+            if _plain(bar):
+                bar.console.print(f"target epoch {epoch}: {status}")
+            if epoch - best_epoch >= t.patience:
+                break
+    assert best_state is not None and best_scores is not None
+    model.load_state_dict(best_state)
+    return best_epoch, best_scores, history
+
+
+def train(
+    config: CdlmConfig,
+    out_dir: Path | str | None = None,
+    data_dir: Path | str | None = None,
+    runs: Path | str | None = None,
+    progress: bool = True,
+    evaluate_test: bool = True,
+) -> TrainResult:
+    """Source pre-training (cached) + target fine-tuning; saves the best model to ``out_dir``.
+
+    ``train.threads`` sets torch's CPU threads for the call. On a machine shared with other
+    busy processes, 1 thread can be several times faster than 2: OpenMP threads wait for each
+    other at every operation, and each wait costs a scheduler time slice when cores are taken.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    try:
+        return _train(config, out_dir, data_dir, runs, progress, evaluate_test)
+    finally:
+        torch.set_num_threads(threads)  # a library call leaves the process as it found it
+
+
+def _train(
+    config: CdlmConfig,
+    out_dir: Path | str | None,
+    data_dir: Path | str | None,
+    runs: Path | str | None,
+    progress: bool,
+    evaluate_test: bool,
+) -> TrainResult:
+    from cdlm.data.registry import domain_labels, domain_name, load_split
+    from cdlm.data.sampling import k_shot
+    from cdlm.evaluate import score_model
+    from cdlm.provenance import stamp
+
+    target = _target(config)
+    t = config.train
+    out = Path(out_dir) if out_dir is not None else default_out_dir(config, runs)
+    # Load the data first: a bad file should fail before minutes of source training.
+    labels = domain_labels(target, data_dir)
+    train_sents = load_split(target, "train", data_dir)
+    if t.k_shot:
+        train_sents = k_shot(train_sents, t.k_shot, t.seed)
+    train_sents = _limit(train_sents, config)
+    dev_sents = load_split(target, "dev", data_dir)
+
+    source, source_dir, source_seconds, cached = pretrain_source(config, data_dir, runs, progress)
+
+    start = time.perf_counter()
+
+    def fine_tune(sentences: Sequence[Sentence]) -> tuple[Tagger, int, SpanScores, list[EpochLog]]:
+        set_seed(t.seed)
+        model = build_target_model(config, labels, source)
+        if config.fusion.enabled:  # label graphs always come from the original train set
+            model.fusion = _fusion_module(config, model, source, source_dir, train_sents, data_dir)
+        return model, *fit(model, sentences, dev_sents, config, progress)
+
+    augment_record = None
+    if config.augment.method == "factmix":  # FactMix semi-facts (cdlm/augment/training.py)
+        from cdlm.augment.training import factmix_fine_tune
+
+        (model, best_epoch, dev_scores, history), augment_record = factmix_fine_tune(
+            train_sents, config, fine_tune, data_dir
+        )
+    else:
+        model, best_epoch, dev_scores, history = fine_tune(train_sents)
+    source = None  # free the source model (not `del`: fine_tune closes over the name)
+    if config.causal.explicit and config.causal.alpha_grid:  # debiasing strength, dev only
+        from cdlm.debias import sweep_alpha
+
+        _, _, dev_scores = sweep_alpha(model, dev_sents, config.causal.alpha_grid)
+    target_seconds = time.perf_counter() - start
+
+    test_scores, test_speed = None, None
+    if evaluate_test:
+        test_sents = load_split(target, "test", data_dir)
+        test_scores, seconds, _ = score_model(model, test_sents)
+        test_speed = len(test_sents) / seconds if seconds > 0 else 0.0
+
+    model.save(out, extra={"best_epoch": best_epoch, "dev_f1": dev_scores.f1})
+    result = TrainResult(
+        checkpoint=str(out),
+        target=domain_name(target),
+        variant=t.variant,
+        seed=t.seed,
+        source_checkpoint=str(source_dir) if source_dir else None,
+        source_cached=cached,
+        source_seconds=source_seconds,
+        target_seconds=target_seconds,
+        best_epoch=best_epoch,
+        dev=dev_scores,
+        test=test_scores,
+        test_sentences_per_s=test_speed,
+        history=history,
+        augment=augment_record,
+    )
+    record = {
+        **result.model_dump(mode="json"),
+        "provenance": stamp(seed=t.seed, config=config.model_dump(mode="json")),
+    }
+    (out / "scores.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return result

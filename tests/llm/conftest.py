@@ -1,0 +1,82 @@
+"""LLM test fixtures: SmolLM2 loaded once, a real llama_cpp.server, and a scripted fault server.
+
+The fault server is the only fake: an OpenAI-shaped endpoint on 127.0.0.1 that answers each
+request with the next scripted behaviour (429 with Retry-After, 500, a hang, broken JSON ...),
+so every failure path of the real ``openai`` client plus our retry/repair layer is exercised.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from llm_fault_server import FaultServer, free_port, make_handler
+
+from cdlm.config import LLMConfig
+
+
+@pytest.fixture(scope="session")
+def smollm_backend(smollm_path: Path):
+    """The embedded SmolLM2 through llama.cpp, loaded once per session (no answer cache)."""
+    from cdlm.llm.llama import LlamaBackend
+
+    cfg = LLMConfig(
+        backend="llama", model=str(smollm_path), n_ctx=2048, max_tokens=160, n_threads=1,
+        schema_in_prompt=False,  # the grammar enforces the schema; fewer prompt tokens
+    )  # fmt: skip
+    return LlamaBackend(cfg, cache=None, notice=None)
+
+
+@pytest.fixture(scope="session")
+def llama_server(smollm_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``python -m llama_cpp.server`` serving SmolLM2 on a free loopback port; yields base_url."""
+    port = free_port()
+    cmd = [
+        sys.executable, "-m", "llama_cpp.server", "--model", str(smollm_path),
+        "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "1",
+    ]  # fmt: skip
+    log = tmp_path_factory.mktemp("llama_server") / "server.log"  # a file: a full pipe would block
+    with log.open("w") as sink:
+        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT)
+    base_url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 120
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"llama_cpp.server exited: {log.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{base_url}/models", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("llama_cpp.server did not start in 120 s") from None
+                time.sleep(0.3)
+        yield base_url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture
+def fault_server() -> Iterator[FaultServer]:
+    port = free_port()
+    state = FaultServer(base_url=f"http://127.0.0.1:{port}/v1", script=[])
+    httpd = ThreadingHTTPServer(("127.0.0.1", port), make_handler(state))
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -1,0 +1,91 @@
+"""The persistent answer cache: hits skip the backend, any change misses, no key is stored,
+and an interrupted run resumes where it stopped."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from llm_fault_server import Step
+
+from cdlm.cli.llm import PingAnswer
+from cdlm.config import LLMConfig
+from cdlm.errors import LLMError
+from cdlm.llm.base import Message
+from cdlm.llm.cache import AnswerCache
+from cdlm.llm.gpt import GptBackend
+from cdlm.llm.structured import Request
+
+SYSTEM = Message(role="system", content="You find named entities.")
+USER = Message(role="user", content="Entities in: Marie Curie moved to Paris.")
+
+
+def make(server, cache_dir, **cfg) -> GptBackend:
+    base = dict(backend="gpt", base_url=server.base_url, retry_initial_s=0.01, max_retries=0)
+    return GptBackend(LLMConfig(**{**base, **cfg}), AnswerCache(cache_dir))
+
+
+@pytest.fixture(autouse=True)
+def _no_env_url(monkeypatch):
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+
+
+def test_hit_skips_backend_and_changes_miss(fault_server, tmp_path):
+    backend = make(fault_server, tmp_path)
+    first = backend.complete([SYSTEM, USER], PingAnswer, stage="s")
+    again = backend.complete([SYSTEM, USER], PingAnswer, stage="s")
+    assert fault_server.count == 1
+    assert again.usage.cache_hit and again.usage.calls == 0 and again.value == first.value
+    summary = backend.usage.summary()["s"]
+    assert (summary.cache_hits, summary.cache_misses, summary.calls) == (1, 1, 1)
+
+    edited = Message(role="system", content="You find named entities in news text.")
+    backend.complete([edited, USER], PingAnswer)  # a changed template is a miss
+    assert fault_server.count == 2
+    make(fault_server, tmp_path, temperature=0.7).complete([SYSTEM, USER], PingAnswer)
+    assert fault_server.count == 3  # a changed sampling parameter is a miss
+    make(fault_server, tmp_path, model="other-model").complete([SYSTEM, USER], PingAnswer)
+    assert fault_server.count == 4  # another model is a miss
+    make(fault_server, tmp_path).complete([SYSTEM, USER], PingAnswer)
+    assert fault_server.count == 4  # a new process/backend object still hits
+
+
+def test_failed_answers_are_not_cached(fault_server, tmp_path):
+    fault_server.default = Step(content="nonsense")
+    backend = make(fault_server, tmp_path, repair_retries=0)
+    for _ in range(2):
+        with pytest.raises(Exception, match="did not validate"):
+            backend.complete([USER], PingAnswer)
+    assert fault_server.count == 2
+
+
+def test_api_key_never_reaches_the_cache(fault_server, tmp_path, monkeypatch):
+    marker = f"sk-marker-{uuid.uuid4().hex}"
+    monkeypatch.setenv("OPENAI_API_KEY", marker)
+    backend = make(fault_server, tmp_path)
+    backend.complete([SYSTEM, USER], PingAnswer)
+    backend.cache.close()
+    assert fault_server.auth_headers == [f"Bearer {marker}"]  # the key was really used
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert files, "cache wrote nothing"
+    for path in files:
+        assert marker.encode() not in path.read_bytes(), path
+
+
+def test_interrupted_run_resumes_from_cache(fault_server, tmp_path):
+    requests = [
+        Request([USER, Message(role="user", content=f"Sentence {i}.")], PingAnswer, "r")
+        for i in range(4)
+    ]
+    # The server dies after two answers: the run aborts with a one-line error ...
+    fault_server.script = [Step(), Step()]
+    fault_server.default = Step(status=500)
+    with pytest.raises(LLMError):
+        make(fault_server, tmp_path, concurrency=1).complete_many(requests)
+    assert fault_server.count == 3
+    # ... and the rerun only asks for the two answers it did not get.
+    fault_server.default = Step()
+    rerun = make(fault_server, tmp_path, concurrency=1)
+    out = rerun.complete_many(requests)
+    assert fault_server.count == 5
+    assert [o.usage.cache_hit for o in out] == [True, True, False, False]

@@ -1,0 +1,172 @@
+"""The gpt backend against a scripted fault server: every fault is retried, repaired or reported,
+and the call counts prove nothing was lost or silently retried forever."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from llm_fault_server import FaultServer, Step
+
+from cdlm.cli.llm import PingAnswer
+from cdlm.config import LLMConfig
+from cdlm.errors import LLMError
+from cdlm.llm.base import LLMOutputError, Message
+from cdlm.llm.gpt import GptBackend
+from cdlm.llm.structured import REPAIR_INSTRUCTION, Request
+
+MESSAGES = [Message(role="user", content="Entities in: Marie Curie moved to Paris.")]
+
+
+def make(server: FaultServer, **cfg) -> GptBackend:
+    defaults = dict(
+        backend="gpt", model="fault-model", base_url=server.base_url, timeout_s=5.0,
+        retry_initial_s=0.01, retry_max_s=0.05, max_retries=4, max_total_s=20.0,
+    )  # fmt: skip
+    return GptBackend(LLMConfig(**{**defaults, **cfg}))
+
+
+@pytest.fixture(autouse=True)
+def _key(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-fault")
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+
+
+def test_429_honours_retry_after(fault_server):
+    fault_server.script = [Step(status=429, headers={"Retry-After": "1"})]
+    backend = make(fault_server)
+    start = time.monotonic()
+    result = backend.complete(MESSAGES, PingAnswer, stage="t")
+    elapsed = time.monotonic() - start
+    assert result.value.entities[0].text == "Paris"
+    assert fault_server.count == 2
+    assert result.usage.retries == 1 and result.usage.calls == 2
+    assert elapsed >= 0.95, "Retry-After: 1 was not honoured (backoff alone is 0.01 s)"
+
+
+def test_500_then_success(fault_server):
+    fault_server.script = [Step(status=500), Step(status=503)]
+    result = make(fault_server).complete(MESSAGES, PingAnswer)
+    assert fault_server.count == 3 and result.usage.retries == 2
+    assert result.usage.prompt_tokens == 11
+
+
+def test_hang_times_out_and_retries(fault_server):
+    fault_server.script = [Step(delay=3.0)]
+    start = time.monotonic()
+    result = make(fault_server, timeout_s=0.5).complete(MESSAGES, PingAnswer)
+    assert result.value.entities[0].type == "location"
+    assert fault_server.count == 2
+    assert time.monotonic() - start < 2.5
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        Step(content="Sure! The entities are Marie Curie and Paris."),  # not JSON
+        Step(content='{"entities": [{"text": "Mar', finish_reason="length"),  # truncated
+        Step(content='{"entities": [{"text": "Paris", "type": "city"}]}'),  # schema-invalid
+    ],
+    ids=["invalid", "truncated", "schema-invalid"],
+)
+def test_bad_answer_is_repaired_with_its_error(fault_server, bad):
+    fault_server.script = [bad]
+    result = make(fault_server).complete(MESSAGES, PingAnswer)
+    assert result.value.entities[0].text == "Paris"
+    assert fault_server.count == 2 and result.usage.retries == 1
+    repair = fault_server.requests[1]["messages"]
+    assert repair[-2] == {"role": "assistant", "content": bad.content}
+    assert repair[-1]["content"].startswith(REPAIR_INSTRUCTION.split("{")[0])
+    assert "entities" in repair[-1]["content"] or "JSON" in repair[-1]["content"]
+
+
+def test_unrepairable_answer_raises_output_error_and_is_counted(fault_server):
+    fault_server.default = Step(content="no json here")
+    backend = make(fault_server, repair_retries=2)
+    with pytest.raises(LLMOutputError) as info:
+        backend.complete(MESSAGES, PingAnswer, stage="vote")
+    assert fault_server.count == 3
+    assert info.value.usage.calls == 3
+    summary = backend.usage.summary()["vote"]
+    assert summary.failures == 1 and summary.requests == 1
+
+
+def test_complete_many_keeps_failures_in_their_slot(fault_server):
+    fault_server.script = [Step(), Step(content="garbage"), Step(content="garbage")]
+    backend = make(fault_server, concurrency=1)
+    out = backend.complete_many(
+        [Request(MESSAGES, PingAnswer, "a"), Request(MESSAGES, PingAnswer, "b"),
+         Request(MESSAGES, PingAnswer, "c")]
+    )  # fmt: skip
+    assert [type(o).__name__ for o in out] == ["LLMResult", "LLMOutputError", "LLMResult"]
+    assert fault_server.count == 4
+
+
+def test_persistent_500_gives_up_after_max_retries(fault_server):
+    fault_server.default = Step(status=500)
+    with pytest.raises(LLMError, match=r"gave up after 3 attempt"):
+        make(fault_server, max_retries=2).complete(MESSAGES, PingAnswer)
+    assert fault_server.count == 3
+
+
+def test_total_time_is_bounded(fault_server):
+    fault_server.default = Step(status=429, headers={"Retry-After": "30"})
+    start = time.monotonic()
+    with pytest.raises(LLMError, match="max_total_s=2.0"):
+        make(fault_server, max_total_s=2.0).complete(MESSAGES, PingAnswer)
+    assert time.monotonic() - start < 2.0
+    assert fault_server.count == 1  # a 30 s wait would exceed the bound: stop at once
+
+
+def test_auth_error_is_not_retried(fault_server):
+    fault_server.default = Step(status=401)
+    with pytest.raises(LLMError, match="rejected OPENAI_API_KEY"):
+        make(fault_server).complete(MESSAGES, PingAnswer)
+    assert fault_server.count == 1
+
+
+def test_unreachable_server(monkeypatch):
+    from llm_fault_server import free_port
+
+    cfg = LLMConfig(
+        backend="gpt", base_url=f"http://127.0.0.1:{free_port()}/v1", max_retries=1,
+        retry_initial_s=0.01,
+    )  # fmt: skip
+    with pytest.raises(LLMError, match="cannot reach the server after 2 attempt"):
+        GptBackend(cfg).complete(MESSAGES, PingAnswer)
+
+
+def test_concurrency_is_limited(fault_server):
+    fault_server.default = Step(delay=0.3)
+    backend = make(fault_server, concurrency=3)
+    start = time.monotonic()
+    out = backend.complete_many([Request(MESSAGES, PingAnswer, "x")] * 6)
+    elapsed = time.monotonic() - start
+    assert all(o.value.entities for o in out)
+    assert fault_server.count == 6
+    assert fault_server.max_in_flight == 3
+    assert elapsed < 6 * 0.3 * 0.6  # parallel, not sequential
+
+
+def test_schema_goes_in_request_only_for_loopback(fault_server):
+    make(fault_server).complete(MESSAGES, PingAnswer)
+    fmt = fault_server.requests[0]["response_format"]
+    assert fmt["type"] == "json_object" and fmt["schema"]["properties"]["entities"]["maxItems"] == 3
+    make(fault_server, json_schema_in_request=False).complete(MESSAGES, PingAnswer)
+    assert fault_server.requests[1]["response_format"] == {"type": "json_object"}
+    # The schema is always stated in the system message (JSON mode needs the word "JSON").
+    system = fault_server.requests[1]["messages"][0]
+    assert system["role"] == "system" and "JSON schema" in system["content"]
+    assert json.loads(system["content"].split("schema: ", 1)[1])["title"] == "PingAnswer"
+
+
+def test_garbage_http_body_is_retried(fault_server):
+    fault_server.script = [Step(raw_body=b"<html>502 upstream hiccup</html>")]
+    result = make(fault_server).complete(MESSAGES, PingAnswer)
+    assert result.value.entities[0].text == "Paris"
+    assert fault_server.count == 2 and result.usage.retries == 1
+    fault_server.default = Step(raw_body=b"not json")
+    with pytest.raises(LLMError, match="response body is not JSON"):
+        make(fault_server, max_retries=1).complete(MESSAGES, PingAnswer)
+    assert fault_server.count == 4

@@ -1,0 +1,83 @@
+"""The llama backend with the real embedded SmolLM2 through llama.cpp."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pytest
+from pydantic import BaseModel, Field
+
+from cdlm.cli.llm import PingAnswer
+from cdlm.errors import LLMError, ModelNotFoundError
+from cdlm.llm.base import Message
+from cdlm.llm.cache import AnswerCache
+from cdlm.llm.embedded import embedded_gguf_path
+from cdlm.llm.llama import check_gguf, gguf_identity
+from cdlm.llm.structured import Request
+
+TEXT = "Marie Curie moved from Warsaw to Paris."
+
+
+class Kind(BaseModel):
+    """A deliberately small answer: tests pay for every generated token on 2 shared cores."""
+
+    type: Literal["person", "location", "organisation", "other"]
+    mention: str = Field(max_length=24)
+
+
+def ask(mention: str, text: str = TEXT) -> list[Message]:
+    return [
+        Message(role="system", content="You classify named entities."),
+        Message(role="user", content=f"In '{text}', what type of entity is '{mention}'?"),
+    ]
+
+
+def test_structured_answer_validates(smollm_backend):
+    result = smollm_backend.complete(ask("Paris"), Kind, stage="kind")
+    assert isinstance(result.value, Kind)
+    assert len(result.value.mention) <= 24
+    assert result.usage.prompt_tokens > 20 and 0 < result.usage.completion_tokens <= 40
+    assert result.usage.calls >= 1 and not result.usage.cache_hit
+    assert smollm_backend.usage.summary()["kind"].completion_tokens >= 1
+
+
+def test_cache_hit_without_calling_llama(smollm_backend, tmp_path):
+    smollm_backend.cache = AnswerCache(tmp_path)
+    try:
+        requests = [Request(ask("Warsaw"), Kind, "c")] * 2
+        first, second = smollm_backend.complete_many(requests)
+    finally:
+        smollm_backend.cache = None
+    assert not first.usage.cache_hit and second.usage.cache_hit
+    assert second.usage.calls == 0 and second.value == first.value
+    assert second.usage.seconds < first.usage.seconds / 20
+
+
+def test_embedded_path_and_identity(smollm_path, tmp_path):
+    assert embedded_gguf_path() == smollm_path
+    copy = tmp_path / "copy.gguf"
+    copy.write_bytes(smollm_path.read_bytes())
+    # The identity follows the content, not the path (a copied file keeps its cache).
+    assert gguf_identity(copy).split(":")[-1] == gguf_identity(smollm_path).split(":")[-1]
+    with copy.open("r+b") as fh:
+        fh.seek(-1, 2)
+        last = fh.read(1)
+        fh.seek(-1, 2)
+        fh.write(bytes([last[0] ^ 1]))
+    assert gguf_identity(copy) != gguf_identity(smollm_path)
+
+
+def test_bad_model_files(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="GGUF model file not found"):
+        check_gguf(tmp_path / "missing.gguf")
+    fake = tmp_path / "model.gguf"
+    fake.write_bytes(b"PK\x03\x04 not a gguf")
+    with pytest.raises(LLMError, match=r"not a GGUF file \(starts with b'PK"):
+        check_gguf(fake)
+
+
+def test_context_too_small_says_by_how_much(smollm_backend):
+    long_text = "Marie Curie moved from Warsaw to Paris. " * 250  # about 2,500 tokens
+    with pytest.raises(LLMError, match=r"does not fit the 2048-token context \(short by \d+ tok"):
+        smollm_backend.complete(ask("Paris", long_text), PingAnswer)
+    assert smollm_backend.count_prompt_tokens(ask("Paris", long_text)) > 2048

@@ -1,0 +1,61 @@
+"""Strict IOB2 span scores against spans counted by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from cdlm.metrics import span_scores
+
+GOLD = [
+    ["B-person", "I-person", "O", "B-location", "O"],  # Angela Merkel | Berlin
+    ["B-organisation", "I-organisation", "I-organisation", "O"],  # one 3-word org
+    ["O", "B-person", "O", "B-person"],  # two persons
+]
+
+
+def test_hand_counted_spans() -> None:
+    pred = [
+        ["B-person", "I-person", "O", "B-organisation", "O"],  # person ok; Berlin wrong type
+        ["B-organisation", "I-organisation", "O", "O"],  # org boundary wrong
+        ["O", "B-person", "O", "B-person"],  # both right
+    ]
+    s = span_scores(GOLD, pred)
+    # gold spans 2 + 1 + 2 = 5; predicted 2 + 1 + 2 = 5; correct: Merkel + 2 persons = 3
+    assert (s.support, s.predicted, s.correct) == (5, 5, 3)
+    assert s.precision == pytest.approx(3 / 5)
+    assert s.recall == pytest.approx(3 / 5)
+    assert s.f1 == pytest.approx(0.6)
+    by_type = {t.type: t for t in s.per_type}
+    assert by_type["person"].support == 3 and by_type["person"].f1 == pytest.approx(1.0)
+    assert by_type["location"].support == 1 and by_type["location"].recall == 0.0
+    org = by_type["organisation"]  # 1 gold, 2 predicted (Berlin as org, short org), 0 right
+    assert (org.support, org.predicted, org.f1) == (1, 2, 0.0)
+
+
+def test_strict_mode_drops_invalid_spans() -> None:
+    """An I- without its B- is no span in strict IOB2 (the lenient conlleval mode counts it)."""
+    gold = [["B-misc", "I-misc", "O"]]
+    pred = [["O", "I-misc", "O"]]
+    s = span_scores(gold, pred)
+    assert (s.support, s.predicted, s.correct) == (1, 0, 0)
+    assert s.f1 == 0.0
+
+
+def test_partial_credit_is_none_and_precision_recall_differ() -> None:
+    gold = [["B-a", "O", "B-b", "I-b", "O", "B-c"]]
+    pred = [["B-a", "O", "B-b", "O", "O", "O"]]  # a right, b too short, c missed
+    s = span_scores(gold, pred)
+    assert s.precision == pytest.approx(1 / 2)
+    assert s.recall == pytest.approx(1 / 3)
+    assert s.f1 == pytest.approx(2 * (1 / 2) * (1 / 3) / (1 / 2 + 1 / 3))
+
+
+def test_perfect_and_empty() -> None:
+    assert span_scores(GOLD, GOLD).f1 == 1.0
+    empty = span_scores([["O", "O"]], [["O", "O"]])
+    assert (empty.f1, empty.support, empty.per_type) == (0.0, 0, [])
+
+
+def test_length_mismatch_is_an_error() -> None:
+    with pytest.raises(ValueError, match="sentence 0"):
+        span_scores([["O", "O"]], [["O"]])

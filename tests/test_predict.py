@@ -1,0 +1,134 @@
+"""Raw text -> entities with character offsets that always slice the input exactly."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cdlm.data.text import tokenize
+from cdlm.errors import ConfigError
+from cdlm.model.tagger import Tagger
+from cdlm.predict import entities_from, predict_texts, tag_texts
+
+TEXTS = [
+    "Angela Merkel's CDU won 32.9 % in Baden-Württemberg, said the U.S. embassy.",
+    "  Zoë   Saldaña\tmet\u00a0François Hollande in Besançon (France)…  ",
+    "北京 hosted the 2008 Summer Olympics 🎉 and Emmanuel Macron visited.",
+    "",
+    "   ",
+]
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_tokens_are_exact_slices_without_whitespace(text: str) -> None:
+    tokens = tokenize(text)
+    for tok in tokens:
+        assert text[tok.start : tok.end] == tok.text and tok.text.strip() == tok.text != ""
+    # nothing but whitespace is left between tokens
+    covered = "".join(text[a.end : b.start] for a, b in zip(tokens, tokens[1:], strict=False))
+    assert covered.strip() == ""
+
+
+def test_crossner_like_tokens() -> None:
+    words = [
+        t.text for t in tokenize("Merkel's CDU, the U.S. and Baden-Württemberg won 1,000 seats.")
+    ]
+    assert words == [
+        "Merkel",
+        "'s",
+        "CDU",
+        ",",
+        "the",
+        "U.S.",
+        "and",
+        "Baden-Württemberg",
+        "won",
+        "1,000",
+        "seats",
+        ".",
+    ]
+
+
+def test_entities_slice_the_input_with_unicode_and_spacing(tiny_tagger: Tagger) -> None:
+    """Decoded spans over odd text (non-ASCII, tabs, no-break spaces, emoji) map back exactly."""
+    text = TEXTS[1]
+    tokens = tokenize(text)
+    labels = tiny_tagger.labels
+    tags = ["O"] * len(tokens)
+    words = [t.text for t in tokens]
+    tags[words.index("Zoë")], tags[words.index("Saldaña")] = "B-person", "I-person"
+    tags[words.index("François")], tags[words.index("Hollande")] = "B-politician", "I-politician"
+    tags[words.index("France")] = "B-country"
+    probs = np.full((len(tokens), len(labels)), 0.5 / (len(labels) - 1))
+    for w, tag in enumerate(tags):
+        probs[w, labels.index(tag)] = 0.5
+    entities = entities_from(text, tokens, probs, tags, labels)
+    assert [(e["text"], e["label"]) for e in entities] == [
+        ("Zoë   Saldaña", "person"),
+        ("François Hollande", "politician"),
+        ("France", "country"),
+    ]
+    for e in entities:
+        assert text[e["start"] : e["end"]] == e["text"] and e["score"] == 0.5
+        assert e["source"] == "tagger"
+
+
+def test_predict_texts_offsets(tiny_tagger: Tagger) -> None:
+    out = predict_texts(TEXTS, model=tiny_tagger)
+    assert [r["text"] for r in out] == TEXTS
+    assert out[3]["entities"] == [] and out[4]["entities"] == []
+    for record in out:
+        for e in record["entities"]:
+            assert record["text"][e["start"] : e["end"]] == e["text"]
+            assert e["label"] in {lab[2:] for lab in tiny_tagger.labels if lab != "O"}
+            assert 0.0 <= e["score"] <= 1.0
+    tagged = tag_texts(tiny_tagger, TEXTS[:1])[0]
+    assert len(tagged.tags) == len(tagged.tokens) == tagged.probs.shape[0]
+
+
+def test_llm_option_only_none_for_now(tiny_tagger: Tagger) -> None:
+    with pytest.raises(ConfigError, match="--llm"):
+        predict_texts("x", model=tiny_tagger, llm="llama")
+
+
+def test_cli_predict_jsonl_and_conll(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    inp = tmp_path / "in.txt"
+    inp.write_text("Merkel met Macron in Paris.\n\nThe SPD won.\n", encoding="utf-8")
+    run = [sys.executable, "-m", "cdlm", "predict", "--checkpoint", str(tiny_checkpoint)]
+    proc = subprocess.run([*run, "--input", str(inp)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["text"] for r in lines] == ["Merkel met Macron in Paris.", "", "The SPD won."]
+    for r in lines:
+        assert all(r["text"][e["start"] : e["end"]] == e["text"] for e in r["entities"])
+
+    # stdin and the CoNLL format, in-process (the model is loaded once)
+    import typer
+    from typer.testing import CliRunner
+
+    from cdlm.cli import run as run_cli
+
+    app = typer.Typer()
+    run_cli.register(app)
+    res = CliRunner().invoke(
+        app,
+        ["predict", "--checkpoint", str(tiny_checkpoint), "--format", "conll", "-i", "-"],
+        input="The SPD won.\n",
+    )
+    assert res.exit_code == 0, res.output
+    rows = [line.split("\t") for line in res.stdout.strip().splitlines()]
+    assert [r[0] for r in rows] == ["The", "SPD", "won", "."]
+    assert all(r[1] in Tagger.read_meta(tiny_checkpoint)["labels"] for r in rows)
+
+
+def test_package_level_predict(tiny_checkpoint: Path) -> None:
+    import cdlm
+
+    out = cdlm.predict(TEXTS[0], checkpoint=tiny_checkpoint)
+    assert len(out) == 1 and out[0]["text"] == TEXTS[0]
+    assert all(TEXTS[0][e["start"] : e["end"]] == e["text"] for e in out[0]["entities"])

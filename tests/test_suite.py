@@ -1,0 +1,149 @@
+"""Suite runner (cdlm/suite.py): planning, reuse of finished runs, resume after interruption.
+
+Training itself is covered by the tagger tests; here ``train_fn`` stands in for it and writes
+what :func:`cdlm.train.train` writes (``config.json`` then ``scores.json``), so the skip and
+resume logic is tested in milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cdlm.suite import (
+    SuiteSpec,
+    load_suite,
+    planned_runs,
+    run_config,
+    run_suite,
+    select_variants,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _spec(tmp_path: Path) -> SuiteSpec:
+    return SuiteSpec(
+        name="tiny",
+        variants=["baseline", "gcn"],
+        domains=["politics", "music"],
+        seeds=[1],
+        domain_seeds={"politics": [1, 2]},
+        runs_dir=str(tmp_path / "runs"),
+        results_dir=str(tmp_path / "results"),
+        overrides={"train.target_epochs": 1},
+    )
+
+
+class FakeTrain:
+    """Writes a finished run; F1 = 0.5 (+0.1 for gcn) + seed/100; can fail on call N."""
+
+    def __init__(self, fail_on: int | None = None) -> None:
+        self.calls: list[tuple[str, str, int]] = []
+        self.fail_on = fail_on
+
+    def __call__(self, config, out_dir, **_):
+        t = config.train
+        self.calls.append((t.variant, t.target, t.seed))
+        if self.fail_on is not None and len(self.calls) == self.fail_on:
+            raise KeyboardInterrupt  # an interrupted suite
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        meta = {"format": 1, "config": config.model_dump(mode="json")}
+        (out / "config.json").write_text(json.dumps(meta), encoding="utf-8")
+        f1 = 0.5 + (0.1 if config.fusion.enabled else 0.0) + t.seed / 100
+        score = {"f1": f1, "precision": f1, "recall": f1}
+        scores = {"dev": score, "test": score, "best_epoch": 1, "target_seconds": 1.0}
+        (out / "scores.json").write_text(json.dumps(scores), encoding="utf-8")
+
+
+def test_committed_suite_file_parses():
+    spec = load_suite(REPO / "evals" / "crossner.toml")
+    assert spec.variants[:2] == ["baseline", "gcn"]
+    assert len(planned_runs(spec)) == len(spec.variants) * (3 + 4)
+    two = select_variants(spec, ["gcn", "baseline"])
+    assert two.variants == ["baseline", "gcn"] and len(planned_runs(two)) == 2 * (3 + 4)
+
+
+def test_runs_then_reuses_everything(tmp_path):
+    spec = _spec(tmp_path)
+    fake = FakeTrain()
+    result = run_suite(spec, train_fn=fake, progress=False, log=lambda _: None)
+    assert len(fake.calls) == 6 and result["complete"]
+    cell = result["summary"]["per_domain"]["politics"]["gcn"]
+    assert cell["n"] == 2
+    assert cell["mean"] == pytest.approx(0.615)
+    assert cell["std"] == pytest.approx(0.00707107, abs=1e-6)
+    assert result["summary"]["delta"]["music"]["gcn"] == pytest.approx(0.1)
+    assert result["summary"]["delta"]["average"]["gcn"] == pytest.approx(0.1)
+    md = (tmp_path / "results" / "tiny.md").read_text(encoding="utf-8")
+    assert "61.50 ± 0.71 (2)" in md and "+10.00" in md
+    again = FakeTrain()
+    result = run_suite(spec, train_fn=again, progress=False, log=lambda _: None)
+    assert again.calls == [] and all(r["reused"] for r in result["runs"])
+
+
+def test_interrupted_suite_resumes(tmp_path):
+    spec = _spec(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        run_suite(spec, train_fn=FakeTrain(fail_on=3), progress=False, log=lambda _: None)
+    partial = json.loads((tmp_path / "results" / "tiny.json").read_text(encoding="utf-8"))
+    assert not partial["complete"] and len(partial["runs"]) == 2
+    resumed = FakeTrain()
+    result = run_suite(spec, train_fn=resumed, progress=False, log=lambda _: None)
+    assert len(resumed.calls) == 4 and result["complete"] and len(result["runs"]) == 6
+    assert ("baseline", "politics", 1) not in resumed.calls
+
+
+def test_other_config_in_default_folder_is_not_overwritten(tmp_path):
+    spec = _spec(tmp_path)
+    run_suite(spec, train_fn=FakeTrain(), progress=False, log=lambda _: None)
+    changed = spec.model_copy(update={"overrides": {"train.target_epochs": 2}})
+    fake = FakeTrain()
+    result = run_suite(changed, train_fn=fake, progress=False, log=lambda _: None)
+    assert len(fake.calls) == 6
+    assert all(
+        "__seed" in r["checkpoint"] and r["checkpoint"].count("__") == 3 for r in result["runs"]
+    )
+    old = json.loads((tmp_path / "runs" / "politics__baseline__seed1" / "config.json").read_text())
+    assert old["config"]["train"]["target_epochs"] == 1
+
+
+def test_bad_suite_file_is_one_line_error(tmp_path):
+    from cdlm.errors import ConfigError
+
+    bad = tmp_path / "s.toml"
+    bad.write_text('name = "x"\nvariants = ["nope"]\ndomains = ["politics"]\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"s.toml: field 'variants': unknown \['nope'\]"):
+        load_suite(bad)
+
+
+def test_run_locked_by_a_live_process_is_waited_for(tmp_path):
+    """Two suites on one runs folder: the second waits for the first's run, then reuses it."""
+    import os
+
+    spec = _spec(tmp_path).model_copy(update={"variants": ["baseline"], "domains": ["music"]})
+    lock = tmp_path / "runs" / "music__baseline__seed1.lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text(str(os.getppid()), encoding="utf-8")  # a live process that is not us
+    fake = FakeTrain()
+    polls = []
+
+    def log(line: str) -> None:
+        if "waiting" in line:
+            polls.append(line)
+            # the other process finishes the run and releases the lock
+            done = tmp_path / "runs" / "music__baseline__seed1"
+            FakeTrain()(run_config(spec, "baseline", "music", 1), done)
+            lock.unlink()
+
+    result = run_suite(spec, train_fn=fake, progress=False, log=log, poll_s=0.01)
+    assert len(polls) == 1 and fake.calls == [] and result["runs"][0]["reused"]
+    # a stale lock (dead pid) is taken over
+    stale = tmp_path / "runs" / "music__baseline__seed2.lock"
+    stale.write_text("999999999", encoding="utf-8")
+    spec2 = spec.model_copy(update={"seeds": [2]})
+    run_suite(spec2, train_fn=fake, progress=False, log=lambda _: None, poll_s=0.01)
+    assert fake.calls == [("baseline", "music", 2)] and not stale.exists()
