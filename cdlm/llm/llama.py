@@ -15,7 +15,6 @@ prompt (only useful to measure the difference). ``evals/bench_llm.py`` measures 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import sys
 from pathlib import Path
@@ -67,7 +66,7 @@ def gguf_identity(path: Path) -> str:
         digest.update(fh.read(_ID_CHUNK))
         fh.seek(max(0, size - _ID_CHUNK))
         digest.update(fh.read(_ID_CHUNK))
-    return f"gguf:{path.name}:{digest.hexdigest()[:16]}"
+    return f"gguf:{digest.hexdigest()[:32]}"
 
 
 class LlamaBackend(SerialBackend):
@@ -208,15 +207,3 @@ class LlamaBackend(SerialBackend):
     def tokenize(self, text: str) -> list[int]:
         """Token ids of ``text`` (for benchmarks and prompt budgeting)."""
         return list(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
-
-
-def describe(backend: LlamaBackend) -> dict[str, Any]:
-    """What ``cdlm llm ping`` prints about the model."""
-    meta = getattr(backend.llm, "metadata", {}) or {}
-    return {
-        "path": backend.model,
-        "name": meta.get("general.name", backend.path.stem),
-        "n_ctx": backend.n_ctx,
-        "chat_template": "from GGUF" if "tokenizer.chat_template" in meta else "llama.cpp default",
-        "id": json.dumps(backend.model_id),
-    }

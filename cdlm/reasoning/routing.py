@@ -38,7 +38,8 @@ class Router:
 
     def is_hard(self, cand: Candidate, threshold: float | None = None) -> bool:
         threshold = self.threshold if threshold is None else threshold
-        return cand.confidence < threshold or cand.margin < self.margin
+        # margin 0 disables the margin rule (a likely-missed span's margin can be negative)
+        return cand.confidence < threshold or (self.margin > 0 and cand.margin < self.margin)
 
     def select(self, sentences: Sequence[Sequence[Candidate]]) -> list[list[Candidate]]:
         """The hard candidates of every sentence (an empty list = not routed)."""

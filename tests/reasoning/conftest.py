@@ -71,7 +71,13 @@ class ScriptedBackend:
 @pytest.fixture
 def scripted() -> Callable[..., Task]:
     def make(script: Script, **cfg: Any) -> Task:
-        return Task(ScriptedBackend(script), load_prompts(), ReasoningConfig(**cfg), "politics",
-                    POLITICS, UsageLog())
+        return Task(
+            ScriptedBackend(script),
+            load_prompts(),
+            ReasoningConfig(**cfg),
+            "politics",
+            POLITICS,
+            UsageLog(),
+        )
 
     return make

@@ -22,8 +22,15 @@ from cdlm.reasoning.selfcheck import revise
 from cdlm.reasoning.templates import default_prompts_dir, load_prompts
 from cdlm.reasoning.voting import Ballot, aggregate
 
-LABELS = ["O", "B-politician", "I-politician", "B-person", "I-person", "B-politicalparty",
-          "I-politicalparty"]
+LABELS = [
+    "O",
+    "B-politician",
+    "I-politician",
+    "B-person",
+    "I-person",
+    "B-politicalparty",
+    "I-politicalparty",
+]
 
 
 def _probs(rows: list[dict[str, float]]) -> np.ndarray:
@@ -37,14 +44,16 @@ def _probs(rows: list[dict[str, float]]) -> np.ndarray:
 @pytest.fixture
 def doc_and_cands() -> tuple[Doc, list[Candidate]]:
     doc = Doc.from_tokens(["Angela", "Merkel", "led", "the", "CDU", "."])
-    probs = _probs([
-        {"B-politician": 0.5, "B-person": 0.4, "O": 0.1},
-        {"I-politician": 0.55, "I-person": 0.35, "O": 0.1},
-        {"O": 0.97, "B-person": 0.03},
-        {"O": 0.99, "B-person": 0.01},
-        {"O": 0.5, "B-politicalparty": 0.45, "B-person": 0.05},
-        {"O": 0.99, "B-person": 0.01},
-    ])
+    probs = _probs(
+        [
+            {"B-politician": 0.5, "B-person": 0.4, "O": 0.1},
+            {"I-politician": 0.55, "I-person": 0.35, "O": 0.1},
+            {"O": 0.97, "B-person": 0.03},
+            {"O": 0.99, "B-person": 0.01},
+            {"O": 0.5, "B-politicalparty": 0.45, "B-person": 0.05},
+            {"O": 0.99, "B-person": 0.01},
+        ]
+    )
     return doc, extract_candidates(doc, probs, LABELS, top_k=2, missed_o_max=0.6)
 
 
@@ -55,8 +64,10 @@ def vote_answer(schema, prefer: dict[int, str]) -> dict:
         cid = int(name[1:])
         types = [f.alias for n, f in field.annotation.model_fields.items() if n != "reason"]
         want = prefer.get(cid, types[0])
-        out[name] = {"reason": f"because {want}", **{
-            t: [5, 5, 5] if t == want else [1, 1, 1] for t in types}}
+        out[name] = {
+            "reason": f"because {want}",
+            **{t: [5, 5, 5] if t == want else [1, 1, 1] for t in types},
+        }
     return out
 
 
@@ -84,8 +95,10 @@ def test_grounding_finds_only_phrases_of_the_sentence() -> None:
 
 def test_aggregation_rule_mean_of_means_ties_to_first_option() -> None:
     order = ["politician", "person", "none"]
-    ballots = [Ballot(0, 1, {"politician": 5, "person": 2, "none": 1}, ""),
-               Ballot(1, 1, {"politician": 2, "person": 4, "none": 1}, "")]
+    ballots = [
+        Ballot(0, 1, {"politician": 5, "person": 2, "none": 1}, ""),
+        Ballot(1, 1, {"politician": 2, "person": 4, "none": 1}, ""),
+    ]
     assert aggregate(ballots, order) == ("politician", pytest.approx((3.5 - 1) / 4))
     tie = [Ballot(0, 1, {"politician": 3, "person": 3, "none": 3}, "")]
     assert aggregate(tie, order)[0] == "politician"
@@ -99,8 +112,10 @@ def test_disagreement_triggers_another_round_then_consensus_stops(scripted, doc_
         if stage == "discovery":
             return {"links": []}
         if stage == "selfcheck":
-            return {n: {"context_type": "none", "verdict": "consistent", "reason": "ok"}
-                    for n in schema.model_fields}
+            return {
+                n: {"context_type": "none", "verdict": "consistent", "reason": "ok"}
+                for n in schema.model_fields
+            }
         persona_b = "domain expert" in messages[1].content
         second = "Round 2" in messages[1].content
         return vote_answer(schema, {0: "person" if persona_b and not second else "politician"})
@@ -116,10 +131,21 @@ def test_disagreement_triggers_another_round_then_consensus_stops(scripted, doc_
     assert "person" in round2[0][1].content
     assert {e.text: e.label for e in out.entities}["Angela Merkel"] == "politician"
 
-    agree = scripted(lambda st, sc, m: {"links": []} if st == "discovery" else (
-        vote_answer(sc, {}) if st == "vote" else
-        {n: {"context_type": "none", "verdict": "consistent", "reason": "ok"}
-         for n in sc.model_fields}), rounds=3)
+    agree = scripted(
+        lambda st, sc, m: (
+            {"links": []}
+            if st == "discovery"
+            else (
+                vote_answer(sc, {})
+                if st == "vote"
+                else {
+                    n: {"context_type": "none", "verdict": "consistent", "reason": "ok"}
+                    for n in sc.model_fields
+                }
+            )
+        ),
+        rounds=3,
+    )
     out = reason(agree, doc, cands)
     assert out.trace["rounds"] == 1
     assert [s for s, _ in agree.backend.requests].count("vote") == 3
@@ -138,8 +164,14 @@ def test_selfcheck_revises_only_on_contradiction(scripted, doc_and_cands) -> Non
         if stage == "vote":
             return vote_answer(schema, {1: "politicalparty"})
         assert "[ENTITY 0] led the [ENTITY 1] ." in messages[1].content  # placeholder text
-        return {f"c{i}": {"context_type": t if t in ("person", "none") else "none",
-                          "verdict": v, "reason": "x"} for i, (t, v) in verdicts.items()}
+        return {
+            f"c{i}": {
+                "context_type": t if t in ("person", "none") else "none",
+                "verdict": v,
+                "reason": "x",
+            }
+            for i, (t, v) in verdicts.items()
+        }
 
     out = reason(scripted(script), doc, cands)
     labels = {e.text: e.label for e in out.entities}
@@ -153,20 +185,25 @@ def test_grounding_drops_invented_spans_in_llm_only_mode(scripted) -> None:
 
     def script(stage, schema, messages):
         if stage == "discovery":
-            return {"links": [
-                {"cause": "led", "effect": "Angela Merkel", "type": "politician"},
-                {"cause": "president", "effect": "Barack Obama", "type": "politician"},
-                {"cause": "imagined", "effect": "CDU", "type": "politicalparty"},
-            ]}
+            return {
+                "links": [
+                    {"cause": "led", "effect": "Angela Merkel", "type": "politician"},
+                    {"cause": "president", "effect": "Barack Obama", "type": "politician"},
+                    {"cause": "imagined", "effect": "CDU", "type": "politicalparty"},
+                ]
+            }
         if stage == "vote":
             return vote_answer(schema, {})
-        return {n: {"context_type": "none", "verdict": "consistent", "reason": "ok"}
-                for n in schema.model_fields}
+        return {
+            n: {"context_type": "none", "verdict": "consistent", "reason": "ok"}
+            for n in schema.model_fields
+        }
 
     out = reason(scripted(script), doc, None)
     assert out.dropped == 2  # "Barack Obama" (effect) and "imagined" (cause) are not in the text
     assert [(e.text, e.label, e.source) for e in out.entities] == [
-        ("Angela Merkel", "politician", "llm")]
+        ("Angela Merkel", "politician", "llm")
+    ]
     assert all(doc.text[e.start : e.end] == e.text for e in out.entities)
 
 
@@ -175,7 +212,8 @@ def test_unparseable_answers_fall_back_to_the_tagger_and_are_counted(scripted, d
     task = scripted(lambda st, sc, m: {"links": []} if st == "discovery" else None)
     out = route(task, doc, cands, cands)
     assert [(e.text, e.label, e.source) for e in out.entities] == [
-        ("Angela Merkel", "politician", "tagger")]  # the missed candidate stays O
+        ("Angela Merkel", "politician", "tagger")
+    ]  # the missed candidate stays O
     assert out.fallbacks == 3
     summary = task.log.summary()
     assert summary["vote"].fallbacks == 3 and summary["vote"].failures == 3
@@ -186,6 +224,8 @@ def test_router_threshold_margin_budget(doc_and_cands) -> None:
     _, cands = doc_and_cands
     easy = [Candidate(0, 0, 1, "x", 0, 1, [Option("person", 0.99)], "span", "person", 0.99, 0.98)]
     sents = [cands, easy, [], cands[:1]]
+    assert [len(h) for h in Router(threshold=0.0).select(sents)] == [0, 0, 0, 0]
+    cands[1].margin = -0.1  # tagger chose O although a type had more mass: still not routed
     assert [len(h) for h in Router(threshold=0.0).select(sents)] == [0, 0, 0, 0]
     assert [len(h) for h in Router(threshold=0.52).select(sents)] == [1, 0, 0, 0]
     assert [len(h) for h in Router(threshold=0.6).select(sents)] == [2, 0, 0, 1]
@@ -203,8 +243,12 @@ def test_calibration_routes_nothing_when_the_llm_only_hurts() -> None:
 
 
 def test_prompts_check_passes_on_the_shipped_prompts_and_reports_file_line(tmp_path) -> None:
-    ok = subprocess.run([sys.executable, "-m", "cdlm", "prompts", "check"],
-                        capture_output=True, text=True, timeout=60)
+    ok = subprocess.run(
+        [sys.executable, "-m", "cdlm", "prompts", "check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert ok.returncode == 0, ok.stderr
     broken = tmp_path / "prompts"
     import shutil
@@ -217,8 +261,12 @@ def test_prompts_check_passes_on_the_shipped_prompts_and_reports_file_line(tmp_p
     vote.write_text("\n".join(lines) + "\n")
     disc = broken / "discovery.jinja"
     disc.write_text(disc.read_text().replace("{{ sentence }}", "{{ sentense }}"))
-    res = subprocess.run([sys.executable, "-m", "cdlm", "prompts", "check", str(broken)],
-                         capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [sys.executable, "-m", "cdlm", "prompts", "check", str(broken)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode == 1
     assert f"{vote}:{at + 1}: " in res.stderr and "nmae" in res.stderr
     assert f"{disc}:" in res.stderr and "unknown variable 'sentense'" in res.stderr
@@ -239,7 +287,9 @@ def test_broken_template_fails_at_load_with_file_and_line(tmp_path: Path) -> Non
 def test_predict_llm_flags_bad_input_in_one_line() -> None:
     res = subprocess.run(
         [sys.executable, "-m", "cdlm", "predict", "--llm", "llama", "--format", "conll", "x"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert res.returncode == 2 and res.stderr.startswith("error: --format conll")
     assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
