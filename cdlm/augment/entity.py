@@ -88,6 +88,8 @@ def entity_semifacts(
     """Up to ``ratio`` distinct entity-level semi-facts per sentence (one span swapped in each)."""
     out: list[Generated] = []
     stats = EntityStats()
+    if ratio == 0:
+        return out, stats
     for index, sent in enumerate(sentences):
         spans = bio_spans(sent.tags)
         if not spans:
@@ -100,7 +102,7 @@ def entity_semifacts(
                 choices.append((start, end, etype, alts))
             else:
                 stats.no_alternative[etype] += 1
-        if not choices or ratio == 0:
+        if not choices:
             continue
         rng = random.Random(f"{seed}:entity:{index}")
         seen: set[tuple[str, ...]] = {sent.tokens}

@@ -87,7 +87,7 @@ def augment(
         },
     )
     acfg = cfg.augment
-    console = Console(stderr=True)
+    console = Console(stderr=True, emoji=False, markup=False, highlight=False)
     originals = load_split(target, "train", data_dir)
     extra = load_split(acfg.extra_base, "train", data_dir) if acfg.extra_base else None
     tagger = None

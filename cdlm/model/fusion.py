@@ -2,8 +2,16 @@
 
 Node features: the source tags' embeddings E_s are the rows of the source tagger's head (what
 the source model learned each tag looks like); a target tag's embedding is ``E_t = P E_s``, the
-source embeddings mixed by how the source tagger sees that tag's tokens. Both go through the
-same two ``GCNConv`` layers, over their own label graph: E_s', E_t'.
+source embeddings mixed by how the source tagger sees that tag's tokens. Both are layer-normed
+(head rows are small and of uneven norm) and go through the same two ``GCNConv`` layers (ReLU
+between, GCN self-loops added), each over its own weighted label graph: E_s', E_t'. E_s is a
+fixed buffer: the source knowledge is read, not retrained. Tag-description encodings
+(DESIGN.md's optional extra) are not used.
+
+Marginals of the graph-matching loss are token counts + 1 (the +1 keeps a tag without tokens
+in the transport problem). With a confident source tagger Q is close to the identity, so the
+source graph often has no edges at the default theta; the loss then matches the target graph
+against the source tags' (self-loop only) GCN embeddings.
 
 Fusion: each word attends over the target tags, ``beta_i = softmax_l(q_i . E_t'[l] / sqrt(d))``
 with ``q_i = W_q h_i``, and gets ``h~_i = h_i + W_o sum_l beta_il E_t'[l]``. ``W_o`` starts at
