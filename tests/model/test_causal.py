@@ -78,6 +78,9 @@ def test_alpha_zero_returns_the_plain_scores_and_alpha_changes_only_entity_types
     assert torch.equal(out[~predicted], logits[~predicted])  # non-entity words untouched
     assert not torch.equal(out[predicted], logits[predicted])
     assert torch.equal(out[..., 0], logits[..., 0])  # the O column is never moved
+    # B- vs I- of a type keeps its margin: only types are re-ranked.
+    for b, i in ((1, 2), (3, 4)):
+        torch.testing.assert_close(out[..., b] - out[..., i], logits[..., b] - logits[..., i])
     # Training mode never debiases (the CE loss sees the plain scores).
     out_train, _ = debiased.train()(h, word_mask, logits, {}, head)
     assert torch.equal(out_train, logits)
