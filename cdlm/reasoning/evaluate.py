@@ -336,6 +336,13 @@ def _stats_row(name: str, scores: SpanScores | None, stats: RunStats | None) -> 
     )
 
 
+def _routing_label(result: LLMEvalResult) -> str:
+    how = "calibrated routing" if result.calibration is not None else "configured routing"
+    budget = result.config["routing"]["budget"]
+    cap = f", budget {budget:.0%}" if budget is not None else ""
+    return f"{how}, threshold {result.threshold:.3f}{cap} ({result.test_sentences})"
+
+
 def write_llm_results(result: LLMEvalResult, results_dir: Path | str, name: str = "") -> Path:
     """``<domain>__llm-<backend>[-<name>]__seed<N>.json`` plus a Markdown table beside it."""
     import json
@@ -360,11 +367,7 @@ def write_llm_results(result: LLMEvalResult, results_dir: Path | str, name: str 
         "| changed better/worse |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         _stats_row(f"tagger only ({result.test_sentences})", result.tagger, None),
-        _stats_row(
-            f"calibrated routing, threshold {result.threshold:.3f} ({result.test_sentences})",
-            result.routed,
-            result.routed_stats,
-        ),
+        _stats_row(_routing_label(result), result.routed, result.routed_stats),
     ]
     if result.naive_stats is not None:
         lines += [
