@@ -99,7 +99,8 @@ class TrainConfig(Section):
     source_epochs: int = Field(1, ge=0)
     target_epochs: int = Field(10, ge=1)
     lr: float = Field(5e-5, gt=0.0)
-    head_lr: float = Field(1e-3, gt=0.0)  # new layers (head, features) learn faster than the encoder
+    # New layers (head, features) learn faster than the encoder.
+    head_lr: float = Field(1e-3, gt=0.0)
     weight_decay: float = 0.01
     warmup_ratio: float = Field(0.1, ge=0.0, le=1.0)
     batch_size: int = Field(16, ge=1)

@@ -13,17 +13,16 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+
+from cdlm.llm.server import local_server
 
 TYPES = {
     "politician": "a person active in politics: head of state, minister, member of parliament",
@@ -200,37 +199,6 @@ def answer_cache(backend, prefix: str, n: int) -> dict[str, Any]:
 
 
 # -- 4. API concurrency -------------------------------------------------------------------------
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(model: Path, n_threads: int, log: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    cmd = [
-        sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
-        "--port", str(port), "--n_ctx", "2048", "--n_threads", str(n_threads),
-    ]  # fmt: skip
-    with log.open("w") as sink:
-        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 180
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"llama_cpp.server exited: {log.read_text()[-1000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/models", timeout=2):
-                return proc, url
-        except OSError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("llama_cpp.server did not start") from None
-            time.sleep(0.5)
-
-
 class _SlowStub(BaseHTTPRequestHandler):
     """Fixed-latency OpenAI-shaped stub: isolates client-side concurrency from server compute."""
 
@@ -341,14 +309,10 @@ def main() -> None:
     api_cfg.update(backend="gpt", model="smollm2", schema_in_prompt=False)
     with tempfile.TemporaryDirectory() as tmp:
         print("llama_cpp.server concurrency ...", flush=True)
-        proc, url = start_server(model, args.threads or 1, Path(tmp) / "server.log")
-        try:
+        with local_server(model, Path(tmp) / "server.log", n_threads=args.threads or 1) as url:
             results["api_llama_cpp_server"] = concurrency(
                 url, prefix, args.requests, args.repeats, api_cfg
             )
-        finally:
-            proc.terminate()
-            proc.wait(timeout=20)
     print("stub server concurrency ...", flush=True)
     stub = ThreadingHTTPServer(("127.0.0.1", 0), _SlowStub)
     threading.Thread(target=stub.serve_forever, daemon=True).start()

@@ -19,64 +19,20 @@ Writes ``evals/results/<domain>__llm-<backend>__seed<N>.json`` and ``.md`` (with
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import socket
-import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 from cdlm.config import load_config
 from cdlm.reasoning.evaluate import llm_eval, write_llm_results
 
 
-@contextlib.contextmanager
-def smollm_server(log_path: Path) -> Iterator[str]:
+def smollm_server(log_path: Path):
     """``python -m llama_cpp.server`` with the embedded SmolLM2 on 127.0.0.1; yields base_url."""
     from cdlm.llm.embedded import embedded_gguf_path
+    from cdlm.llm.server import local_server
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    cmd = [
-        sys.executable,
-        "-m",
-        "llama_cpp.server",
-        "--model",
-        str(embedded_gguf_path()),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--n_ctx",
-        "4096",
-    ]
-    with log_path.open("w") as sink:
-        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT)
-    base_url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited; see {log_path}")
-            try:
-                with urllib.request.urlopen(f"{base_url}/models", timeout=2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("llama_cpp.server did not start in 180 s") from None
-                time.sleep(0.5)
-        yield base_url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    return local_server(embedded_gguf_path(), log_path, n_ctx=4096)
 
 
 def main() -> None:

@@ -17,7 +17,9 @@ CROSSNER = REPO.parent / "shared" / "data" / "crossner"
 @pytest.fixture(scope="session")
 def crossner_dir() -> Path:
     if not (CROSSNER / "politics" / "train.txt").is_file():
-        pytest.skip(f"CrossNER data not found at {CROSSNER} (expected ../shared/data beside the checkout)")
+        pytest.skip(
+            f"CrossNER data not found at {CROSSNER} (expected ../shared/data beside the checkout)"
+        )
     return CROSSNER
 
 
@@ -68,14 +70,17 @@ def tiny_checkpoint(small_crossner: Path, tmp_path_factory: pytest.TempPathFacto
     from cdlm.train import train
 
     out = tmp_path_factory.mktemp("tiny_checkpoint") / "politics__baseline__seed1"
-    config = load_config(None, {
-        "train.target": "politics",
-        "train.source_epochs": 0,
-        "train.target_epochs": 3,
-        "train.batch_size": 8,
-        "train.head_lr": 3e-3,
-        "train.threads": 1,  # much faster than 2 on a busy machine; restored after training
-    })
+    config = load_config(
+        None,
+        {
+            "train.target": "politics",
+            "train.source_epochs": 0,
+            "train.target_epochs": 3,
+            "train.batch_size": 8,
+            "train.head_lr": 3e-3,
+            "train.threads": 1,  # much faster than 2 on a busy machine; restored after training
+        },
+    )
     train(config, out, data_dir=small_crossner, runs=out.parent / "runs", progress=False)
     return out
 

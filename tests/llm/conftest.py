@@ -7,11 +7,7 @@ so every failure path of the real ``openai`` client plus our retry/repair layer 
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
-import time
-import urllib.request
 from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -20,6 +16,7 @@ import pytest
 from llm_fault_server import FaultServer, free_port, make_handler
 
 from cdlm.config import LLMConfig
+from cdlm.llm.server import local_server
 
 
 @pytest.fixture(scope="session")
@@ -37,34 +34,9 @@ def smollm_backend(smollm_path: Path):
 @pytest.fixture(scope="session")
 def llama_server(smollm_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``python -m llama_cpp.server`` serving SmolLM2 on a free loopback port; yields base_url."""
-    port = free_port()
-    cmd = [
-        sys.executable, "-m", "llama_cpp.server", "--model", str(smollm_path),
-        "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "1",
-    ]  # fmt: skip
-    log = tmp_path_factory.mktemp("llama_server") / "server.log"  # a file: a full pipe would block
-    with log.open("w") as sink:
-        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT)
-    base_url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 120
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited: {log.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{base_url}/models", timeout=2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("llama_cpp.server did not start in 120 s") from None
-                time.sleep(0.3)
+    log = tmp_path_factory.mktemp("llama_server") / "server.log"
+    with local_server(smollm_path, log, n_ctx=2048, n_threads=1, startup_s=120) as base_url:
         yield base_url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.fixture

@@ -7,19 +7,13 @@ Each request gets the next scripted behaviour (429 with Retry-After, 500, a hang
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
+from cdlm.llm.server import free_port  # noqa: F401  (re-exported for the tests)
 
 # -- the fault server ---------------------------------------------------------------------------
 VALID = json.dumps({"entities": [{"text": "Paris", "type": "location"}]})
