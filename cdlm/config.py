@@ -234,7 +234,17 @@ VARIANTS |= {
 }
 
 
-def _one_line(err: ValidationError, source: str) -> str:
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """Parse a TOML file; a missing or malformed one is a one-line ``ConfigError``."""
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {what} not found") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def one_line(err: ValidationError, source: str) -> str:
     first = err.errors()[0]
     field = ".".join(str(p) for p in first["loc"])
     more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
@@ -243,16 +253,8 @@ def _one_line(err: ValidationError, source: str) -> str:
 
 def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> CdlmConfig:
     """Read a TOML config (optional) and apply dotted overrides like ``{"train.seed": 2}``."""
-    data: dict[str, Any] = {}
-    source = "config"
-    if path is not None:
-        source = str(path)
-        try:
-            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    data: dict[str, Any] = read_toml(path, "config file") if path is not None else {}
+    source = str(path) if path is not None else "config"
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
@@ -264,4 +266,4 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
     try:
         return CdlmConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_one_line(exc, source)) from None
+        raise ConfigError(one_line(exc, source)) from None

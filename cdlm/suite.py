@@ -26,14 +26,13 @@ import hashlib
 import json
 import statistics
 import time
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from cdlm.config import VARIANTS, CdlmConfig, load_config
+from cdlm.config import VARIANTS, CdlmConfig, load_config, one_line, read_toml
 from cdlm.errors import ConfigError
 
 # Config sections and fields that do not change the trained model.
@@ -83,18 +82,11 @@ class RunRecord(BaseModel):
 
 
 def load_suite(path: Path) -> SuiteSpec:
-    try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: suite file not found") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    data = read_toml(path, "suite file")
     try:
         spec = SuiteSpec.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{path}: field '{field}': {first['msg']}") from None
+        raise ConfigError(one_line(exc, str(path))) from None
     unknown = [v for v in spec.variants if v not in VARIANTS]
     if unknown:
         raise ConfigError(
