@@ -45,19 +45,8 @@ def _dataset(folder: Path, train: str) -> Path:
 def test_augment_writes_bio_sidecar_and_summary(tmp_path):
     data = _dataset(tmp_path / "toy", TRAIN)
     out = tmp_path / "aug" / "toy.txt"
-    run = _cdlm(
-        "augment",
-        "--target",
-        str(data),
-        "--out",
-        str(out),
-        "--entity-ratio",
-        "3",
-        "--context-ratio",
-        "0",
-        "--seed",
-        "5",
-    )
+    options = ["--entity-ratio", "3", "--context-ratio", "0", "--seed", "5"]
+    run = _cdlm("augment", "--target", str(data), "--out", str(out), *options)
     assert run.returncode == 0, run.stderr
     sents = read_bio(out)  # strict IOB2 reader: every generated sentence is valid
     sidecar = [json.loads(line) for line in (out.parent / "toy.txt.jsonl").read_text().splitlines()]
@@ -76,19 +65,7 @@ def test_augment_writes_bio_sidecar_and_summary(tmp_path):
     assert per_origin == [3, 3]
     assert "no --checkpoint" in run.stderr and "wrote" in run.stderr
     again = tmp_path / "aug" / "again.txt"
-    _cdlm(
-        "augment",
-        "--target",
-        str(data),
-        "--out",
-        str(again),
-        "--entity-ratio",
-        "3",
-        "--context-ratio",
-        "0",
-        "--seed",
-        "5",
-    )
+    _cdlm("augment", "--target", str(data), "--out", str(again), *options)
     assert again.read_text() == out.read_text()  # same seed, same file
 
 
