@@ -111,6 +111,8 @@ class TrainConfig(Section):
     # Use only the first N sentences of the source and target train splits (quick runs, tests).
     max_train_sentences: int | None = Field(None, ge=1)
     threads: int | None = None  # torch intra-op threads; None = torch's default
+    # Seconds between checks while another process trains a run or source model we need.
+    lock_poll_seconds: float = Field(30.0, gt=0)
 
 
 class LLMConfig(Section):
@@ -126,6 +128,9 @@ class LLMConfig(Section):
     seed: int = 0
     temperature: float = 0.0
     max_tokens: int = 512
+    # Per-stage answer budgets that replace max_tokens (a vote answer grows with the number of
+    # candidates in the sentence: ~80 tokens each, so 512 cuts off at six or seven).
+    stage_max_tokens: dict[str, int] = {"vote": 1536}
     timeout_s: float = 60.0
     max_retries: int = Field(4, ge=0)  # transport retries (429/5xx/timeouts) per request
     max_total_s: float = Field(300.0, gt=0.0)  # bound on one request with all its retries
@@ -134,8 +139,9 @@ class LLMConfig(Section):
     cache_dir: str | None = None  # None = the user cache folder
     retry_initial_s: float = Field(1.0, gt=0.0)  # first backoff wait; doubles up to retry_max_s
     retry_max_s: float = Field(30.0, gt=0.0)  # longest single wait (a Retry-After may ask more)
-    # State the JSON schema in the system message (API JSON mode needs it; helps small models).
-    schema_in_prompt: bool = True
+    # State the JSON schema in the system message. None = only where nothing else enforces it:
+    # gpt yes (API JSON mode needs it), llama no (its grammar already constrains the answer).
+    schema_in_prompt: bool | None = None
     # gpt: also send the schema inside response_format (llama_cpp.server grammar-constrains on
     # it; hosted APIs may reject the extra field). None = only when base_url is on loopback.
     json_schema_in_request: bool | None = None

@@ -23,6 +23,7 @@ from cdlm.data.text import Token, tokenize
 from cdlm.errors import ConfigError
 
 if TYPE_CHECKING:
+    from cdlm.config import CdlmConfig
     from cdlm.model.tagger import Tagger
 
 LLM_CHOICES = ("none", "llama", "gpt")
@@ -103,21 +104,45 @@ def predict_texts(
     checkpoint: Path | str | None = None,
     llm: str = "none",
     model: Tagger | None = None,
+    *,
+    llm_model: str | None = None,
+    base_url: str | None = None,
+    domain: str | None = None,
+    explain: bool = False,
+    config: CdlmConfig | Path | str | None = None,
 ) -> list[dict[str, Any]]:
     """``[{"text": ..., "entities": [{start, end, text, label, score, source}]}]``, one per text.
 
-    ``model`` (an already loaded tagger) takes precedence over ``checkpoint``.
+    ``model`` (an already loaded tagger) takes precedence over ``checkpoint``. ``llm="llama"``
+    or ``"gpt"`` adds the LLM reasoning on the hard candidates exactly as ``cdlm predict --llm``
+    does (``llm_model``: GGUF path or API model name; ``config``: a config or TOML path for the
+    reasoning, routing and LLM settings; ``explain``: causal links, votes and self-check). With
+    an LLM and no tagger at all (no ``checkpoint``, ``model`` or default checkpoint) discovery
+    proposes the spans (LLM-only mode, types from ``prompts/labels/<domain>.toml``).
     """
     if llm not in LLM_CHOICES:
         raise ConfigError(f"--llm: expected one of {', '.join(LLM_CHOICES)}, got {llm!r}")
-    if llm != "none":
-        raise ConfigError(
-            f"--llm {llm}: LLM reasoning is not wired into predict yet; use --llm none"
-        )
     if isinstance(texts, str):
         texts = [texts]
-    model = model or load_tagger(checkpoint)
-    return [{"text": t.text, "entities": t.entities} for t in tag_texts(model, list(texts))]
+    if llm == "none":
+        model = model or load_tagger(checkpoint)
+        return [{"text": t.text, "entities": t.entities} for t in tag_texts(model, list(texts))]
+
+    from cdlm.config import CdlmConfig, load_config
+    from cdlm.reasoning.predict import predict_with_llm
+
+    wanted = {"backend": llm, "model": llm_model, "base_url": base_url}
+    if isinstance(config, CdlmConfig):
+        update = {k: v for k, v in wanted.items() if v is not None}
+        cfg = config.model_copy(update={"llm": config.llm.model_copy(update=update)})
+    else:
+        path = Path(config) if config is not None else None
+        cfg = load_config(path, {f"llm.{k}": v for k, v in wanted.items()})
+    if model is None:
+        path = Path(checkpoint) if checkpoint is not None else default_checkpoint()
+        if checkpoint is not None or (path / "config.json").is_file():
+            model = load_tagger(path)
+    return list(predict_with_llm(list(texts), cfg, model=model, domain=domain, explain=explain))
 
 
 def conll_lines(tagged: TaggedText) -> list[str]:

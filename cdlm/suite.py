@@ -34,11 +34,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cdlm.config import VARIANTS, CdlmConfig, load_config, one_line, read_toml
 from cdlm.errors import ConfigError
+from cdlm.locks import claim as _lock
 
 # Config sections and fields that do not change the trained model.
 _NOT_TRAINING = ("llm", "reasoning", "routing")
 _NOT_TRAINING_FIELDS = (
     ("train", "threads"),
+    ("train", "lock_poll_seconds"),
     # Chosen on dev after training (cdlm.debias) or used only by `cdlm probe`.
     ("causal", "alpha"),
     ("causal", "probe_placeholder"),
@@ -118,6 +120,8 @@ def training_view(config: CdlmConfig | dict[str, Any]) -> dict[str, Any]:
     data = config.model_dump(mode="json")
     for section in _NOT_TRAINING:
         data.pop(section, None)
+    if data["augment"]["method"] == "none":  # its other fields shape nothing then
+        data.pop("augment")
     for section, name in _NOT_TRAINING_FIELDS:
         data.get(section, {}).pop(name, None)
     return data
@@ -140,19 +144,31 @@ def _finished(folder: Path, wanted: dict[str, Any]) -> bool:
     return (folder / "scores.json").is_file() and _saved_config(folder) == wanted
 
 
-def run_folder(spec: SuiteSpec, config: CdlmConfig) -> tuple[Path, bool]:
-    """(folder, finished): where this run's checkpoint is, or is to be trained."""
+def _folders(runs_dir: Path | str, config: CdlmConfig) -> tuple[Path, Path]:
+    """The run's default folder (the one ``cdlm train`` uses) and its config-hashed twin."""
     from cdlm.data.registry import domain_name
 
     t = config.train
-    default = Path(spec.runs_dir) / f"{domain_name(t.target or '')}__{t.variant}__seed{t.seed}"
-    hashed = default.with_name(f"{default.name}__{config_hash(config)}")
+    default = Path(runs_dir) / f"{domain_name(t.target or '')}__{t.variant}__seed{t.seed}"
+    return default, default.with_name(f"{default.name}__{config_hash(config)}")
+
+
+def finished_run(runs_dir: Path | str, config: CdlmConfig) -> Path | None:
+    """The folder of a finished run trained with exactly this config, if there is one."""
     wanted = training_view(config)
-    for folder in (default, hashed):
-        if _finished(folder, wanted):
-            return folder, True
+    return next((f for f in _folders(runs_dir, config) if _finished(f, wanted)), None)
+
+
+def run_folder(spec: SuiteSpec, config: CdlmConfig) -> tuple[Path, bool]:
+    """(folder, finished): where this run's checkpoint is, or is to be trained."""
+    done = finished_run(spec.runs_dir, config)
+    if done is not None:
+        return done, True
+    default, hashed = _folders(spec.runs_dir, config)
     # Train into the default folder unless it holds another config's run.
-    default_taken = (default / "config.json").is_file() and _saved_config(default) != wanted
+    default_taken = (default / "config.json").is_file() and _saved_config(default) != training_view(
+        config
+    )
     return (hashed if default_taken else default), False
 
 
@@ -299,43 +315,6 @@ def select_variants(spec: SuiteSpec, names: list[str]) -> SuiteSpec:
     return spec.model_copy(update={"variants": [v for v in spec.variants if v in names]})
 
 
-def _pid_alive(pid: int) -> bool:
-    import os
-
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _lock(folder: Path) -> Path | None:
-    """Claim a run folder for training (``<folder>.lock`` holding our pid); ``None`` when a live
-    process holds it already (two suites sharing a runs folder never train the same run)."""
-    import os
-
-    lock = folder.with_name(folder.name + ".lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                holder = int(lock.read_text(encoding="utf-8").strip() or 0)
-            except (OSError, ValueError):
-                holder = 0
-            if holder and _pid_alive(holder):
-                return None
-            lock.unlink(missing_ok=True)  # stale: its process is gone
-            continue
-        with os.fdopen(fd, "w") as fh:
-            fh.write(str(os.getpid()))
-        return lock
-    return None
-
-
 def run_suite(
     spec: SuiteSpec,
     *,
@@ -357,37 +336,21 @@ def run_suite(
 
     results_dir = Path(spec.results_dir)
     plan = planned_runs(spec)
-    records: list[RunRecord] = []
+    records: dict[int, RunRecord] = {}
     result: dict[str, Any] = {}
     first_config = training_view(run_config(spec, *plan[0]))
-    for i, (variant, domain, seed) in enumerate(plan, 1):
-        config = run_config(spec, variant, domain, seed)
-        what = f"[{i}/{len(plan)}] {variant} {domain} seed {seed}"
-        while True:
-            folder, done = run_folder(spec, config)
-            if done:
-                log(f"{what}: reusing {folder}")
-                break
-            lock = _lock(folder)
-            if lock is None:
-                log(f"{what}: {folder} is being trained by another process; waiting")
-                time.sleep(poll_s)
-                continue
-            try:
-                log(f"{what}: training into {folder}")
-                train_fn(config, folder, data_dir=data_dir, runs=spec.runs_dir, progress=progress)
-            finally:
-                lock.unlink(missing_ok=True)
-            break
-        records.append(_record(variant, domain, seed, folder, done, spec.split))
+
+    def write_results() -> None:
+        nonlocal result
+        done = [records[k] for k in sorted(records)]
         result = {
             "name": spec.name,
             "split": spec.split,
-            "complete": i == len(plan),
+            "complete": len(done) == len(plan),
             "planned": len(plan),
             "suite": spec.model_dump(mode="json"),
-            "runs": [r.model_dump(mode="json") for r in records],
-            "summary": summarise(spec, records),
+            "runs": [r.model_dump(mode="json") for r in done],
+            "summary": summarise(spec, done),
             "provenance": stamp(
                 variants={v: VARIANTS[v] for v in spec.variants},
                 first_run_config=first_config,
@@ -398,4 +361,35 @@ def run_suite(
             json.dumps(result, indent=2) + "\n", encoding="utf-8"
         )
         (results_dir / f"{spec.name}.md").write_text(markdown(spec, result), encoding="utf-8")
+
+    # Runs another process is training are skipped and retried after the rest, so several
+    # suite processes on one runs folder share the work instead of queueing behind each other.
+    pending = list(range(len(plan)))
+    while pending:
+        waiting = []
+        for k in pending:
+            variant, domain, seed = plan[k]
+            config = run_config(spec, variant, domain, seed)
+            what = f"[{k + 1}/{len(plan)}] {variant} {domain} seed {seed}"
+            folder, done = run_folder(spec, config)
+            if done:
+                log(f"{what}: reusing {folder}")
+            else:
+                lock = _lock(folder)
+                if lock is None:
+                    waiting.append(k)
+                    continue
+                try:
+                    log(f"{what}: training into {folder}")
+                    train_fn(
+                        config, folder, data_dir=data_dir, runs=spec.runs_dir, progress=progress
+                    )
+                finally:
+                    lock.unlink(missing_ok=True)
+            records[k] = _record(variant, domain, seed, folder, done, spec.split)
+            write_results()
+        if waiting and len(waiting) == len(pending):  # all left are someone else's: wait
+            log(f"{len(waiting)} run(s) being trained by another process; waiting")
+            time.sleep(poll_s)
+        pending = waiting
     return result

@@ -34,6 +34,7 @@ from pydantic import BaseModel
 from cdlm.config import CdlmConfig
 from cdlm.data.bio import Sentence
 from cdlm.errors import ConfigError
+from cdlm.locks import claim
 from cdlm.metrics import SpanScores
 
 if TYPE_CHECKING:
@@ -262,16 +263,32 @@ def pretrain_source(
 
     ``train.source_epochs = 0`` skips it: the target model starts from the plain encoder.
     """
-    from cdlm.data.registry import domain_labels, load_split
     from cdlm.model.tagger import Tagger
 
     if config.train.source_epochs == 0:
         return None, None, 0.0, False
     source = config.train.source
     folder = runs_dir(runs) / "source" / _key(config, source, data_dir)
-    if (folder / "model.safetensors").is_file():
-        return Tagger.load(folder), folder, 0.0, True
+    while True:  # another process pre-training the same source: wait and reuse its model
+        if (folder / "model.safetensors").is_file():
+            return Tagger.load(folder), folder, 0.0, True
+        lock = claim(folder)
+        if lock is not None:
+            break
+        time.sleep(config.train.lock_poll_seconds)
+    try:
+        return _pretrain(config, folder, data_dir, progress)
+    finally:
+        lock.unlink(missing_ok=True)
 
+
+def _pretrain(
+    config: CdlmConfig, folder: Path, data_dir: Path | str | None, progress: bool
+) -> tuple[Tagger, Path, float, bool]:
+    from cdlm.data.registry import domain_labels, load_split
+    from cdlm.model.tagger import Tagger
+
+    source = config.train.source
     cfg = source_config(config)
     start = time.perf_counter()
     set_seed(cfg.train.seed)
@@ -479,7 +496,7 @@ def _train(
         from cdlm.augment.training import factmix_fine_tune
 
         (model, best_epoch, dev_scores, history), augment_record = factmix_fine_tune(
-            train_sents, config, fine_tune, data_dir
+            train_sents, config, fine_tune, data_dir, runs
         )
     else:
         model, best_epoch, dev_scores, history = fine_tune(train_sents)

@@ -91,9 +91,43 @@ def test_predict_texts_offsets(tiny_tagger: Tagger) -> None:
     assert len(tagged.tags) == len(tagged.tokens) == tagged.probs.shape[0]
 
 
-def test_llm_option_only_none_for_now(tiny_tagger: Tagger) -> None:
-    with pytest.raises(ConfigError, match="--llm"):
-        predict_texts("x", model=tiny_tagger, llm="llama")
+def test_llm_option_is_checked(tiny_tagger: Tagger) -> None:
+    with pytest.raises(ConfigError, match="--llm: expected one of none, llama, gpt"):
+        predict_texts("x", model=tiny_tagger, llm="claude")
+
+
+def test_python_api_with_llm_routes_hard_sentences_to_smollm(
+    tiny_tagger: Tagger, smollm_path: Path, tmp_path: Path
+) -> None:
+    """``cdlm.predict(..., llm="llama")`` runs the reasoning like the CLI: every sentence routed
+    (threshold 1.0), one expert, one round; spans stay inside the text, sources are marked."""
+    from cdlm.config import load_config
+
+    cfg = load_config(
+        None,
+        {
+            "llm.cache_dir": str(tmp_path / "cache"),
+            "llm.max_tokens": 256,
+            "routing.threshold": 1.0,
+            "reasoning.experts": 1,
+            "reasoning.rounds": 1,
+            "reasoning.selfcheck": "off",
+        },
+    )
+    out = predict_texts(
+        TEXTS[:1],
+        model=tiny_tagger,
+        llm="llama",
+        llm_model=str(smollm_path),
+        config=cfg,
+        explain=True,
+    )
+    (record,) = out
+    assert record["text"] == TEXTS[0]
+    assert record["llm"]["routed"] and record["llm"]["asked"] > 0
+    for e in record["entities"]:
+        assert TEXTS[0][e["start"] : e["end"]] == e["text"]
+        assert e["source"] in ("tagger", "llm")
 
 
 def test_cli_predict_jsonl_and_conll(tiny_checkpoint: Path, tmp_path: Path) -> None:

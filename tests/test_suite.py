@@ -147,3 +147,27 @@ def test_run_locked_by_a_live_process_is_waited_for(tmp_path):
     spec2 = spec.model_copy(update={"seeds": [2]})
     run_suite(spec2, train_fn=fake, progress=False, log=lambda _: None, poll_s=0.01)
     assert fake.calls == [("baseline", "music", 2)] and not stale.exists()
+
+
+def test_locked_run_is_skipped_until_the_rest_are_done(tmp_path):
+    """A run another process is training does not hold up the others: they go first."""
+    import os
+
+    spec = _spec(tmp_path).model_copy(update={"variants": ["baseline"], "seeds": [1, 2]})
+    spec = spec.model_copy(update={"domains": ["music"]})
+    lock = tmp_path / "runs" / "music__baseline__seed1.lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text(str(os.getppid()), encoding="utf-8")
+    fake = FakeTrain()
+    order = []
+
+    def log(line: str) -> None:
+        order.append(line)
+        if "waiting" in line:
+            FakeTrain()(run_config(spec, "baseline", "music", 1), tmp_path / "runs" / lock.stem)
+            lock.unlink()
+
+    result = run_suite(spec, train_fn=fake, progress=False, log=log, poll_s=0.01)
+    assert fake.calls == [("baseline", "music", 2)]  # trained while seed 1 was locked
+    assert "training" in order[0] and "waiting" in order[1] and "reusing" in order[2]
+    assert [r["seed"] for r in result["runs"]] == [1, 2] and result["complete"]

@@ -142,8 +142,8 @@ class GptBackend(StructuredBackend):
     def model_id(self) -> str:
         return f"{self.url}|{self.model}"
 
-    def _sampling_params(self) -> dict[str, Any]:
-        return {**super()._sampling_params(), "schema_in_request": self.schema_in_request}
+    def _sampling_params(self, stage: str = "") -> dict[str, Any]:
+        return {**super()._sampling_params(stage), "schema_in_request": self.schema_in_request}
 
     def _response_format(self, schema: type[BaseModel]) -> dict[str, Any]:
         fmt: dict[str, Any] = {"type": "json_object"}
@@ -151,7 +151,9 @@ class GptBackend(StructuredBackend):
             fmt["schema"] = bounded_schema(schema)
         return fmt
 
-    def _generate(self, messages: list[Message], schema: type[BaseModel]) -> Generation:
+    def _generate(
+        self, messages: list[Message], schema: type[BaseModel], max_tokens: int
+    ) -> Generation:
         import openai
 
         cfg = self.cfg
@@ -180,7 +182,7 @@ class GptBackend(StructuredBackend):
                         messages=[m.model_dump() for m in messages],  # type: ignore[misc]
                         response_format=self._response_format(schema),  # type: ignore[arg-type]
                         temperature=cfg.temperature,
-                        max_tokens=cfg.max_tokens,
+                        max_tokens=max_tokens,
                         seed=cfg.seed,
                         timeout=max(0.1, min(cfg.timeout_s, remaining)),
                     )

@@ -73,6 +73,7 @@ class LlamaBackend(SerialBackend):
     """A local GGUF chat model answering in a pydantic schema."""
 
     name = "llama"
+    schema_in_prompt_default = False  # the JSON grammar already enforces the schema
 
     def __init__(
         self,
@@ -159,13 +160,15 @@ class LlamaBackend(SerialBackend):
         )
         return len(ids)
 
-    def _generate(self, messages: list[Message], schema: type[BaseModel]) -> Generation:
+    def _generate(
+        self, messages: list[Message], schema: type[BaseModel], max_tokens: int
+    ) -> Generation:
         grammar = self._grammar(schema)
         # Checked up front: the prompt plus room for a full answer must fit the context, so an
         # answer is never cut short by the context (llama.cpp would silently shorten it).
         prompt_tokens = self.count_prompt_tokens(messages)
-        if prompt_tokens + self.cfg.max_tokens > self.n_ctx:
-            raise LLMError(self._context_message(prompt_tokens, self.n_ctx))
+        if prompt_tokens + max_tokens > self.n_ctx:
+            raise LLMError(self._context_message(prompt_tokens, max_tokens, self.n_ctx))
         with self._lock:
             if self.cfg.kv_cache == "off":
                 self.llm.reset()
@@ -174,7 +177,7 @@ class LlamaBackend(SerialBackend):
                     messages=[m.model_dump() for m in messages],
                     grammar=grammar,
                     temperature=self.cfg.temperature,
-                    max_tokens=self.cfg.max_tokens,
+                    max_tokens=max_tokens,
                     seed=self.cfg.seed,
                 )
             except ValueError as exc:
@@ -182,13 +185,13 @@ class LlamaBackend(SerialBackend):
                 if found is None:
                     raise
                 need, have = int(found.group(1)), int(found.group(2))
-                raise LLMError(self._context_message(need, have)) from None
+                raise LLMError(self._context_message(need, max_tokens, have)) from None
         choice = out["choices"][0]
         usage = out.get("usage") or {}
         prompt_tokens = int(usage.get("prompt_tokens", 0))
         truncated = choice.get("finish_reason") == "length"
-        if truncated and prompt_tokens + self.cfg.max_tokens > self.n_ctx:
-            raise LLMError(self._context_message(prompt_tokens, self.n_ctx))
+        if truncated and prompt_tokens + max_tokens > self.n_ctx:
+            raise LLMError(self._context_message(prompt_tokens, max_tokens, self.n_ctx))
         return Generation(
             text=choice["message"].get("content") or "",
             prompt_tokens=prompt_tokens,
@@ -196,11 +199,12 @@ class LlamaBackend(SerialBackend):
             truncated=truncated,
         )
 
-    def _context_message(self, prompt_tokens: int, n_ctx: int) -> str:
-        need = prompt_tokens + self.cfg.max_tokens
+    def _context_message(self, prompt_tokens: int, max_tokens: int, n_ctx: int) -> str:
+        need = prompt_tokens + max_tokens
         return (
-            f"{self.path.name}: prompt of {prompt_tokens} tokens + llm.max_tokens "
-            f"{self.cfg.max_tokens} does not fit the {n_ctx}-token context (short by "
+            f"{self.path.name}: prompt of {prompt_tokens} tokens + answer budget "
+            f"{max_tokens} (llm.max_tokens / llm.stage_max_tokens) does not fit the "
+            f"{n_ctx}-token context (short by "
             f"{need - n_ctx} tokens); set llm.n_ctx (--n-ctx) to at least {need}"
         )
 

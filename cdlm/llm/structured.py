@@ -90,13 +90,22 @@ class StructuredBackend(ABC):
         """Identity of the weights for cache keys (a GGUF's content hash, an API model name)."""
 
     @abstractmethod
-    def _generate(self, messages: list[Message], schema: type[BaseModel]) -> Generation:
-        """One answer as text (transport retries included)."""
+    def _generate(
+        self, messages: list[Message], schema: type[BaseModel], max_tokens: int
+    ) -> Generation:
+        """One answer as text of at most ``max_tokens`` tokens (transport retries included)."""
 
-    def _sampling_params(self) -> dict[str, Any]:
+    # Whether the schema goes into the prompt when llm.schema_in_prompt is None.
+    schema_in_prompt_default: bool = True
+
+    def max_tokens(self, stage: str = "") -> int:
+        """The answer budget of a stage (``llm.stage_max_tokens``, else ``llm.max_tokens``)."""
+        return self.cfg.stage_max_tokens.get(stage, self.cfg.max_tokens)
+
+    def _sampling_params(self, stage: str = "") -> dict[str, Any]:
         return {
             "temperature": self.cfg.temperature,
-            "max_tokens": self.cfg.max_tokens,
+            "max_tokens": self.max_tokens(stage),
             "seed": self.cfg.seed,
         }
 
@@ -107,7 +116,8 @@ class StructuredBackend(ABC):
     # -- the shared loop -----------------------------------------------------------------------
     def prepare(self, messages: list[Message], schema: type[BaseModel]) -> list[Message]:
         """The messages actually sent: the schema is stated in the system message if configured."""
-        if not self.cfg.schema_in_prompt:
+        wanted = self.cfg.schema_in_prompt
+        if not (self.schema_in_prompt_default if wanted is None else wanted):
             return list(messages)
         note = SCHEMA_INSTRUCTION + schema_json(schema)
         if messages and messages[0].role == "system":
@@ -125,7 +135,7 @@ class StructuredBackend(ABC):
             key = cache_key(
                 backend=self.name,
                 model_id=self.model_id,
-                params=self._sampling_params(),
+                params=self._sampling_params(stage),
                 schema=schema_json(schema),
                 messages=sent,
             )
@@ -143,10 +153,11 @@ class StructuredBackend(ABC):
                     return LLMResult(value, usage)
 
         usage = Usage(stage=stage, calls=0)
+        max_tokens = self.max_tokens(stage)
         convo = sent
         error = "no attempt made"
         for attempt in range(1 + self.cfg.repair_retries):
-            gen = self._generate(convo, schema)
+            gen = self._generate(convo, schema, max_tokens)
             usage.calls += 1 + gen.retries
             usage.retries += gen.retries + (1 if attempt else 0)
             usage.prompt_tokens += gen.prompt_tokens
@@ -156,7 +167,7 @@ class StructuredBackend(ABC):
             except ValidationError as exc:
                 error = describe_error(exc)
                 if gen.truncated:
-                    error = f"answer cut off at max_tokens={self.cfg.max_tokens} ({error})"
+                    error = f"answer cut off at max_tokens={max_tokens} ({error})"
                 repair = REPAIR_INSTRUCTION.format(error=error)
                 convo = [
                     *sent,

@@ -81,3 +81,40 @@ def test_context_too_small_says_by_how_much(smollm_backend):
     with pytest.raises(LLMError, match=r"does not fit the 2048-token context \(short by \d+ tok"):
         smollm_backend.complete(ask("Paris", long_text), PingAnswer)
     assert smollm_backend.count_prompt_tokens(ask("Paris", long_text)) > 2048
+
+
+def test_stage_budget_replaces_max_tokens(smollm_backend):
+    """``llm.stage_max_tokens`` gives one stage its own answer budget: 4 tokens cut the JSON
+    off (reported with that budget), while the other stages keep ``llm.max_tokens``."""
+    from cdlm.llm.base import LLMOutputError
+
+    cfg = smollm_backend.cfg
+    smollm_backend.cfg = cfg.model_copy(
+        update={"stage_max_tokens": {"tiny": 4}, "repair_retries": 0}
+    )
+    try:
+        assert smollm_backend.max_tokens("tiny") == 4
+        assert smollm_backend.max_tokens("kind") == cfg.max_tokens
+        with pytest.raises(LLMOutputError, match=r"cut off at max_tokens=4") as err:
+            smollm_backend.complete(ask("Paris"), Kind, stage="tiny")
+        assert err.value.usage.completion_tokens <= 4
+    finally:
+        smollm_backend.cfg = cfg
+
+
+def test_schema_goes_into_the_prompt_only_where_nothing_enforces_it(smollm_backend):
+    """Default (None): llama leaves it out (its grammar constrains the answer), gpt states it."""
+    from cdlm.config import LLMConfig
+    from cdlm.llm.gpt import GptBackend
+
+    cfg = smollm_backend.cfg
+    smollm_backend.cfg = cfg.model_copy(update={"schema_in_prompt": None})
+    try:
+        assert smollm_backend.prepare(ask("Paris"), Kind) == ask("Paris")
+    finally:
+        smollm_backend.cfg = cfg
+    gpt = GptBackend(
+        LLMConfig(backend="gpt", model="m", base_url="http://127.0.0.1:9/v1"), cache=None
+    )
+    sent = gpt.prepare(ask("Paris"), Kind)
+    assert '"mention"' in sent[0].content and sent[1:] == ask("Paris")[1:]
