@@ -81,6 +81,8 @@ class RunRecord(BaseModel):
     target_seconds: float | None = None
     # `+factmix` variants: chosen ratios, grid dev F1, generated/kept counts (scores.json).
     augment: dict[str, Any] | None = None
+    # Debiasing strength chosen on dev (variants with the explicit counterfactual), else None.
+    alpha: float | None = None
 
 
 def load_suite(path: Path) -> SuiteSpec:
@@ -179,6 +181,8 @@ def _record(variant: str, domain: str, seed: int, folder: Path, reused: bool, sp
         from cdlm.evaluate import evaluate_checkpoint
 
         test = evaluate_checkpoint(folder, split).scores.model_dump()
+    causal = _saved_config(folder) or {}
+    causal = causal.get("causal", {})
     return RunRecord(
         variant=variant,
         domain=domain,
@@ -192,6 +196,7 @@ def _record(variant: str, domain: str, seed: int, folder: Path, reused: bool, sp
         best_epoch=scores.get("best_epoch"),
         target_seconds=scores.get("target_seconds"),
         augment=scores.get("augment"),
+        alpha=causal.get("alpha") if causal.get("explicit") else None,
     )
 
 
@@ -274,13 +279,15 @@ def markdown(spec: SuiteSpec, result: dict[str, Any]) -> str:
         "",
         "Runs:",
         "",
-        "| variant | domain | seed | dev F1 | test F1 | best epoch | checkpoint | reused |",
-        "|---|---|---:|---:|---:|---:|---|---|",
+        "| variant | domain | seed | dev F1 | test F1 | best epoch | alpha (dev) | checkpoint "
+        "| reused |",
+        "|---|---|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in result["runs"]:
         lines.append(
             f"| {r['variant']} | {r['domain']} | {r['seed']} | {100 * r['dev_f1']:.2f} "
-            f"| {100 * r['test_f1']:.2f} | {r['best_epoch']} | `{r['checkpoint']}` "
+            f"| {100 * r['test_f1']:.2f} | {r['best_epoch']} "
+            f"| {'–' if r.get('alpha') is None else r['alpha']} | `{r['checkpoint']}` "
             f"| {r['reused']} |"
         )
     prov = result["provenance"]
