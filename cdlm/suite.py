@@ -181,8 +181,8 @@ def _record(variant: str, domain: str, seed: int, folder: Path, reused: bool, sp
         from cdlm.evaluate import evaluate_checkpoint
 
         test = evaluate_checkpoint(folder, split).scores.model_dump()
-    causal = _saved_config(folder) or {}
-    causal = causal.get("causal", {})
+    saved = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    causal = saved.get("config", {}).get("causal", {})
     return RunRecord(
         variant=variant,
         domain=domain,
