@@ -13,7 +13,8 @@ from typing import Any
 
 
 def git_commit(repo: Path | None = None) -> str:
-    """The checkout's HEAD commit (with ``+dirty`` when there are uncommitted changes)."""
+    """The checkout's HEAD commit (with ``+dirty`` when there are uncommitted changes outside
+    ``evals/results/``: result files are outputs, and a suite rewrites its own as it goes)."""
     repo = repo or Path(__file__).resolve().parents[1]
     try:
         head = subprocess.run(
@@ -24,7 +25,10 @@ def git_commit(repo: Path | None = None) -> str:
             timeout=10,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            [
+                *("git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"),
+                *("--", ".", ":(exclude)evals/results"),
+            ],
             capture_output=True,
             text=True,
             check=True,
