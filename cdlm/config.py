@@ -140,7 +140,8 @@ class LLMConfig(Section):
     retry_initial_s: float = Field(1.0, gt=0.0)  # first backoff wait; doubles up to retry_max_s
     retry_max_s: float = Field(30.0, gt=0.0)  # longest single wait (a Retry-After may ask more)
     # State the JSON schema in the system message. None = only where nothing else enforces it:
-    # gpt yes (API JSON mode needs it), llama no (its grammar already constrains the answer).
+    # llama no (its grammar constrains the answer); gpt yes for plain JSON mode, no when the
+    # schema also goes in the request (llm.json_schema_in_request).
     schema_in_prompt: bool | None = None
     # gpt: also send the schema inside response_format (llama_cpp.server grammar-constrains on
     # it; hosted APIs may reject the extra field). None = only when base_url is on loopback.

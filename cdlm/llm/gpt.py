@@ -134,6 +134,9 @@ class GptBackend(StructuredBackend):
             if cfg.json_schema_in_request is not None
             else is_loopback(self.base_url)
         )
+        # A server that grammar-constrains on the schema in the request needs no copy of it in
+        # the prompt (llm.schema_in_prompt = None); JSON mode alone does.
+        self.schema_in_prompt_default = not self.schema_in_request
         self.client = openai.OpenAI(
             api_key=key, base_url=self.base_url, timeout=cfg.timeout_s, max_retries=0
         )

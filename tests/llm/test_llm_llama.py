@@ -113,8 +113,9 @@ def test_schema_goes_into_the_prompt_only_where_nothing_enforces_it(smollm_backe
         assert smollm_backend.prepare(ask("Paris"), Kind) == ask("Paris")
     finally:
         smollm_backend.cfg = cfg
-    gpt = GptBackend(
-        LLMConfig(backend="gpt", model="m", base_url="http://127.0.0.1:9/v1"), cache=None
-    )
-    sent = gpt.prepare(ask("Paris"), Kind)
+    url = "http://127.0.0.1:9/v1"
+    json_mode = GptBackend(LLMConfig(backend="gpt", base_url=url, json_schema_in_request=False))
+    sent = json_mode.prepare(ask("Paris"), Kind)
     assert '"mention"' in sent[0].content and sent[1:] == ask("Paris")[1:]
+    in_request = GptBackend(LLMConfig(backend="gpt", base_url=url))  # loopback: schema sent
+    assert in_request.prepare(ask("Paris"), Kind) == ask("Paris")
