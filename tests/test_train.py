@@ -62,3 +62,38 @@ def test_source_then_target_training(small_crossner: Path, tmp_path: Path) -> No
 def test_missing_target_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="train.target"):
         train(load_config(None, {}), tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("args", "method", "fusion", "variant"),
+    [
+        (["--variant", "baseline+factmix"], "factmix", False, "baseline+factmix"),
+        (["--variant", "full+factmix"], "factmix", True, "full+factmix"),
+        (["--variant", "gcn", "--augment", "factmix"], "factmix", True, "gcn+factmix"),
+        (["--variant", "gcn"], "none", True, "gcn"),
+    ],
+)
+def test_cli_variant_is_not_undone_by_unset_flags(monkeypatch, args, method, fusion, variant):
+    """`cdlm train --variant X` hands training X's settings; a flag left unset (here
+    ``--augment``) must not reset what the variant switched on."""
+    import typer
+    from typer.testing import CliRunner
+
+    import cdlm.train
+    from cdlm.cli import run as run_cli
+
+    seen = []
+
+    def capture(cfg, out, **_):
+        seen.append(cfg)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(cdlm.train, "train", capture)
+    app = typer.Typer()
+    run_cli.register(app)
+    res = CliRunner().invoke(app, ["train", "--target", "politics", *args])
+    assert res.exit_code == 0, res.output
+    (cfg,) = seen
+    assert cfg.augment.method == method
+    assert cfg.fusion.enabled is fusion
+    assert cfg.train.variant == variant

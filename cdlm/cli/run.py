@@ -93,9 +93,7 @@ def train(
     from cdlm.config import VARIANTS, load_config
     from cdlm.train import train as run_training
 
-    overrides = {
-        # A named variant (cdlm.config.VARIANTS) switches its modules; other names only label.
-        **VARIANTS.get(variant or "", {}),
+    flags = {
         "train.target": target,
         "train.source": source,
         "train.seed": seed,
@@ -108,6 +106,12 @@ def train(
         "train.k_shot": k_shot,
         "train.threads": threads,
         "augment.method": augment,
+    }
+    overrides = {
+        # A named variant (cdlm.config.VARIANTS) switches its modules; other names only label.
+        # Flags left unset must not undo it (e.g. --variant baseline+factmix without --augment).
+        **VARIANTS.get(variant or "", {}),
+        **{k: v for k, v in flags.items() if v is not None},
     }
     cfg = load_config(config, overrides)
     # Ablation switches win over the variant; the run gets its own name so it cannot overwrite
