@@ -312,6 +312,16 @@ def planned_runs(spec: SuiteSpec) -> list[tuple[str, str, int]]:
     return runs
 
 
+def select_domains(spec: SuiteSpec, names: list[str]) -> SuiteSpec:
+    """The suite restricted to some of its domains (``cdlm eval --suite F --domains a,b``)."""
+    unknown = [n for n in names if n not in spec.domains]
+    if unknown or not names:
+        raise ConfigError(
+            f"--domains: {unknown or 'none given'} not in the suite's {', '.join(spec.domains)}"
+        )
+    return spec.model_copy(update={"domains": [d for d in spec.domains if d in names]})
+
+
 def select_variants(spec: SuiteSpec, names: list[str]) -> SuiteSpec:
     """The suite restricted to some of its variants (``cdlm eval --suite F --variants a,b``)."""
     unknown = [n for n in names if n not in spec.variants]

@@ -12,12 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from cdlm.errors import ConfigError
 from cdlm.suite import (
     SuiteSpec,
     load_suite,
     planned_runs,
     run_config,
     run_suite,
+    select_domains,
     select_variants,
 )
 
@@ -65,6 +67,10 @@ def test_committed_suite_file_parses():
     assert len(planned_runs(spec)) == len(spec.variants) * (3 + 4)
     two = select_variants(spec, ["gcn", "baseline"])
     assert two.variants == ["baseline", "gcn"] and len(planned_runs(two)) == 2 * (3 + 4)
+    pol = select_domains(two, ["politics"])
+    assert pol.domains == ["politics"] and len(planned_runs(pol)) == 2 * 3
+    with pytest.raises(ConfigError, match=r"--domains: \['physics'\] not in"):
+        select_domains(spec, ["physics"])
 
 
 def test_runs_then_reuses_everything(tmp_path):

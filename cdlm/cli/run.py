@@ -171,6 +171,10 @@ def evaluate(
         str | None,
         typer.Option(help="With --suite: run only these of its variants (comma-separated)."),
     ] = None,
+    domains: Annotated[
+        str | None,
+        typer.Option(help="With --suite: run only these of its domains (comma-separated)."),
+    ] = None,
     llm: Annotated[
         str,
         typer.Option(help="none, llama or gpt: also score tagger + LLM reasoning."),
@@ -209,11 +213,13 @@ def evaluate(
 ) -> None:
     """Strict IOB2 span P/R/F1 and a per-type table, written to evals/results/ (JSON + Markdown)."""
     if suite is not None:
-        from cdlm.suite import load_suite, run_suite, select_variants
+        from cdlm.suite import load_suite, run_suite, select_domains, select_variants
 
         spec = load_suite(suite)
         if variants:
             spec = select_variants(spec, [v.strip() for v in variants.split(",") if v.strip()])
+        if domains:
+            spec = select_domains(spec, [d.strip() for d in domains.split(",") if d.strip()])
         summary = run_suite(spec, data_dir=data_dir)
         print(
             f"suite {spec.name}: {len(summary['runs'])} runs; wrote "
