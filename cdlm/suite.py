@@ -312,24 +312,25 @@ def planned_runs(spec: SuiteSpec) -> list[tuple[str, str, int]]:
     return runs
 
 
-def select_domains(spec: SuiteSpec, names: list[str]) -> SuiteSpec:
-    """The suite restricted to some of its domains (``cdlm eval --suite F --domains a,b``)."""
-    unknown = [n for n in names if n not in spec.domains]
+def _select(spec: SuiteSpec, field: str, names: list[str]) -> SuiteSpec:
+    """The suite restricted to some of its ``field`` (variants or domains), in the file's order."""
+    have: list[str] = getattr(spec, field)
+    unknown = [n for n in names if n not in have]
     if unknown or not names:
         raise ConfigError(
-            f"--domains: {unknown or 'none given'} not in the suite's {', '.join(spec.domains)}"
+            f"--{field}: {unknown or 'none given'} not in the suite's {', '.join(have)}"
         )
-    return spec.model_copy(update={"domains": [d for d in spec.domains if d in names]})
+    return spec.model_copy(update={field: [x for x in have if x in names]})
+
+
+def select_domains(spec: SuiteSpec, names: list[str]) -> SuiteSpec:
+    """``cdlm eval --suite F --domains a,b``."""
+    return _select(spec, "domains", names)
 
 
 def select_variants(spec: SuiteSpec, names: list[str]) -> SuiteSpec:
-    """The suite restricted to some of its variants (``cdlm eval --suite F --variants a,b``)."""
-    unknown = [n for n in names if n not in spec.variants]
-    if unknown or not names:
-        raise ConfigError(
-            f"--variants: {unknown or 'none given'} not in the suite's {', '.join(spec.variants)}"
-        )
-    return spec.model_copy(update={"variants": [v for v in spec.variants if v in names]})
+    """``cdlm eval --suite F --variants a,b``."""
+    return _select(spec, "variants", names)
 
 
 def run_suite(
