@@ -3,12 +3,11 @@ source model): ``<folder>.lock`` holds the owner's pid; a lock whose process is 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
 def _pid_alive(pid: int) -> bool:
-    import os
-
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -21,8 +20,6 @@ def _pid_alive(pid: int) -> bool:
 def claim(folder: Path) -> Path | None:
     """Claim a run folder for training (``<folder>.lock`` holding our pid); ``None`` when a live
     process holds it already (two suites sharing a runs folder never train the same run)."""
-    import os
-
     lock = folder.with_name(folder.name + ".lock")
     lock.parent.mkdir(parents=True, exist_ok=True)
     for _ in range(2):

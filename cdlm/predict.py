@@ -60,6 +60,15 @@ def load_tagger(checkpoint: Path | str | None = None) -> Tagger:
     return _load(str(Path(checkpoint or default_checkpoint()).resolve()))
 
 
+def optional_tagger(checkpoint: Path | str | None) -> Tagger | None:
+    """The tagger at ``checkpoint``; without one, the default checkpoint if it was trained, else
+    ``None`` (the LLM-only mode of ``--llm``)."""
+    if checkpoint is not None:
+        return load_tagger(checkpoint)
+    path = default_checkpoint()
+    return load_tagger(path) if (path / "config.json").is_file() else None
+
+
 def entities_from(
     text: str, tokens: list[Token], probs: np.ndarray, tags: list[str], labels: list[str]
 ) -> list[dict[str, Any]]:
@@ -139,9 +148,7 @@ def predict_texts(
         path = Path(config) if config is not None else None
         cfg = load_config(path, {f"llm.{k}": v for k, v in wanted.items()})
     if model is None:
-        path = Path(checkpoint) if checkpoint is not None else default_checkpoint()
-        if checkpoint is not None or (path / "config.json").is_file():
-            model = load_tagger(path)
+        model = optional_tagger(checkpoint)
     return list(predict_with_llm(list(texts), cfg, model=model, domain=domain, explain=explain))
 
 

@@ -155,22 +155,24 @@ def _folders(runs_dir: Path | str, config: CdlmConfig) -> tuple[Path, Path]:
     return default, default.with_name(f"{default.name}__{config_hash(config)}")
 
 
+def _first_finished(folders: tuple[Path, ...], wanted: dict[str, Any]) -> Path | None:
+    return next((f for f in folders if _finished(f, wanted)), None)
+
+
 def finished_run(runs_dir: Path | str, config: CdlmConfig) -> Path | None:
     """The folder of a finished run trained with exactly this config, if there is one."""
-    wanted = training_view(config)
-    return next((f for f in _folders(runs_dir, config) if _finished(f, wanted)), None)
+    return _first_finished(_folders(runs_dir, config), training_view(config))
 
 
 def run_folder(spec: SuiteSpec, config: CdlmConfig) -> tuple[Path, bool]:
     """(folder, finished): where this run's checkpoint is, or is to be trained."""
-    done = finished_run(spec.runs_dir, config)
+    default, hashed = _folders(spec.runs_dir, config)
+    wanted = training_view(config)
+    done = _first_finished((default, hashed), wanted)
     if done is not None:
         return done, True
-    default, hashed = _folders(spec.runs_dir, config)
     # Train into the default folder unless it holds another config's run.
-    default_taken = (default / "config.json").is_file() and _saved_config(default) != training_view(
-        config
-    )
+    default_taken = (default / "config.json").is_file() and _saved_config(default) != wanted
     return (hashed if default_taken else default), False
 
 
@@ -340,7 +342,7 @@ def run_suite(
     data_dir: Path | str | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
-    poll_s: float = 60.0,
+    poll_s: float | None = None,
 ) -> dict[str, Any]:
     """Train or reuse every planned run, rewriting the results after each; returns them.
 
@@ -356,7 +358,10 @@ def run_suite(
     plan = planned_runs(spec)
     records: dict[int, RunRecord] = {}
     result: dict[str, Any] = {}
-    first_config = training_view(run_config(spec, *plan[0]))
+    first = run_config(spec, *plan[0])
+    first_config = training_view(first)
+    if poll_s is None:
+        poll_s = first.train.lock_poll_seconds
 
     def write_results() -> None:
         nonlocal result

@@ -269,17 +269,17 @@ def pretrain_source(
         return None, None, 0.0, False
     source = config.train.source
     folder = runs_dir(runs) / "source" / _key(config, source, data_dir)
-    while True:  # another process pre-training the same source: wait and reuse its model
-        if (folder / "model.safetensors").is_file():
-            return Tagger.load(folder), folder, 0.0, True
-        lock = claim(folder)
-        if lock is not None:
-            break
-        time.sleep(config.train.lock_poll_seconds)
+    model_file = folder / "model.safetensors"
+    lock = None
+    while not model_file.is_file() and (lock := claim(folder)) is None:
+        time.sleep(config.train.lock_poll_seconds)  # another process is pre-training it
     try:
+        if model_file.is_file():  # cached, or finished just before we claimed it
+            return Tagger.load(folder), folder, 0.0, True
         return _pretrain(config, folder, data_dir, progress)
     finally:
-        lock.unlink(missing_ok=True)
+        if lock is not None:
+            lock.unlink(missing_ok=True)
 
 
 def _pretrain(

@@ -355,7 +355,7 @@ def predict(
         if format != "jsonl":
             raise ConfigError("--format conll is not available with --llm; use jsonl")
         from cdlm.config import load_config
-        from cdlm.predict import default_checkpoint
+        from cdlm.predict import default_checkpoint, optional_tagger
         from cdlm.reasoning.predict import predict_with_llm
 
         cfg = load_config(
@@ -370,11 +370,11 @@ def predict(
             },
         )
         # LLM-only mode: no --checkpoint and no default checkpoint on disk.
-        path = checkpoint or default_checkpoint()
-        tagger = load_tagger(path) if checkpoint or (path / "config.json").is_file() else None
+        tagger = optional_tagger(checkpoint)
         if tagger is None:
             print(
-                f"note: no checkpoint at {path}; LLM-only mode (discovery proposes the spans)",
+                f"note: no checkpoint at {default_checkpoint()}; LLM-only mode (discovery "
+                "proposes the spans)",
                 file=sys.stderr,
             )
         for record in predict_with_llm(texts, cfg, model=tagger, domain=domain, explain=explain):
