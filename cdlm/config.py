@@ -129,7 +129,7 @@ class LLMConfig(Section):
     temperature: float = 0.0
     max_tokens: int = 512
     # Per-stage answer budgets that replace max_tokens (a vote answer grows with the number of
-    # candidates in the sentence: ~80 tokens each, so 512 cuts off at six or seven).
+    # candidates in the sentence; with 512, SmolLM2's votes on six or seven were cut off).
     stage_max_tokens: dict[str, int] = {"vote": 1536}
     timeout_s: float = 60.0
     max_retries: int = Field(4, ge=0)  # transport retries (429/5xx/timeouts) per request
