@@ -137,6 +137,9 @@ class LLMConfig(Section):
     repair_retries: int = Field(1, ge=0)  # re-asks that show the model its validation error
     concurrency: int = Field(4, ge=1)  # parallel API requests in complete_many
     cache_dir: str | None = None  # None = the user cache folder
+    # Also cache requests that never validated: a re-run falls back at once instead of paying
+    # again (more llm.repair_retries than the failure had asks again).
+    cache_failures: bool = True
     retry_initial_s: float = Field(1.0, gt=0.0)  # first backoff wait; doubles up to retry_max_s
     retry_max_s: float = Field(30.0, gt=0.0)  # longest single wait (a Retry-After may ask more)
     # State the JSON schema in the system message. None = only where nothing else enforces it:

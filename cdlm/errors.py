@@ -30,5 +30,13 @@ class LLMError(CdlmError):
     """An LLM backend failed in a way retries could not fix (unreachable, no key, context)."""
 
 
+class ContextOverflowError(LLMError):
+    """One prompt plus its answer budget does not fit the model's context window.
+
+    A setup error for a single call (``cdlm llm ping``); the reasoning stages instead fall back
+    to the tagger for that sentence and count it, so one long sentence cannot stop a whole run.
+    """
+
+
 class TemplateError(CdlmError):
     """A prompt template that does not render or uses unknown variables."""

@@ -3,8 +3,10 @@
 The key is the sha256 of everything that can change the answer: backend, model identity,
 sampling parameters, the output schema and the fully rendered messages. So an edited template,
 a new temperature or another GGUF is a miss, while an interrupted run re-asks nothing it already
-got: each validated answer is written as soon as it arrives. Only the answer text and its token
-counts are stored -- never the key material, and never an API key (keys are not an input).
+got: each validated answer is written as soon as it arrives, and so is each request that never
+validated (with how many attempts it had; more ``llm.repair_retries`` asks again). Only the
+answer text and its token counts (or the validation error) are stored -- never the key
+material, and never an API key (keys are not an input).
 """
 
 from __future__ import annotations
@@ -59,6 +61,10 @@ class AnswerCache:
     def put(self, key: str, text: str, prompt_tokens: int, completion_tokens: int) -> None:
         record = {"text": text, "prompt": prompt_tokens, "completion": completion_tokens}
         self._cache.set(key, json.dumps(record))
+
+    def put_failure(self, key: str, error: str, attempts: int) -> None:
+        """Remember that ``attempts`` tries never validated, so a re-run does not pay again."""
+        self._cache.set(key, json.dumps({"failed": error, "attempts": attempts}))
 
     def __len__(self) -> int:
         return len(self._cache)

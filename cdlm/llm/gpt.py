@@ -35,7 +35,7 @@ from tenacity import (
 )
 
 from cdlm.config import LLMConfig
-from cdlm.errors import LLMError
+from cdlm.errors import ContextOverflowError, LLMError
 from cdlm.llm.base import Message
 from cdlm.llm.cache import AnswerCache
 from cdlm.llm.schema import bounded_schema
@@ -192,6 +192,13 @@ class GptBackend(StructuredBackend):
         except openai.APIResponseValidationError as exc:
             # A 200 whose body is not a chat completion: treat as an unusable answer (repaired).
             return Generation(text=str(exc.body or "")[:2000], retries=attempts - 1)
+        except openai.BadRequestError as exc:
+            if exc.code == "context_length_exceeded":  # OpenAI and llama_cpp.server both say so
+                raise ContextOverflowError(
+                    f"{self.url} (model {self.model}): {_short(exc)}; shorten the prompt or "
+                    "lower llm.max_tokens / llm.stage_max_tokens"
+                ) from None
+            raise LLMError(self._failure(exc, attempts, time.monotonic() - start)) from None
         except (openai.APIError, json.JSONDecodeError) as exc:
             raise LLMError(self._failure(exc, attempts, time.monotonic() - start)) from None
         if not response.choices:

@@ -23,7 +23,7 @@ from typing import Any, TextIO
 from pydantic import BaseModel
 
 from cdlm.config import LLMConfig
-from cdlm.errors import LLMError, ModelNotFoundError
+from cdlm.errors import ContextOverflowError, LLMError, ModelNotFoundError
 from cdlm.llm.base import Message
 from cdlm.llm.cache import AnswerCache
 from cdlm.llm.embedded import NOTICE, embedded_gguf_path
@@ -168,7 +168,7 @@ class LlamaBackend(SerialBackend):
         # answer is never cut short by the context (llama.cpp would silently shorten it).
         prompt_tokens = self.count_prompt_tokens(messages)
         if prompt_tokens + max_tokens > self.n_ctx:
-            raise LLMError(self._context_message(prompt_tokens, max_tokens, self.n_ctx))
+            raise ContextOverflowError(self._context_message(prompt_tokens, max_tokens, self.n_ctx))
         with self._lock:
             if self.cfg.kv_cache == "off":
                 self.llm.reset()
@@ -185,13 +185,13 @@ class LlamaBackend(SerialBackend):
                 if found is None:
                     raise
                 need, have = int(found.group(1)), int(found.group(2))
-                raise LLMError(self._context_message(need, max_tokens, have)) from None
+                raise ContextOverflowError(self._context_message(need, max_tokens, have)) from None
         choice = out["choices"][0]
         usage = out.get("usage") or {}
         prompt_tokens = int(usage.get("prompt_tokens", 0))
         truncated = choice.get("finish_reason") == "length"
         if truncated and prompt_tokens + max_tokens > self.n_ctx:
-            raise LLMError(self._context_message(prompt_tokens, max_tokens, self.n_ctx))
+            raise ContextOverflowError(self._context_message(prompt_tokens, max_tokens, self.n_ctx))
         return Generation(
             text=choice["message"].get("content") or "",
             prompt_tokens=prompt_tokens,

@@ -4,7 +4,8 @@ A backend subclass only says how to turn messages into text (``_generate``); thi
 what happens around it, so both backends behave the same: the answer is validated with the
 stage's pydantic model; an invalid one is shown back to the model with the validation error
 (``llm.repair_retries`` times); a valid one is cached at once; a request that never validates
-raises :class:`LLMOutputError` (the caller falls back and counts it) -- never an empty answer.
+raises :class:`LLMOutputError` (the caller falls back and counts it) -- never an empty answer --
+and is cached as a failure, so a re-run falls back at once instead of paying for it again.
 """
 
 from __future__ import annotations
@@ -139,18 +140,9 @@ class StructuredBackend(ABC):
                 schema=schema_json(schema),
                 messages=sent,
             )
-            hit = self.cache.get(key)
-            if hit is not None:
-                try:
-                    value = parse_answer(hit["text"], schema)
-                except ValidationError:
-                    pass  # stored under an older model class: ask again
-                else:
-                    usage = Usage(
-                        stage=stage, calls=0, cache_hit=True, seconds=time.perf_counter() - start
-                    )
-                    self.usage.add(usage)
-                    return LLMResult(value, usage)
+            cached = self._cached(key, stage, schema, start)
+            if cached is not None:
+                return cached
 
         usage = Usage(stage=stage, calls=0)
         max_tokens = self.max_tokens(stage)
@@ -180,13 +172,41 @@ class StructuredBackend(ABC):
             usage.seconds = time.perf_counter() - start
             self.usage.add(usage)
             return LLMResult(value, usage)
+        if key is not None and self.cache is not None and self.cfg.cache_failures:
+            self.cache.put_failure(key, error, 1 + self.cfg.repair_retries)
         usage.seconds = time.perf_counter() - start
         self.usage.add(usage, failed=True)
-        raise LLMOutputError(
+        raise LLMOutputError(self._failure_message(stage, schema, error), usage)
+
+    def _failure_message(
+        self, stage: str, schema: type[BaseModel], error: str, attempts: int | None = None
+    ) -> str:
+        tries = attempts if attempts is not None else 1 + self.cfg.repair_retries
+        return (
             f"{self.name} answer for stage '{stage or 'default'}' did not validate as "
-            f"{schema.__name__} after {1 + self.cfg.repair_retries} attempts: {error}",
-            usage,
+            f"{schema.__name__} after {tries} attempts: {error}"
         )
+
+    def _cached(self, key: str, stage: str, schema: type[T], start: float) -> LLMResult[T] | None:
+        """The stored answer for ``key``; raises a stored failure; ``None`` = ask the model."""
+        hit = self.cache.get(key) if self.cache is not None else None
+        if hit is None:
+            return None
+        usage = Usage(stage=stage, calls=0, cache_hit=True)
+        if "failed" in hit:
+            if not self.cfg.cache_failures or hit["attempts"] < 1 + self.cfg.repair_retries:
+                return None  # it may try harder now: ask again
+            usage.seconds = time.perf_counter() - start
+            self.usage.add(usage, failed=True)
+            message = self._failure_message(stage, schema, hit["failed"], hit["attempts"])
+            raise LLMOutputError(f"{message} (cached; clear llm.cache_dir to ask again)", usage)
+        try:
+            value = parse_answer(hit["text"], schema)
+        except ValidationError:
+            return None  # stored under an older model class: ask again
+        usage.seconds = time.perf_counter() - start
+        self.usage.add(usage)
+        return LLMResult(value, usage)
 
     def complete_many(
         self, requests: Sequence[Request | tuple[list[Message], type[BaseModel], str]]

@@ -27,6 +27,7 @@ class StageSummary(BaseModel):
     retries: int = 0  # transport retries + repair retries
     failures: int = 0  # requests that ended in LLMOutputError
     fallbacks: int = 0  # failures the caller resolved by keeping the tagger's answer
+    overflows: int = 0  # of those fallbacks: prompts that did not fit the context window
 
 
 class UsageLog:
@@ -49,9 +50,11 @@ class UsageLog:
             s.retries += usage.retries
             s.failures += int(failed)
 
-    def add_fallback(self, stage: str, n: int = 1) -> None:
+    def add_fallback(self, stage: str, n: int = 1, *, overflow: bool = False) -> None:
         with self._lock:
-            self._stages[stage or "default"].fallbacks += n
+            s = self._stages[stage or "default"]
+            s.fallbacks += n
+            s.overflows += n if overflow else 0
 
     def summary(self) -> dict[str, StageSummary]:
         """Per-stage totals plus a ``"total"`` row."""

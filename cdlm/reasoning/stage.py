@@ -7,18 +7,21 @@ string can loop until ``max_tokens``; every list and string in an output model h
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from cdlm.config import ReasoningConfig
+from cdlm.errors import ContextOverflowError
 from cdlm.llm.base import LLMBackend, LLMOutputError, Usage
 from cdlm.llm.usage import UsageLog
 from cdlm.reasoning.candidates import Candidate
 from cdlm.reasoning.templates import PromptSet
 
 T = TypeVar("T", bound=BaseModel)
+logger = logging.getLogger(__name__)
 
 
 class Output(BaseModel):
@@ -51,6 +54,7 @@ class Task:
     domain: str | None
     types: list[str]
     log: UsageLog
+    warned_overflow: bool = field(default=False, repr=False)
 
     def type_context(self) -> dict[str, Any]:
         """Template variables every stage gets: domain name and the types with descriptions."""
@@ -65,6 +69,14 @@ class Task:
         messages = self.prompts.render(stage, variables)
         try:
             result = self.backend.complete(messages, schema, stage=stage)
+        except ContextOverflowError as exc:
+            # One long sentence must not stop a run: keep the tagger's answer, count it, and
+            # say once how to make room.
+            self.log.add_fallback(stage, overflow=True)
+            if not self.warned_overflow:
+                self.warned_overflow = True
+                logger.warning("warning: %s (stage %s; the tagger's answer is kept)", exc, stage)
+            return None
         except LLMOutputError as exc:
             usage = exc.usage if exc.usage.stage else exc.usage.model_copy(update={"stage": stage})
             self.log.add(usage, failed=True)

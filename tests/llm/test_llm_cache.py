@@ -11,7 +11,7 @@ from llm_fault_server import Step
 from cdlm.cli.llm import PingAnswer
 from cdlm.config import LLMConfig
 from cdlm.errors import LLMError
-from cdlm.llm.base import Message
+from cdlm.llm.base import LLMOutputError, Message
 from cdlm.llm.cache import AnswerCache
 from cdlm.llm.gpt import GptBackend
 from cdlm.llm.structured import Request
@@ -50,13 +50,28 @@ def test_hit_skips_backend_and_changes_miss(fault_server, tmp_path):
     assert fault_server.count == 4  # a new process/backend object still hits
 
 
-def test_failed_answers_are_not_cached(fault_server, tmp_path):
+def test_failed_answers_are_cached_until_more_attempts_are_allowed(fault_server, tmp_path):
+    """A re-run falls back at once on a request that never validated (no second bill), unless
+    it may now try harder (more repair retries) or failures are not cached."""
     fault_server.default = Step(content="nonsense")
-    backend = make(fault_server, tmp_path, repair_retries=0)
-    for _ in range(2):
-        with pytest.raises(Exception, match="did not validate"):
-            backend.complete([USER], PingAnswer)
-    assert fault_server.count == 2
+    with pytest.raises(LLMOutputError, match="did not validate"):
+        make(fault_server, tmp_path, repair_retries=0).complete([USER], PingAnswer, stage="s")
+    assert fault_server.count == 1
+    rerun = make(fault_server, tmp_path, repair_retries=0)
+    with pytest.raises(LLMOutputError, match="did not validate") as caught:
+        rerun.complete([USER], PingAnswer, stage="s")
+    assert fault_server.count == 1  # served from the cache
+    assert caught.value.usage.cache_hit and caught.value.usage.calls == 0
+    assert rerun.usage.summary()["s"].failures == 1
+
+    with pytest.raises(LLMOutputError):
+        make(fault_server, tmp_path, repair_retries=1).complete([USER], PingAnswer, stage="s")
+    assert fault_server.count == 3  # two attempts allowed now: asked again (answer + repair)
+
+    fault_server.default = Step()  # the server behaves again
+    fresh = make(fault_server, tmp_path, repair_retries=0, cache_failures=False)
+    assert isinstance(fresh.complete([USER], PingAnswer, stage="s").value, PingAnswer)
+    assert fault_server.count == 4  # not cached as a failure: asked, and now it validates
 
 
 def test_api_key_never_reaches_the_cache(fault_server, tmp_path, monkeypatch):

@@ -8,7 +8,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 from cdlm.cli.llm import PingAnswer
-from cdlm.errors import LLMError, ModelNotFoundError
+from cdlm.errors import ContextOverflowError, LLMError, ModelNotFoundError
 from cdlm.llm.base import Message
 from cdlm.llm.cache import AnswerCache
 from cdlm.llm.embedded import embedded_gguf_path
@@ -78,7 +78,9 @@ def test_bad_model_files(tmp_path):
 
 def test_context_too_small_says_by_how_much(smollm_backend):
     long_text = "Marie Curie moved from Warsaw to Paris. " * 250  # about 2,500 tokens
-    with pytest.raises(LLMError, match=r"does not fit the 2048-token context \(short by \d+ tok"):
+    with pytest.raises(
+        ContextOverflowError, match=r"does not fit the 2048-token context \(short by \d+ tok"
+    ):
         smollm_backend.complete(ask("Paris", long_text), PingAnswer)
     assert smollm_backend.count_prompt_tokens(ask("Paris", long_text)) > 2048
 

@@ -48,6 +48,17 @@ def test_gpt_backend_against_llama_cpp_server(llama_server):
     assert backend.usage.summary()["srv"].requests == 2
 
 
+def test_prompt_longer_than_the_server_context_is_an_overflow(llama_server):
+    """The server's 400 ``context_length_exceeded`` becomes ContextOverflowError, which the
+    reasoning stages turn into a counted per-sentence fallback instead of a stopped run."""
+    from cdlm.errors import ContextOverflowError
+
+    long_text = "Marie Curie moved from Warsaw to Paris. " * 250  # about 2,500 tokens > 2,048
+    backend = GptBackend(LLMConfig(backend="gpt", model="smollm2", base_url=llama_server))
+    with pytest.raises(ContextOverflowError, match="context"):
+        backend.complete(ask("Paris", long_text), Kind)
+
+
 def test_ping_through_the_cli(llama_server):
     env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
     proc = subprocess.run(

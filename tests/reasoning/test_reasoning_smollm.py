@@ -6,6 +6,8 @@ the multi-expert and multi-round logic is tested with scripted answers beside th
 
 from __future__ import annotations
 
+import logging
+
 from cdlm.config import CdlmConfig, LLMConfig, ReasoningConfig
 from cdlm.data.text import tokenize
 from cdlm.llm.usage import UsageLog
@@ -72,3 +74,36 @@ def test_injected_instruction_cannot_change_format_or_add_outside_spans(
     for link in record["llm"]["trace"]["links"]:
         assert link["effect"].lower() in doc.text.lower()
     assert log.summary()["discovery"].requests == 1
+
+
+def test_a_prompt_too_long_for_the_context_falls_back_and_is_counted(
+    smollm_path, tmp_path, caplog
+) -> None:
+    """With a context too small for any stage's prompt, the sentence keeps the tagger's answers,
+    every stage's overflow is counted, and the user is told once how to make room."""
+    from cdlm.llm.factory import make_backend
+    from cdlm.reasoning.stage import Task
+
+    backend = make_backend(
+        LLMConfig(
+            backend="llama", model=str(smollm_path), n_ctx=256, max_tokens=64,
+            cache_dir=str(tmp_path), schema_in_prompt=False,
+        )
+    )  # fmt: skip
+    task = Task(
+        backend, load_prompts(), ReasoningConfig(experts=2, rounds=1), "politics",
+        sorted(POLITICS), UsageLog(),
+    )  # fmt: skip
+    _, doc, cands = _sample_task(load_prompts())
+    with caplog.at_level(logging.WARNING, logger="cdlm"):
+        outs = [reason(task, doc, cands) for _ in range(2)]
+    summary = task.log.summary()
+    assert summary["discovery"].overflows == 2 and summary["vote"].overflows == 4
+    assert summary["total"].calls == 0 and summary["total"].fallbacks == 6
+    tagger = {(c.char_start, c.char_end, c.tagger_type) for c in cands if c.tagger_type}
+    for out in outs:
+        assert out.fallbacks == 3  # discovery + two experts' votes
+        assert {(e.start, e.end, e.label) for e in out.entities} == tagger
+        assert all(e.source == "tagger" for e in out.entities)
+    warned = [r.getMessage() for r in caplog.records if "does not fit" in r.getMessage()]
+    assert len(warned) == 1 and "set llm.n_ctx" in warned[0], warned
