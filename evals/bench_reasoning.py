@@ -13,6 +13,11 @@ loopback port and runs the ``gpt`` backend (the real ``openai`` client) against 
     python evals/bench_reasoning.py --checkpoint runs/politics__baseline__seed1 --serve-smollm \
         --subset 20 --no-calibrate --set routing.budget=0.25
 
+The naive pipeline costs about a minute per sentence with SmolLM2 on a 2-core CPU, so 200
+sentences do not fit one session: run it in ranges (``--naive-start 0 --naive-subset 50``, then
+``--naive-start 50`` ...), each a fresh, uninterrupted, separately timed run, and combine the
+results with ``evals/merge_naive.py``.
+
 Writes ``evals/results/<domain>__llm-<backend>__seed<N>.json`` and ``.md`` (with provenance).
 """
 
@@ -44,7 +49,13 @@ def main() -> None:
     ap.add_argument("--subset", type=int, default=200, help="seeded test subset")
     ap.add_argument("--dev-subset", type=int, default=None, help="routing.calibration_sentences")
     ap.add_argument("--shares", default=None, help="routing.calibration_shares, e.g. 0,0.05,0.1")
-    ap.add_argument("--naive-subset", type=int, default=0)
+    ap.add_argument("--naive-subset", type=int, default=0, help="naive pipeline on N sentences")
+    ap.add_argument(
+        "--naive-start",
+        type=int,
+        default=0,
+        help="first test subset sentence of the naive range (ranges merge with merge_naive.py)",
+    )
     ap.add_argument("--no-calibrate", action="store_true", help="use routing.* from the config")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--cache-dir", default=None, help="answer cache [default: a fresh temp dir]")
@@ -98,6 +109,7 @@ def run(args: argparse.Namespace) -> None:
         seed=args.seed,
         calibrate_routing=not args.no_calibrate,
         naive_subset=args.naive_subset,
+        naive_start=args.naive_start,
     )
     path = write_llm_results(result, Path(args.results_dir), args.name)
     print(path.with_suffix(".md").read_text(encoding="utf-8"))

@@ -198,6 +198,13 @@ def evaluate(
             "cache) on the first N subset sentences."
         ),
     ] = 0,
+    naive_start: Annotated[
+        int,
+        typer.Option(
+            help="With --naive-subset: start the naive range at this subset sentence "
+            "(ranges merge with evals/merge_naive.py)."
+        ),
+    ] = 0,
     model: Annotated[
         str | None,
         typer.Option(help="With --llm: GGUF path (llama) or model name (gpt)."),
@@ -246,6 +253,7 @@ def evaluate(
             seed=seed,
             calibrate_routing=calibrate,
             naive_subset=naive_subset,
+            naive_start=naive_start,
             data_dir=data_dir,
             domain=domain,
         )

@@ -31,6 +31,7 @@ from pydantic import BaseModel
 
 from cdlm.config import CdlmConfig
 from cdlm.data.bio import OUTSIDE, Sentence, bio_spans
+from cdlm.errors import ConfigError
 from cdlm.llm.usage import UsageLog
 from cdlm.metrics import SpanScores, span_scores
 from cdlm.reasoning.candidates import Candidate, Doc, extract_candidates
@@ -217,6 +218,7 @@ class LLMEvalResult(BaseModel):
     test_sentences: int
     dev_sentences: int
     naive_sentences: int
+    naive_start: int = 0  # the naive pipeline ran on test subset sentences [start, start + n)
     tagger: SpanScores
     routed: SpanScores
     routed_stats: RunStats
@@ -228,6 +230,10 @@ class LLMEvalResult(BaseModel):
     naive_stats: RunStats | None
     naive_cached_stats: RunStats | None
     cached_wall_ratio: float | None
+    # Per-sentence tags of the naive range, so ranges run separately merge into exact scores.
+    naive_gold_tags: list[list[str]] | None = None
+    naive_tags: list[list[str]] | None = None
+    naive_tagger_tags: list[list[str]] | None = None
     config: dict[str, Any]
     provenance: dict[str, Any]
 
@@ -250,6 +256,7 @@ def llm_eval(
     seed: int = 1,
     calibrate_routing: bool = True,
     naive_subset: int = 0,
+    naive_start: int = 0,
     data_dir: Path | str | None = None,
     domain: str | None = None,
 ) -> LLMEvalResult:
@@ -288,12 +295,21 @@ def llm_eval(
     routed_scores = score(test_views, outcomes)
 
     naive = naive_stats = naive_cached = naive_tagger = ratio = None
+    naive_tags = naive_tagger_tags = naive_gold = None
     if naive_subset:
-        views = test_views[:naive_subset]
+        views = test_views[naive_start : naive_start + naive_subset]
+        if len(views) != naive_subset:
+            raise ConfigError(
+                f"naive range [{naive_start}, {naive_start + naive_subset}) is outside the "
+                f"{len(test_views)}-sentence test subset"
+            )
         naive_tagger = span_scores([v.gold for v in views], [v.tags for v in views])
         task = make_task(cfg, target, types)
         outs, naive_stats = run_pipeline(task, Router(threshold=1.0), views, "naive")
         naive = score(views, outs)
+        naive_tags = [outcome_tags(v, o) for v, o in zip(views, outs, strict=True)]
+        naive_tagger_tags = [list(v.tags) for v in views]
+        naive_gold = [list(v.gold) for v in views]
         task = make_task(cfg, target, types)  # fresh backend object, same on-disk cache
         _, naive_cached = run_pipeline(task, Router(threshold=1.0), views, "naive (cached)")
         if naive_stats.wall_seconds > 0:
@@ -308,6 +324,7 @@ def llm_eval(
         test_sentences=len(test_views),
         dev_sentences=dev_n,
         naive_sentences=naive_subset,
+        naive_start=naive_start,
         tagger=tagger_scores,
         routed=routed_scores,
         routed_stats=routed_stats,
@@ -319,8 +336,102 @@ def llm_eval(
         naive_stats=naive_stats,
         naive_cached_stats=naive_cached,
         cached_wall_ratio=ratio,
+        naive_gold_tags=naive_gold,
+        naive_tags=naive_tags,
+        naive_tagger_tags=naive_tagger_tags,
         config=config,
         provenance=stamp(seed=seed, config=config),
+    )
+
+
+_SUMMED = (
+    "sentences", "routed", "asked_candidates", "wall_seconds", "calls", "prompt_tokens",
+    "completion_tokens", "cache_hits", "fallbacks", "dropped_ungrounded", "changed",
+    "changed_better", "changed_worse",
+)  # fmt: skip
+
+
+def sum_stats(parts: Sequence[RunStats]) -> RunStats:
+    """Costs of runs over disjoint sentences, added up (per-sentence figures recomputed)."""
+    total: dict[str, Any] = {f: sum(getattr(p, f) for p in parts) for f in _SUMMED}
+    usage: dict[str, dict[str, float | int]] = {}
+    for part in parts:
+        for stage, row in part.usage.items():
+            into = usage.setdefault(stage, {})
+            for key, value in row.items():
+                into[key] = into.get(key, 0) + value
+    n = max(total["sentences"], 1)
+    return RunStats(
+        **total,
+        routed_share=total["routed"] / n,
+        calls_per_sentence=total["calls"] / n,
+        tokens_per_sentence=(total["prompt_tokens"] + total["completion_tokens"]) / n,
+        seconds_per_sentence=total["wall_seconds"] / n,
+        usage=usage,
+    )
+
+
+def _comparable(result: LLMEvalResult) -> dict[str, Any]:
+    """What must agree between naive ranges: all but the cache folder and the routing."""
+    config = {k: v for k, v in result.config.items() if k != "routing"}
+    config["llm"] = {k: v for k, v in config["llm"].items() if k != "cache_dir"}
+    keys = ("domain", "checkpoint", "backend", "model", "seed", "test_sentences")
+    return {"config": config, **{k: getattr(result, k) for k in keys}}
+
+
+def merge_naive_runs(parts: Sequence[LLMEvalResult], provenance: dict[str, Any]) -> LLMEvalResult:
+    """One result from naive ranges run separately, e.g. in sessions too short for all of them.
+
+    The ranges must tile ``[0, n)`` and agree on checkpoint, model, seed and config; scores are
+    recomputed from the stored per-sentence tags (exact seqeval, not averaged F1s) and costs are
+    added up. The routed rows come from the part that calibrated (else the first)."""
+    if not parts:
+        raise ConfigError("merge: no results given")
+    ordered = sorted(parts, key=lambda r: r.naive_start)
+    expected = _comparable(ordered[0])
+    end = 0
+    for part in ordered:
+        where = f"naive range starting at {part.naive_start}"
+        if part.naive_stats is None or part.naive_tags is None or part.naive_gold_tags is None:
+            raise ConfigError(f"merge: {where} has no naive run with per-sentence tags")
+        if part.naive_start != end:
+            raise ConfigError(f"merge: {where}, expected {end} (ranges must tile the subset)")
+        if _comparable(part) != expected:
+            raise ConfigError(f"merge: {where} differs in checkpoint, model, seed or config")
+        end += part.naive_sentences
+    gold = [t for p in ordered for t in p.naive_gold_tags or []]
+    pred = [t for p in ordered for t in p.naive_tags or []]
+    tagger = [t for p in ordered for t in p.naive_tagger_tags or []]
+    first = sum_stats([p.naive_stats for p in ordered if p.naive_stats is not None])
+    cached = sum_stats([p.naive_cached_stats for p in ordered if p.naive_cached_stats is not None])
+    routed = next((p for p in ordered if p.calibration is not None), ordered[0])
+    return routed.model_copy(
+        update={
+            "naive_start": 0,
+            "naive_sentences": end,
+            "naive_tagger": span_scores(gold, tagger),
+            "naive": span_scores(gold, pred),
+            "naive_stats": first,
+            "naive_cached_stats": cached,
+            "cached_wall_ratio": cached.wall_seconds / first.wall_seconds
+            if first.wall_seconds > 0
+            else None,
+            "naive_gold_tags": gold,
+            "naive_tags": pred,
+            "naive_tagger_tags": tagger,
+            "provenance": {
+                **provenance,
+                "parts": [
+                    {
+                        "naive_start": p.naive_start,
+                        "naive_sentences": p.naive_sentences,
+                        "command": p.provenance.get("command"),
+                        "commit": p.provenance.get("commit"),
+                    }
+                    for p in ordered
+                ],
+            },
+        }
     )
 
 
@@ -343,6 +454,12 @@ def _routing_label(result: LLMEvalResult) -> str:
     return f"{how}, threshold {result.threshold:.3f}{cap} ({result.test_sentences})"
 
 
+def _naive_range(result: LLMEvalResult) -> str:
+    if result.naive_start == 0:
+        return f"the first {result.naive_sentences}"
+    return f"sentences {result.naive_start}-{result.naive_start + result.naive_sentences - 1}"
+
+
 def write_llm_results(result: LLMEvalResult, results_dir: Path | str, name: str = "") -> Path:
     """``<domain>__llm-<backend>[-<name>]__seed<N>.json`` plus a Markdown table beside it."""
     import json
@@ -361,7 +478,7 @@ def write_llm_results(result: LLMEvalResult, results_dir: Path | str, name: str 
         f"`{result.checkpoint}`",
         "",
         f"Test subset: {result.test_sentences} sentences; calibration on {result.dev_sentences} "
-        f"dev sentences; naive pipeline on the first {result.naive_sentences} of the test subset.",
+        f"dev sentences; naive pipeline on {_naive_range(result)} of the test subset.",
         "",
         "| pipeline | F1 | routed | calls/sent | tokens/sent | s/sent | fallbacks | dropped "
         "| changed better/worse |",
@@ -385,6 +502,13 @@ def write_llm_results(result: LLMEvalResult, results_dir: Path | str, name: str 
         ]
     if result.cached_wall_ratio is not None:
         lines += ["", f"Cached re-run wall time / first run: {result.cached_wall_ratio:.4f}"]
+    if parts := result.provenance.get("parts"):
+        lines += ["", "Merged from naive ranges run separately (each timed on its own):", ""]
+        lines += [
+            f"- sentences {p['naive_start']}-{p['naive_start'] + p['naive_sentences'] - 1}: "
+            f"`{p['command']}` at {p['commit']}"
+            for p in parts
+        ]
     if result.calibration:
         lines += [
             "",

@@ -1,0 +1,43 @@
+"""Merge naive-pipeline ranges run separately by ``bench_reasoning.py --naive-start`` into one
+result: scores recomputed from the stored per-sentence tags, costs added up.
+
+    python evals/merge_naive.py evals/results/politics__llm-llama-naive0__seed1.json \\
+        evals/results/politics__llm-llama-naive50__seed1.json ... --name naive200
+
+Refuses ranges that overlap, leave a gap, or differ in checkpoint, model, seed or config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from cdlm.errors import CdlmError
+from cdlm.reasoning.evaluate import LLMEvalResult, merge_naive_runs, write_llm_results
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("parts", nargs="+", type=Path, help="results JSON files of naive ranges")
+    ap.add_argument("--results-dir", default="evals/results")
+    ap.add_argument("--name", default="naive-merged", help="suffix of the results file name")
+    args = ap.parse_args()
+    from cdlm.provenance import stamp
+
+    try:
+        parts = [
+            LLMEvalResult.model_validate(json.loads(p.read_text(encoding="utf-8")))
+            for p in args.parts
+        ]
+        merged = merge_naive_runs(parts, stamp(seed=parts[0].seed, config=parts[0].config))
+    except CdlmError as exc:
+        sys.exit(f"error: {exc}")
+    path = write_llm_results(merged, Path(args.results_dir), args.name)
+    print(path.with_suffix(".md").read_text(encoding="utf-8"))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
