@@ -188,6 +188,9 @@ class RoutingConfig(Section):
     # first); 0.0 = route nothing, always tried. The best dev F1 wins, ties go to fewer calls.
     calibration_shares: list[float] = [0.0, 0.05, 0.1, 0.2]
     calibration_sentences: int = Field(100, ge=1)  # seeded dev subset used for calibration
+    # Dev F1 (fraction) a routed share must gain over routing nothing to be chosen; about two
+    # or three spans on a 100-sentence dev sample, so one lucky span does not decide.
+    calibration_min_gain: float = Field(0.01, ge=0.0, le=1.0)
 
 
 class AugmentConfig(Section):

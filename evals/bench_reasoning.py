@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from pathlib import Path
 
 from cdlm.config import load_config
+from cdlm.errors import CdlmError
 from cdlm.reasoning.evaluate import llm_eval, write_llm_results
 
 
@@ -74,13 +76,16 @@ def main() -> None:
         help="gpt backend against a local llama_cpp.server running SmolLM2",
     )
     args = ap.parse_args()
-    if args.serve_smollm:
-        log = Path(tempfile.mkdtemp(prefix="cdlm_server_")) / "server.log"
-        with smollm_server(log) as base_url:
-            args.backend, args.base_url, args.model = "gpt", base_url, args.model or "smollm2"
+    try:
+        if args.serve_smollm:
+            log = Path(tempfile.mkdtemp(prefix="cdlm_server_")) / "server.log"
+            with smollm_server(log) as base_url:
+                args.backend, args.base_url, args.model = "gpt", base_url, args.model or "smollm2"
+                run(args)
+        else:
             run(args)
-    else:
-        run(args)
+    except CdlmError as exc:  # one line, as the CLI prints it
+        sys.exit(f"error: {exc}")
 
 
 def run(args: argparse.Namespace) -> None:

@@ -172,7 +172,7 @@ def score(views: Sequence[View], outcomes: Sequence[Outcome]) -> SpanScores:
 
 
 def calibrate_on_dev(
-    task: Task, views: Sequence[View], shares: Sequence[float]
+    task: Task, views: Sequence[View], shares: Sequence[float], min_gain: float = 0.0
 ) -> tuple[CalibrationPoint, list[CalibrationPoint], RunStats]:
     """Pick the routing threshold with the best dev F1 (see the module docstring)."""
     from cdlm.reasoning.routing import share_threshold
@@ -197,7 +197,7 @@ def calibrate_on_dev(
             pred.append(spans_to_tags(len(view.doc.tokens), spans))
         return span_scores([v.gold for v in views], pred).f1, routed
 
-    best, points = calibrate(diffs, shares, f1_at)
+    best, points = calibrate(diffs, shares, f1_at, min_gain)
     return best, points, stats
 
 
@@ -281,7 +281,10 @@ def llm_eval(
         dev_n = len(dev)
         task = make_task(cfg, target, types)
         best, points, calibration_stats = calibrate_on_dev(
-            task, tagger_views(model, dev, cfg), cfg.routing.calibration_shares
+            task,
+            tagger_views(model, dev, cfg),
+            cfg.routing.calibration_shares,
+            cfg.routing.calibration_min_gain,
         )
         router = Router(threshold=best.threshold, margin=0.0, budget=cfg.routing.budget)
         calibration = [

@@ -80,12 +80,18 @@ def calibrate(
     difficulties: Sequence[float],
     shares: Sequence[float],
     f1_at: Callable[[float], tuple[float, int]],
+    min_gain: float = 0.0,
 ) -> tuple[CalibrationPoint, list[CalibrationPoint]]:
-    """Best point over ``shares`` (plus 0.0). ``f1_at(threshold)`` returns (dev F1, routed)."""
+    """Best point over ``shares`` (plus 0.0). ``f1_at(threshold)`` returns (dev F1, routed).
+
+    A share that routes something must beat routing nothing by ``min_gain`` dev F1: on a small
+    dev sample a gain of one or two spans is noise, and acting on it can cost test F1."""
     points = []
     for share in sorted({0.0, *shares}):
         threshold = share_threshold(difficulties, share)
         f1, routed = f1_at(threshold)
         points.append(CalibrationPoint(share, threshold, routed, f1))
-    best = max(points, key=lambda p: (round(p.f1, 10), -p.routed))
+    nothing = points[0]
+    eligible = [nothing, *(p for p in points[1:] if p.f1 >= nothing.f1 + min_gain)]
+    best = max(eligible, key=lambda p: (round(p.f1, 10), -p.routed))
     return best, points

@@ -240,6 +240,11 @@ def test_calibration_routes_nothing_when_the_llm_only_hurts() -> None:
     assert best.share == 0.0 and best.threshold == 0.0 and len(points) == 3
     best, _ = calibrate(diffs, [0.2, 0.4], lambda t: (0.5 + t, 0))
     assert best.share == 0.4 and 0.4 < best.threshold < 0.6
+    # A gain below min_gain is noise: route nothing (the 0.2 share gains only 0.004).
+    best, _ = calibrate(diffs, [0.2, 0.4], lambda t: (0.5 + 0.004 * (t > 0), 0), min_gain=0.01)
+    assert best.share == 0.0
+    best, _ = calibrate(diffs, [0.2], lambda t: (0.5 + 0.02 * (t > 0), 0), min_gain=0.01)
+    assert best.share == 0.2
 
 
 def test_prompts_check_passes_on_the_shipped_prompts_and_reports_file_line(tmp_path) -> None:
