@@ -109,6 +109,18 @@ class RunStats(BaseModel):
     usage: dict[str, dict[str, float | int]]
 
 
+def stats_from_totals(**totals: Any) -> RunStats:
+    """A :class:`RunStats` from its totals; the shares and per-sentence figures derived here."""
+    n = max(totals["sentences"], 1)
+    return RunStats(
+        **totals,
+        routed_share=totals["routed"] / n,
+        calls_per_sentence=totals["calls"] / n,
+        tokens_per_sentence=(totals["prompt_tokens"] + totals["completion_tokens"]) / n,
+        seconds_per_sentence=totals["wall_seconds"] / n,
+    )
+
+
 def gold_decision(view: View, cand: Candidate) -> str | None:
     gold = {(s, e): t for s, e, t in bio_spans(view.gold)}
     return gold.get((cand.start, cand.end))
@@ -141,20 +153,15 @@ def run_pipeline(
             better += int(after == gold and before != gold)
             worse += int(before == gold and after != gold)
     total = log.summary()["total"]
-    n = max(len(views), 1)
-    stats = RunStats(
+    stats = stats_from_totals(
         sentences=len(views),
         routed=sum(1 for h in hard if h),
-        routed_share=sum(1 for h in hard if h) / n,
         asked_candidates=sum(len(h) for h in hard),
         wall_seconds=round(wall, 3),
         calls=total.calls,
         prompt_tokens=total.prompt_tokens,
         completion_tokens=total.completion_tokens,
         cache_hits=total.cache_hits,
-        calls_per_sentence=total.calls / n,
-        tokens_per_sentence=(total.prompt_tokens + total.completion_tokens) / n,
-        seconds_per_sentence=wall / n,
         fallbacks=sum(o.fallbacks for o in outcomes),
         dropped_ungrounded=sum(o.dropped for o in outcomes),
         changed=changed,
@@ -271,6 +278,11 @@ def llm_eval(
     test = seeded_subset(load_split(target, "test", data_dir), subset, seed)
     test_views = tagger_views(model, test, cfg)
     tagger_scores = span_scores([v.gold for v in test_views], [v.tags for v in test_views])
+    if naive_subset and not 0 <= naive_start <= len(test_views) - naive_subset:
+        raise ConfigError(
+            f"naive range [{naive_start}, {naive_start + naive_subset}) is outside the "
+            f"{len(test_views)}-sentence test subset"
+        )
 
     calibration = calibration_stats = None
     dev_n = 0
@@ -301,18 +313,13 @@ def llm_eval(
     naive_tags = naive_tagger_tags = naive_gold = None
     if naive_subset:
         views = test_views[naive_start : naive_start + naive_subset]
-        if len(views) != naive_subset:
-            raise ConfigError(
-                f"naive range [{naive_start}, {naive_start + naive_subset}) is outside the "
-                f"{len(test_views)}-sentence test subset"
-            )
-        naive_tagger = span_scores([v.gold for v in views], [v.tags for v in views])
+        naive_gold = [list(v.gold) for v in views]
+        naive_tagger_tags = [list(v.tags) for v in views]
+        naive_tagger = span_scores(naive_gold, naive_tagger_tags)
         task = make_task(cfg, target, types)
         outs, naive_stats = run_pipeline(task, Router(threshold=1.0), views, "naive")
-        naive = score(views, outs)
         naive_tags = [outcome_tags(v, o) for v, o in zip(views, outs, strict=True)]
-        naive_tagger_tags = [list(v.tags) for v in views]
-        naive_gold = [list(v.gold) for v in views]
+        naive = span_scores(naive_gold, naive_tags)
         task = make_task(cfg, target, types)  # fresh backend object, same on-disk cache
         _, naive_cached = run_pipeline(task, Router(threshold=1.0), views, "naive (cached)")
         if naive_stats.wall_seconds > 0:
@@ -363,15 +370,7 @@ def sum_stats(parts: Sequence[RunStats]) -> RunStats:
             into = usage.setdefault(stage, {})
             for key, value in row.items():
                 into[key] = into.get(key, 0) + value
-    n = max(total["sentences"], 1)
-    return RunStats(
-        **total,
-        routed_share=total["routed"] / n,
-        calls_per_sentence=total["calls"] / n,
-        tokens_per_sentence=(total["prompt_tokens"] + total["completion_tokens"]) / n,
-        seconds_per_sentence=total["wall_seconds"] / n,
-        usage=usage,
-    )
+    return stats_from_totals(**total, usage=usage)
 
 
 def _comparable(result: LLMEvalResult) -> dict[str, Any]:
