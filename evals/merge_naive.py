@@ -10,12 +10,25 @@ Refuses ranges that overlap, leave a gap, or differ in checkpoint, model, seed o
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from cdlm.errors import CdlmError
 from cdlm.reasoning.evaluate import LLMEvalResult, merge_naive_runs, write_llm_results
+
+
+def read_result(path: Path) -> LLMEvalResult:
+    """One results file, or exit with a one-line error that names it."""
+    try:
+        return LLMEvalResult.model_validate_json(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        sys.exit(f"error: {path}: {exc.strerror}")
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(x) for x in err["loc"]) or "file"
+        sys.exit(f"error: {path}: not an LLM eval result ({where}: {err['msg']})")
 
 
 def main() -> None:
@@ -26,11 +39,8 @@ def main() -> None:
     args = ap.parse_args()
     from cdlm.provenance import stamp
 
+    parts = [read_result(p) for p in args.parts]
     try:
-        parts = [
-            LLMEvalResult.model_validate(json.loads(p.read_text(encoding="utf-8")))
-            for p in args.parts
-        ]
         merged = merge_naive_runs(parts, stamp(seed=parts[0].seed, config=parts[0].config))
     except CdlmError as exc:
         sys.exit(f"error: {exc}")
