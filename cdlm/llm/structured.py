@@ -3,9 +3,10 @@
 A backend subclass only says how to turn messages into text (``_generate``); this module owns
 what happens around it, so both backends behave the same: the answer is validated with the
 stage's pydantic model; an invalid one is shown back to the model with the validation error
-(``llm.repair_retries`` times); a valid one is cached at once; a request that never validates
-raises :class:`LLMOutputError` (the caller falls back and counts it) -- never an empty answer --
-and is cached as a failure, so a re-run falls back at once instead of paying for it again.
+(``llm.repair_retries`` times, while that repair turn fits the context); a valid one is cached
+at once; a request that never validates raises :class:`LLMOutputError` (the caller falls back
+and counts it) -- never an empty answer -- and is cached as a failure, so a re-run falls back at
+once instead of paying for it again.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from cdlm.config import LLMConfig
+from cdlm.errors import ContextOverflowError
 from cdlm.llm.base import LLMOutputError, LLMResult, Message, Usage
 from cdlm.llm.cache import AnswerCache, cache_key
 from cdlm.llm.schema import schema_json
@@ -149,7 +151,15 @@ class StructuredBackend(ABC):
         convo = sent
         error = "no attempt made"
         for attempt in range(1 + self.cfg.repair_retries):
-            gen = self._generate(convo, schema, max_tokens)
+            try:
+                gen = self._generate(convo, schema, max_tokens)
+            except ContextOverflowError:
+                if not attempt:
+                    raise  # the request itself does not fit: the caller decides
+                # The repair turn (request + bad answer + instruction) outgrew the context, and
+                # a later one would too: a failed answer, cached like any other.
+                error = f"{error}; the repair turn does not fit the context"
+                break
             usage.calls += 1 + gen.retries
             usage.retries += gen.retries + (1 if attempt else 0)
             usage.prompt_tokens += gen.prompt_tokens

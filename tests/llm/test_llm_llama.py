@@ -121,3 +121,44 @@ def test_schema_goes_into_the_prompt_only_where_nothing_enforces_it(smollm_backe
     assert '"mention"' in sent[0].content and sent[1:] == ask("Paris")[1:]
     in_request = GptBackend(LLMConfig(backend="gpt", base_url=url))  # loopback: schema sent
     assert in_request.prepare(ask("Paris"), Kind) == ask("Paris")
+
+
+class Many(BaseModel):
+    """An answer of about 100 tokens, so a small answer budget always cuts it off."""
+
+    words: list[Literal["alpha", "beta"]] = Field(min_length=40, max_length=40)
+
+
+def test_repair_turn_that_outgrows_the_context_is_a_cached_failure(smollm_backend, tmp_path):
+    """The request fits, its answer is cut off, and the repair turn (request + cut answer +
+    instruction) would not fit: that is a failed answer, cached, so a re-run makes no call --
+    not a context overflow that is asked again, at full price, on every run."""
+    from cdlm.llm.base import LLMOutputError
+
+    budget, n_ctx = 48, smollm_backend.n_ctx
+
+    def padded(n_words: int) -> list[Message]:
+        return ask("Paris", TEXT + " Paris" * n_words)
+
+    lo, hi = 0, n_ctx  # most padding whose prompt still leaves room for the answer budget
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        fits = smollm_backend.count_prompt_tokens(padded(mid)) + budget <= n_ctx
+        lo, hi = (mid, hi) if fits else (lo, mid - 1)
+    messages = padded(lo)
+    assert n_ctx - budget - 8 <= smollm_backend.count_prompt_tokens(messages) <= n_ctx - budget
+
+    cfg, cache = smollm_backend.cfg, smollm_backend.cache
+    smollm_backend.cfg = cfg.model_copy(
+        update={"stage_max_tokens": {"long": budget}, "repair_retries": 1}
+    )
+    smollm_backend.cache = AnswerCache(tmp_path)
+    try:
+        with pytest.raises(LLMOutputError, match="repair turn does not fit") as first:
+            smollm_backend.complete(messages, Many, stage="long")
+        assert first.value.usage.calls == 1 and first.value.usage.completion_tokens == budget
+        with pytest.raises(LLMOutputError, match="cached") as again:
+            smollm_backend.complete(messages, Many, stage="long")
+        assert again.value.usage.cache_hit and again.value.usage.calls == 0
+    finally:
+        smollm_backend.cfg, smollm_backend.cache = cfg, cache
