@@ -27,11 +27,17 @@ def version() -> None:
     print(__version__)
 
 
+_registered: list[bool] = []  # main() may run more than once in a process (tests)
+
+
 def _register() -> None:
+    if _registered:
+        return
     from cdlm.cli import augment, data, graphs, llm, probe, prompts, run
 
     for module in (data, run, graphs, probe, llm, prompts, augment):
         module.register(app)
+    _registered.append(True)
 
 
 def main() -> None:

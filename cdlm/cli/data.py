@@ -1,4 +1,5 @@
-"""``cdlm data``: download, check and summarise BIO datasets (registered by :mod:`cdlm.cli`)."""
+"""``cdlm data``: download, check, convert and summarise datasets, BIO or span JSON Lines
+(registered by :mod:`cdlm.cli`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from cdlm.errors import DataError
 
 data_app = typer.Typer(
     name="data",
-    help="CrossNER and other BIO datasets: download, check, stats.",
+    help="CrossNER and other datasets (BIO or span JSONL): download, check, convert, stats.",
     no_args_is_help=True,
 )
 
@@ -20,8 +21,8 @@ DataDirOption = Annotated[
     Path | None,
     typer.Option(
         "--data-dir",
-        help="Folder with <domain>/{train,dev,test}.txt (default: $CDLM_DATA_DIR, the user "
-        "cache, then ../shared/data/crossner beside the checkout).",
+        help="Folder with <domain>/{train,dev,test}.txt or .jsonl (default: $CDLM_DATA_DIR, "
+        "the user cache, then ../shared/data/crossner beside the checkout).",
     ),
 ]
 
@@ -70,21 +71,28 @@ def download(
 
 @data_app.command("check")
 def check(
-    path: Annotated[Path, typer.Argument(help="A BIO file (token<TAB>tag or token<SPACE>tag).")],
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="A BIO file (.txt/.bio/.conll: token<TAB>tag or token<SPACE>tag) or a span "
+            "JSON Lines file (.jsonl)."
+        ),
+    ],
     repair: Annotated[
-        bool, typer.Option(help="Turn an I- that starts an entity into B- (counted).")
+        bool, typer.Option(help="BIO only: turn an I- that starts an entity into B- (counted).")
     ] = False,
     out: Annotated[
-        Path | None, typer.Option(help="Write the (repaired) sentences to this BIO file.")
+        Path | None,
+        typer.Option(help="Write the (repaired) sentences here (.txt BIO or .jsonl)."),
     ] = None,
 ) -> None:
-    """Validate a BIO file; print sentence, token and entity counts per type."""
+    """Validate a BIO or span JSONL file; print sentence, token and entity counts per type."""
     from rich.console import Console
     from rich.table import Table
 
-    from cdlm.data.bio import read_bio_file, write_bio
+    from cdlm.data.formats import read_sentences, write_sentences
 
-    result = read_bio_file(path, repair=repair)
+    result = read_sentences(path, repair=repair)
     sentences = result.sentences
     counts = _entity_counts(sentences)
     console = Console()
@@ -102,8 +110,51 @@ def check(
             table.add_row(etype, str(counts[etype]))
         console.print(table)
     if out is not None:
-        write_bio(out, sentences)
+        write_sentences(out, sentences)
         print(f"wrote {out}")
+
+
+@data_app.command("convert")
+def convert(
+    src: Annotated[Path, typer.Argument(metavar="IN", help="BIO (.txt/.bio/.conll) or .jsonl.")],
+    dst: Annotated[Path, typer.Argument(metavar="OUT", help="The file to write.")],
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to", help="bio or jsonl (default: from OUT's extension, else the other format)."
+        ),
+    ] = None,
+    repair: Annotated[
+        bool, typer.Option(help="BIO input: turn an I- that starts an entity into B-.")
+    ] = False,
+) -> None:
+    """Convert between BIO and span JSON Lines; the whole input is validated before OUT is
+    written (atomically). BIO -> JSONL: the text is the tokens joined by single spaces, and the
+    tokens are written too, so JSONL -> BIO gives back the same tokens. JSONL -> BIO: a
+    record's own tokens, else the tokenizer `cdlm predict` uses."""
+    from cdlm.data.formats import FORMATS, file_format, read_sentences, write_sentences
+
+    if to is not None and to not in FORMATS:
+        raise DataError(f"--to: expected one of {', '.join(FORMATS)}, got {to!r}")
+    fmt_in = file_format(src)
+    if fmt_in is None and to is not None:
+        fmt_in = "jsonl" if to == "bio" else "bio"
+    if fmt_in is None:
+        raise DataError(
+            f"{src}: cannot tell BIO (.txt/.bio/.conll) from JSONL (.jsonl) by the extension; "
+            "rename it or pass --to"
+        )
+    fmt_out = to or file_format(dst) or ("jsonl" if fmt_in == "bio" else "bio")
+    if fmt_out == fmt_in:
+        raise DataError(
+            f"{src} and {dst} are both {fmt_in}: nothing to convert "
+            "(`cdlm data check IN --out OUT` copies a validated file)"
+        )
+    sentences = read_sentences(src, repair=repair, fmt=fmt_in).sentences
+    write_sentences(dst, sentences, fmt=fmt_out)
+    entities = sum(_entity_counts(sentences).values())
+    how = " (text = tokens joined by single spaces)" if fmt_out == "jsonl" else ""
+    print(f"wrote {dst}: {len(sentences)} sentences, {entities} entities, {fmt_out}{how}")
 
 
 @data_app.command("stats")
@@ -115,12 +166,12 @@ def stats(
     from rich.console import Console
     from rich.table import Table
 
-    from cdlm.data.registry import SPLITS, domain_dir, domain_name, load_split
+    from cdlm.data.registry import domain_dir, domain_name, load_split, present_splits
 
     folder = domain_dir(domain, data_dir)
-    splits = [s for s in SPLITS if (folder / f"{s}.txt").is_file()]
+    splits = present_splits(folder)
     if not splits:
-        raise DataError(f"{folder}: no train.txt/dev.txt/test.txt in this folder")
+        raise DataError(f"{folder}: no train/dev/test .txt or .jsonl files in this folder")
     per_split = {s: load_split(str(folder), s) for s in splits}
     counts = {s: _entity_counts(sents) for s, sents in per_split.items()}
 

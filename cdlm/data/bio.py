@@ -120,7 +120,8 @@ def parse_bio_lines(
     return BioFile(sentences, tuple(repaired))
 
 
-def _decode(path: Path, data: bytes) -> str:
+def decode_utf8(path: Path, data: bytes) -> str:
+    """The text of a file's bytes (a UTF-8 BOM is dropped); bad UTF-8 names its line."""
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -129,6 +130,24 @@ def _decode(path: Path, data: bytes) -> str:
             f"{path}:{line}: not valid UTF-8 (byte 0x{data[exc.start]:02x}); "
             "convert the file to UTF-8"
         ) from None
+
+
+def _raise_if_json_lines(path: Path, lines: list[str]) -> None:
+    """A span JSONL file read as BIO fails with a baffling ``unknown tag '"person"}]}'``; say
+    what the file is instead."""
+    import json
+
+    number, first = next(((n, ln) for n, ln in enumerate(lines, 1) if ln.strip()), (0, ""))
+    if not first.lstrip().startswith("{"):
+        return
+    try:
+        json.loads(first)
+    except ValueError:
+        return
+    raise DataError(
+        f"{path}:{number}: this looks like JSON Lines, not BIO (token<TAB>tag lines); name it "
+        f"{path.stem}.jsonl to read it as span JSONL, or convert it with `cdlm data convert`"
+    )
 
 
 def read_bio_file(path: Path | str, *, repair: bool = False) -> BioFile:
@@ -142,10 +161,15 @@ def read_bio_file(path: Path | str, *, repair: bool = False) -> BioFile:
         raise DataError(f"{path}: file not found") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror})") from None
-    text = _decode(path, data)
+    text = decode_utf8(path, data)
     # split("\n"), not splitlines(): the latter also breaks on U+2028, U+0085 and friends,
     # which can occur inside tokens and would shift every reported line number.
-    result = parse_bio_lines(text.split("\n"), str(path), repair=repair)
+    lines = text.split("\n")
+    try:
+        result = parse_bio_lines(lines, str(path), repair=repair)
+    except DataError:
+        _raise_if_json_lines(path, lines)
+        raise
     if not result.sentences:
         raise DataError(f"{path}:1: empty file: no sentences (expected token<TAB>tag lines)")
     return result

@@ -7,8 +7,10 @@ checkout (tests, CI). A folder counts when it holds at least one domain sub-fold
 the user asked for that folder, and quietly reading another dataset would be worse.
 
 A "domain" is a CrossNER name (``DOMAINS``) or the path of any folder with
-``train.txt``/``dev.txt``/``test.txt`` in BIO format, so every command works on any BIO dataset.
-Label sets always come from the data (union of the splits), never from a hard-coded list.
+``train``/``dev``/``test`` split files, each either BIO (``<split>.txt``) or span JSON Lines
+(``<split>.jsonl``, :mod:`cdlm.data.jsonl`), so every command works on any such dataset. A split
+given in both formats is an error (which one was meant is not ours to guess). Label sets always
+come from the data (union of the splits), never from a hard-coded list.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ import functools
 import os
 from pathlib import Path
 
-from cdlm.data.bio import Sentence, bio_labels, entity_types, read_bio
+from cdlm.data.bio import Sentence, bio_labels, entity_types
 from cdlm.errors import DataError
 
 DOMAINS = ("conll2003", "politics", "science", "music", "literature", "ai")
 SPLITS = ("train", "dev", "test")
+SPLIT_SUFFIXES = (".txt", ".jsonl")  # BIO or span JSON Lines, see cdlm.data.formats
 ENV_VAR = "CDLM_DATA_DIR"
 
 
@@ -79,7 +82,7 @@ def domain_dir(domain: str, data_dir: Path | str | None = None) -> Path:
         return folder
     raise DataError(
         f"unknown domain {domain!r}: expected one of {', '.join(DOMAINS)} "
-        "or a folder with train.txt/dev.txt/test.txt"
+        "or a folder with train/dev/test .txt (BIO) or .jsonl (span JSON Lines) files"
     )
 
 
@@ -88,16 +91,39 @@ def domain_name(domain: str) -> str:
     return domain if domain in DOMAINS else Path(domain).expanduser().resolve().name
 
 
+def folder_split_file(folder: Path, split: str) -> Path | None:
+    """The file of ``split`` in a dataset folder (``.txt`` or ``.jsonl``), ``None`` if neither
+    exists; both existing is an error naming both."""
+    found = [folder / f"{split}{suffix}" for suffix in SPLIT_SUFFIXES]
+    found = [p for p in found if p.is_file()]
+    if len(found) > 1:
+        raise DataError(
+            f"{found[0]} and {found[1]}: split {split!r} exists in both formats; "
+            "remove or rename one"
+        )
+    return found[0] if found else None
+
+
+def present_splits(folder: Path) -> list[str]:
+    """The splits a dataset folder holds, in ``SPLITS`` order."""
+    return [s for s in SPLITS if folder_split_file(folder, s) is not None]
+
+
 def split_path(domain: str, split: str, data_dir: Path | str | None = None) -> Path:
+    """The file of one split (BIO ``.txt`` or ``.jsonl``; the ``.txt`` name when neither
+    exists, so "file not found" names the usual one)."""
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)}")
-    return domain_dir(domain, data_dir) / f"{split}.txt"
+    folder = domain_dir(domain, data_dir)
+    return folder_split_file(folder, split) or folder / f"{split}.txt"
 
 
 @functools.lru_cache(maxsize=32)
 def _read_cached(path: Path, mtime_ns: int, size: int) -> tuple[Sentence, ...]:
     # Keyed on mtime and size so an edited file is read again; CoNLL train takes ~1 s to parse.
-    return tuple(read_bio(path))
+    from cdlm.data.formats import read_sentences
+
+    return tuple(read_sentences(path).sentences)
 
 
 def load_split(domain: str, split: str, data_dir: Path | str | None = None) -> list[Sentence]:
@@ -115,8 +141,8 @@ def domain_labels(domain: str, data_dir: Path | str | None = None) -> list[str]:
     of its splits (a type seen only in dev/test still gets a label). Splits that do not exist
     in a custom dataset folder are skipped; at least one must exist."""
     folder = domain_dir(domain, data_dir)
-    present = [s for s in SPLITS if (folder / f"{s}.txt").is_file()]
+    present = present_splits(folder)
     if not present:
-        raise DataError(f"{folder}: no {'/'.join(s + '.txt' for s in SPLITS)} in this folder")
+        raise DataError(f"{folder}: no train/dev/test .txt or .jsonl files in this folder")
     sentences = [sent for s in present for sent in load_split(str(folder), s)]
     return bio_labels(entity_types(sentences))
