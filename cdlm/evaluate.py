@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from cdlm.data.bio import Sentence
-from cdlm.metrics import SpanScores, span_scores
+from cdlm.metrics import SpanScores, span_confusion, span_scores
 
 if TYPE_CHECKING:
     from cdlm.model.tagger import Tagger
@@ -35,6 +35,9 @@ class EvalResult(BaseModel):
     checkpoint: str
     encoder: str
     scores: SpanScores
+    # Span type confusion (cdlm.metrics.span_confusion): counts[gold][pred], with "missed" and
+    # "spurious"; what `cdlm eval --plot` draws.
+    confusion: dict[str, dict[str, int]] | None = None
     sentences: int
     seconds: float
     sentences_per_s: float
@@ -76,7 +79,7 @@ def evaluate_checkpoint(
 
         raise ConfigError(f"{checkpoint}: the checkpoint names no target domain; pass --domain")
     sentences = load_split(target, split, data_dir)
-    scores, seconds, _ = score_model(model, sentences)
+    scores, seconds, pred = score_model(model, sentences)
     config = model.config.model_dump(mode="json")
     return EvalResult(
         domain=domain_name(target),
@@ -86,6 +89,7 @@ def evaluate_checkpoint(
         checkpoint=str(checkpoint),
         encoder=encoder_label(model.encoder_name),
         scores=scores,
+        confusion=span_confusion([s.tags for s in sentences], pred),
         sentences=len(sentences),
         seconds=seconds,
         sentences_per_s=len(sentences) / seconds if seconds > 0 else 0.0,

@@ -82,3 +82,33 @@ def span_scores(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) ->
         sentences=len(gold),
         per_type=per_type,
     )
+
+
+MISSED = "missed"  # column: a gold span with no predicted span at the same offsets
+SPURIOUS = "spurious"  # row: a predicted span with no gold span at the same offsets
+
+
+def span_confusion(
+    gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]
+) -> dict[str, dict[str, int]]:
+    """Type confusion over strict IOB2 spans: ``counts[gold_type][pred_type]``.
+
+    Spans are paired by identical offsets (same sentence, start and end); a paired span counts
+    in its (gold type, predicted type) cell, so the diagonal is ``correct``. A gold span with no
+    predicted span at its offsets counts in ``[gold_type]["missed"]``, a predicted span with no
+    gold one in ``["spurious"][pred_type]``; a boundary error is therefore one of each. Only
+    non-zero cells are present."""
+    gold_spans = {(s, a, b): t for s, t, a, b in _strict_spans([list(x) for x in gold])}
+    pred_spans = {(s, a, b): t for s, t, a, b in _strict_spans([list(x) for x in pred])}
+    counts: dict[str, dict[str, int]] = {}
+
+    def add(row: str, col: str) -> None:
+        counts.setdefault(row, {})
+        counts[row][col] = counts[row].get(col, 0) + 1
+
+    for where, gtype in gold_spans.items():
+        add(gtype, pred_spans.get(where, MISSED))
+    for where, ptype in pred_spans.items():
+        if where not in gold_spans:
+            add(SPURIOUS, ptype)
+    return counts

@@ -59,3 +59,24 @@ def test_perfect_and_empty() -> None:
 def test_length_mismatch_is_an_error() -> None:
     with pytest.raises(ValueError, match="sentence 0"):
         span_scores([["O", "O"]], [["O"]])
+
+
+def test_span_confusion_hand_counted() -> None:
+    """Pairs by identical offsets: a wrong type is a confusion cell, a wrong boundary is one
+    missed plus one spurious."""
+    from cdlm.metrics import span_confusion
+
+    pred = [
+        ["B-person", "I-person", "O", "B-organisation", "O"],  # Merkel ok; Berlin as org
+        ["B-organisation", "I-organisation", "O", "O"],  # org cut short: missed + spurious
+        ["O", "B-person", "O", "O"],  # one person found, one missed
+    ]
+    assert span_confusion(GOLD, pred) == {
+        "person": {"person": 2, "missed": 1},
+        "location": {"organisation": 1},
+        "organisation": {"missed": 1},
+        "spurious": {"organisation": 1},
+    }
+    s = span_scores(GOLD, pred)
+    counts = span_confusion(GOLD, pred)
+    assert sum(counts.get(t, {}).get(t, 0) for t in counts) == s.correct

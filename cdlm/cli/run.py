@@ -217,8 +217,20 @@ def evaluate(
         Path | None,
         typer.Option(help="With --llm: TOML config file (CLI flags win)."),
     ] = None,
+    plot: Annotated[
+        bool,
+        typer.Option(
+            "--plot",
+            help="Also write PNGs beside the results: type confusion (with missed/spurious), "
+            "F1 per type, learning curve; with --suite the F1 bars with seed error bars.",
+        ),
+    ] = False,
 ) -> None:
     """Strict IOB2 span P/R/F1 and a per-type table, written to evals/results/ (JSON + Markdown)."""
+    if plot and llm != "none" and suite is None:
+        from cdlm.errors import ConfigError
+
+        raise ConfigError("--plot is not available with --llm yet; run without --llm to plot")
     if suite is not None:
         from cdlm.suite import load_suite, run_suite, select_domains, select_variants
 
@@ -232,6 +244,10 @@ def evaluate(
             f"suite {spec.name}: {len(summary['runs'])} runs; wrote "
             f"{spec.results_dir}/{spec.name}.json and .md"
         )
+        if plot:
+            from cdlm.plots import plot_suite
+
+            print(f"wrote {plot_suite(summary, Path(spec.results_dir) / f'{spec.name}.png')}")
         return
     from cdlm.evaluate import evaluate_checkpoint, write_results
     from cdlm.predict import LLM_CHOICES, default_checkpoint
@@ -273,6 +289,14 @@ def evaluate(
     _print_scores(f"{result.domain} {split} ({result.variant}, seed {result.seed})", result.scores)
     path = write_results(result, results_dir)
     print(f"{result.sentences} sentences, {result.sentences_per_s:.1f} sentences/s; wrote {path}")
+    if plot:
+        from cdlm.plots import plot_eval
+
+        written, skipped = plot_eval(result, path)
+        for png in written:
+            print(f"wrote {png}")
+        for why in skipped:
+            print(f"no plot of the {why}")
 
 
 def _read_lines(source: str) -> list[str]:

@@ -1,0 +1,164 @@
+"""``cdlm eval --plot`` (cdlm/plots.py): every PNG is written and readable, and the confusion
+matrix draws the counts of a hand-counted example."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from cdlm.metrics import span_confusion, span_scores
+from cdlm.plots import plot_confusion, plot_learning_curve, plot_suite, plot_type_f1
+
+GOLD = [
+    ["B-person", "I-person", "O", "B-location", "O"],  # Angela Merkel | Berlin
+    ["B-organisation", "I-organisation", "I-organisation", "O"],
+    ["O", "B-person", "O", "B-person"],
+]
+PRED = [
+    ["B-person", "I-person", "O", "B-organisation", "O"],  # Berlin typed as organisation
+    ["B-organisation", "I-organisation", "O", "O"],  # cut short: missed + spurious
+    ["O", "B-person", "O", "O"],  # second person missed
+]
+
+
+def _png(path: Path) -> tuple[int, int]:
+    """(height, width) of a PNG that matplotlib reads back; fails on a missing/empty file."""
+    from matplotlib.image import imread
+
+    assert path.is_file() and path.stat().st_size > 1000, path
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = imread(path)
+    return image.shape[0], image.shape[1]
+
+
+def test_confusion_draws_hand_counts(tmp_path: Path) -> None:
+    matrix = plot_confusion(span_confusion(GOLD, PRED), tmp_path / "c.png")
+    assert matrix.rows == ["location", "organisation", "person", "spurious"]
+    assert matrix.cols == ["location", "organisation", "person", "missed"]
+    assert matrix.counts == [
+        [0, 1, 0, 0],  # Berlin: location -> organisation
+        [0, 0, 0, 1],  # the 3-word organisation: missed
+        [0, 0, 2, 1],  # Merkel and one person right, one missed
+        [0, 1, 0, 0],  # the 2-word organisation: spurious
+    ]
+    height, width = _png(tmp_path / "c.png")
+    assert height > 200 and width > 200
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_f1_learning_and_suite_pngs(tmp_path: Path) -> None:
+    from cdlm.suite import RunRecord, SuiteSpec, summarise
+
+    assert plot_type_f1(span_scores(GOLD, PRED), tmp_path / "f1.png") == tmp_path / "f1.png"
+    _png(tmp_path / "f1.png")
+    history = [
+        {"epoch": e, "train_loss": 1.0 / e, "dev_f1": 0.1 * e, "seconds": 1.0} for e in (1, 2, 3)
+    ]
+    plot_learning_curve(history, tmp_path / "lc.png", best_epoch=3)
+    _png(tmp_path / "lc.png")
+    spec = SuiteSpec(name="s", variants=["baseline", "gcn"], domains=["politics", "music"])
+    runs = [
+        RunRecord(
+            variant=v,
+            domain=d,
+            seed=s,
+            checkpoint="x",
+            reused=True,
+            dev_f1=0.5,
+            test_f1=0.5 + 0.01 * s,
+            test_precision=0.5,
+            test_recall=0.5,
+        )
+        for v in spec.variants
+        for d, seeds in (("politics", (1, 2, 3)), ("music", (1,)))
+        for s in seeds
+    ]
+    result = {"name": "s", "suite": spec.model_dump(), "summary": summarise(spec, runs)}
+    plot_suite(result, tmp_path / "s.png")
+    _png(tmp_path / "s.png")
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    from cdlm.cli import run
+
+    app = typer.Typer()
+    run.register(app)
+    res = CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
+    assert res.exit_code == 0, f"{res.output}\n{res.exception!r}"
+    return res.exit_code, res.output
+
+
+def test_cli_eval_plot(tiny_checkpoint: Path, small_crossner: Path, tmp_path: Path) -> None:
+    _, out = _cli(
+        "eval",
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--data-dir",
+        str(small_crossner),
+        "--results-dir",
+        str(tmp_path),
+        "--plot",
+    )
+    stem = tmp_path / "politics__baseline__seed1__test"
+    for kind in ("confusion", "f1", "learning"):
+        png = Path(f"{stem}.{kind}.png")
+        assert f"wrote {png}" in out
+        _png(png)
+    # The confusion in the results file (what the PNG draws) agrees with the scores.
+    record = json.loads(Path(f"{stem}.json").read_text(encoding="utf-8"))
+    confusion, scores = record["confusion"], record["scores"]
+    assert sum(confusion.get(t, {}).get(t, 0) for t in confusion) == scores["correct"]
+    for t in scores["per_type"]:
+        assert sum(confusion.get(t["type"], {}).values()) == t["support"]
+        predicted = sum(row.get(t["type"], 0) for row in confusion.values())
+        assert predicted == t["predicted"]
+
+
+def test_cli_suite_plot(tmp_path: Path) -> None:
+    """A suite whose runs are all finished is read, not trained, and drawn."""
+    from cdlm.suite import load_suite, run_config, run_folder
+
+    suite = tmp_path / "tiny.toml"
+    suite.write_text(
+        'name = "tiny"\nvariants = ["baseline", "gcn"]\ndomains = ["politics", "music"]\n'
+        f'seeds = [1, 2]\nruns_dir = "{tmp_path / "runs"}"\nresults_dir = "{tmp_path / "res"}"\n',
+        encoding="utf-8",
+    )
+    spec = load_suite(suite)
+    for variant in spec.variants:
+        for domain in spec.domains:
+            for seed in spec.seeds:
+                config = run_config(spec, variant, domain, seed)
+                folder, _ = run_folder(spec, config)
+                folder.mkdir(parents=True)
+                meta = {"format": 1, "config": config.model_dump(mode="json")}
+                (folder / "config.json").write_text(json.dumps(meta), encoding="utf-8")
+                f1 = 0.4 + 0.1 * (variant == "gcn") + 0.02 * seed
+                score = {"f1": f1, "precision": f1, "recall": f1}
+                scores = {"dev": score, "test": score, "best_epoch": 1}
+                (folder / "scores.json").write_text(json.dumps(scores), encoding="utf-8")
+    _, out = _cli("eval", "--suite", str(suite), "--plot")
+    assert "suite tiny: 8 runs" in out and f"wrote {tmp_path / 'res' / 'tiny.png'}" in out
+    _png(tmp_path / "res" / "tiny.png")
+
+
+def test_plot_with_llm_is_refused() -> None:
+    from cdlm.cli import run
+
+    app = typer.Typer()
+    run.register(app)
+    res = CliRunner().invoke(app, ["eval", "--llm", "llama", "--plot"])
+    assert res.exit_code != 0
+    assert "--plot is not available with --llm yet" in str(res.exception)
+
+
+@pytest.mark.parametrize("confusion", [{}, {"spurious": {"x": 2}}])
+def test_confusion_edge_cases(confusion: dict, tmp_path: Path) -> None:
+    """Nothing at all, or only spurious spans, still draws (no division by zero)."""
+    matrix = plot_confusion(confusion, tmp_path / "e.png")
+    assert matrix.rows[-1] == "spurious" and matrix.cols[-1] == "missed"
+    _png(tmp_path / "e.png")
