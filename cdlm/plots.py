@@ -179,9 +179,20 @@ def plot_eval(result: EvalResult, json_path: Path | str) -> tuple[list[Path], li
     return written, skipped
 
 
-def plot_suite(result: Mapping[str, Any], path: Path | str) -> Path:
+@dataclass(frozen=True)
+class SuiteBars:
+    """The bars as drawn: ``means[v][d]`` and ``errors[v][d]`` (F1 in %) for variant
+    ``variants[v]`` on domain ``domains[d]``; NaN where the run is missing."""
+
+    domains: list[str]
+    variants: list[str]
+    means: list[list[float]]
+    errors: list[list[float]]
+
+
+def plot_suite(result: Mapping[str, Any], path: Path | str) -> SuiteBars:
     """Grouped bars of a suite's summary: mean test F1 per domain and variant, error bars =
-    sample std over seeds (none for a single seed, marked n=1)."""
+    sample std over seeds (none for a single seed, marked n=1); returns the bars drawn."""
     import numpy as np
 
     spec = result["suite"]
@@ -192,12 +203,15 @@ def plot_suite(result: Mapping[str, Any], path: Path | str) -> Path:
     fig = _figure(1.5 + 1.6 * max(len(domains), 1), 4.2)
     ax = fig.add_subplot()
     x = np.arange(len(domains))
+    bars = SuiteBars(domains, list(variants), [], [])
     for k, variant in enumerate(variants):
         cells = [table[d].get(variant) for d in domains]
-        means = [100 * c["mean"] if c else np.nan for c in cells]
+        means = [100 * c["mean"] if c else float("nan") for c in cells]
         stds = [100 * c["std"] if c and c["n"] > 1 else 0.0 for c in cells]
         offset = (k - (len(variants) - 1) / 2) * width
         ax.bar(x + offset, means, width, yerr=stds, capsize=3, label=variant)
+        bars.means.append(means)
+        bars.errors.append(stds)
     seeds = [max((table[d][v]["n"] for v in table[d]), default=0) for d in domains]
     ax.set_xticks(x, [f"{d}\nn={n}" for d, n in zip(domains, seeds, strict=True)])
     ax.set_ylabel(f"{spec.get('split', 'test')} F1 (%)")
@@ -208,4 +222,5 @@ def plot_suite(result: Mapping[str, Any], path: Path | str) -> Path:
         f"suite {result['name']}: mean over seeds, error bars = sample std (n = seeds)",
         fontsize=10,
     )
-    return _save(fig, Path(path))
+    _save(fig, Path(path))
+    return bars

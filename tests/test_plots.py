@@ -78,8 +78,12 @@ def test_f1_learning_and_suite_pngs(tmp_path: Path) -> None:
         for s in seeds
     ]
     result = {"name": "s", "suite": spec.model_dump(), "summary": summarise(spec, runs)}
-    plot_suite(result, tmp_path / "s.png")
+    bars = plot_suite(result, tmp_path / "s.png")
     _png(tmp_path / "s.png")
+    assert (bars.domains, bars.variants) == (["politics", "music"], ["baseline", "gcn"])
+    # politics: seeds 1..3 give 51, 52, 53 -> mean 52, sample std 1; music: one seed, no bar
+    assert bars.means[0] == pytest.approx([52.0, 51.0])
+    assert bars.errors[0] == pytest.approx([1.0, 0.0])
 
 
 def _cli(*args: str) -> tuple[int, str]:

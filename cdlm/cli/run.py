@@ -247,7 +247,9 @@ def evaluate(
         if plot:
             from cdlm.plots import plot_suite
 
-            print(f"wrote {plot_suite(summary, Path(spec.results_dir) / f'{spec.name}.png')}")
+            png = Path(spec.results_dir) / f"{spec.name}.png"
+            plot_suite(summary, png)
+            print(f"wrote {png}")
         return
     from cdlm.evaluate import evaluate_checkpoint, write_results
     from cdlm.predict import LLM_CHOICES, default_checkpoint
