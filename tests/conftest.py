@@ -6,6 +6,10 @@ Tests that need the CrossNER files skip (with the reason) only when ``../shared/
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,6 +25,24 @@ def crossner_dir() -> Path:
             f"CrossNER data not found at {CROSSNER} (expected ../shared/data beside the checkout)"
         )
     return CROSSNER
+
+
+@pytest.fixture(scope="session")
+def cdlm_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``cdlm_cli("data", "check", path)``: the real console command in a fresh process, run
+    from the repository root (stdout and stderr captured as text)."""
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "cdlm", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=REPO,
+            env={**os.environ, "COLUMNS": "200"},
+        )
+
+    return run
 
 
 @pytest.fixture(scope="session")

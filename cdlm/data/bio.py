@@ -150,21 +150,25 @@ def _raise_if_json_lines(path: Path, lines: list[str]) -> None:
     )
 
 
-def read_bio_file(path: Path | str, *, repair: bool = False) -> BioFile:
-    """Read and validate one BIO file; see the module docstring for the rules."""
-    path = Path(path)
+def read_lines(path: Path, kind: str) -> list[str]:
+    """The lines of a UTF-8 dataset file (``kind`` names what was expected in errors)."""
     if path.is_dir():
-        raise DataError(f"{path}: is a folder, expected a BIO file")
+        raise DataError(f"{path}: is a folder, expected {kind}")
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror})") from None
-    text = decode_utf8(path, data)
     # split("\n"), not splitlines(): the latter also breaks on U+2028, U+0085 and friends,
     # which can occur inside tokens and would shift every reported line number.
-    lines = text.split("\n")
+    return decode_utf8(path, data).split("\n")
+
+
+def read_bio_file(path: Path | str, *, repair: bool = False) -> BioFile:
+    """Read and validate one BIO file; see the module docstring for the rules."""
+    path = Path(path)
+    lines = read_lines(path, "a BIO file")
     try:
         result = parse_bio_lines(lines, str(path), repair=repair)
     except DataError:

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cdlm.data.bio import OUTSIDE, Sentence, bio_spans, decode_utf8
+from cdlm.data.bio import OUTSIDE, Sentence, bio_spans, read_lines
 from cdlm.data.text import Token, tokenize
 from cdlm.errors import DataError
 
@@ -312,15 +312,7 @@ def parse_jsonl_lines(
 def read_jsonl_records(path: Path | str) -> list[SpanRecord]:
     """Read and validate a span JSONL file; see the module docstring for the rules."""
     path = Path(path)
-    if path.is_dir():
-        raise DataError(f"{path}: is a folder, expected a JSON Lines file")
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror})") from None
-    records = parse_jsonl_lines(decode_utf8(path, data).split("\n"), str(path))
+    records = parse_jsonl_lines(read_lines(path, "a JSON Lines file"), str(path))
     if not records:
         raise DataError(f"{path}:1: empty file: no records (expected one JSON object per line)")
     return records

@@ -3,9 +3,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -29,17 +26,6 @@ def app() -> typer.Typer:
     return app
 
 
-def _cdlm(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cdlm", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-
-
 def test_check_counts(app: typer.Typer, crossner_dir: Path) -> None:
     path = crossner_dir / "politics" / "train.txt"
     result = CliRunner().invoke(app, ["data", "check", str(path)], env={"COLUMNS": "200"})
@@ -60,17 +46,17 @@ def test_check_repair_writes_fixed_file(app: typer.Typer, tmp_path: Path) -> Non
     assert fixed.read_text(encoding="utf-8") == "Angela\tB-person\nMerkel\tI-person\nspoke\tO\n\n"
 
 
-def test_check_malformed_exits_2_with_one_line(tmp_path: Path) -> None:
+def test_check_malformed_exits_2_with_one_line(tmp_path: Path, cdlm_cli) -> None:
     bad = tmp_path / "bad.txt"
     bad.write_text("a\tO\nb\tO\n\nc\tO\nd\tI-person\n", encoding="utf-8")
-    proc = _cdlm("data", "check", str(bad))
+    proc = cdlm_cli("data", "check", str(bad))
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [
         f"error: {bad}:5: 'I-person' after 'O' is not valid IOB2 (an entity must start with "
         "B-person); fix the file or pass --repair to turn it into B-person"
     ]
-    missing = _cdlm("data", "check", str(tmp_path / "missing.txt"))
+    missing = cdlm_cli("data", "check", str(tmp_path / "missing.txt"))
     assert missing.returncode == 2
     assert missing.stderr.strip() == f"error: {tmp_path / 'missing.txt'}: file not found"
 

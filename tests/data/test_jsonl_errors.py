@@ -5,8 +5,6 @@ line ``error: FILE:LINE: ...``, exit 2, no traceback, and the output file is not
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -132,17 +130,6 @@ CASES = [
 ]
 
 
-def _cdlm(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cdlm", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-
-
 @pytest.fixture(scope="module")
 def bad_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One file per case: two good records (line 2 blank), the bad one on line 3."""
@@ -184,26 +171,30 @@ def test_bad_record(
     assert not out.exists() and not list(path.parent.glob(f".{out.name}*"))
 
 
-def test_real_process(bad_files: dict[str, Path]) -> None:
+def test_real_process(bad_files: dict[str, Path], cdlm_cli) -> None:
     path = bad_files["invalid-json"]
     out = path.with_name("real.txt")
-    proc = _cdlm("data", "convert", str(path), str(out))
+    proc = cdlm_cli("data", "convert", str(path), str(out))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.splitlines() == [f"error: {path}:3: {CASES[0][2]}"]
     assert not out.exists()
 
 
-def test_check_and_train_read_the_same_way(bad_files: dict[str, Path], tmp_path: Path) -> None:
+def test_check_and_train_read_the_same_way(
+    bad_files: dict[str, Path], tmp_path: Path, cdlm_cli
+) -> None:
     """`cdlm data check` stops on the same line; a training folder whose train.jsonl is bad
     stops before any training."""
     path = bad_files["overlap"]
-    proc = _cdlm("data", "check", str(path))
+    proc = cdlm_cli("data", "check", str(path))
     assert proc.returncode == 2 and proc.stderr.startswith(f"error: {path}:3: spans overlap")
     folder = tmp_path / "ds"
     folder.mkdir()
     (folder / "train.jsonl").write_bytes(path.read_bytes())
     runs = tmp_path / "runs"
-    proc = _cdlm("train", "--target", str(folder), "--source-epochs", "0", "--runs-dir", str(runs))
+    proc = cdlm_cli(
+        "train", "--target", str(folder), "--source-epochs", "0", "--runs-dir", str(runs)
+    )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert proc.stderr.splitlines() == [
         f"error: {folder / 'train.jsonl'}:3: spans overlap: [0, 13) person 'Angela Merkel' and "
