@@ -81,8 +81,8 @@ def plot_confusion(
     counts = np.array(matrix.counts, dtype=float).reshape(len(matrix.rows), len(matrix.cols))
     totals = counts.sum(axis=1, keepdims=True)
     share = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
-    side = 1.6 + 0.55 * len(matrix.cols)
-    fig = _figure(side + 1.2, side)
+    side = 2.2 + 0.55 * len(matrix.cols)
+    fig = _figure(max(side + 1.4, 6.5), side)
     ax = fig.add_subplot()
     image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
     fig.colorbar(image, ax=ax, shrink=0.8, label="share of the gold row")
@@ -93,8 +93,12 @@ def plot_confusion(
                 ax.text(j, i, str(n), ha="center", va="center", fontsize=8, color=color)
     ax.set_xticks(range(len(matrix.cols)), matrix.cols, rotation=45, ha="right")
     ax.set_yticks(range(len(matrix.rows)), matrix.rows)
-    ax.set_xlabel("predicted type (missed: no predicted span at the gold offsets)")
-    ax.set_ylabel("gold type (spurious: no gold span at the predicted offsets)")
+    ax.set_xlabel(
+        "predicted type\nmissed: no predicted span at a gold span's offsets\n"
+        "spurious: no gold span at a predicted span's offsets",
+        fontsize=8,
+    )
+    ax.set_ylabel("gold type")
     # Separate the missed column and spurious row from the type-by-type block.
     ax.axvline(len(matrix.cols) - 1.5, color="grey", linewidth=1)
     ax.axhline(len(matrix.rows) - 1.5, color="grey", linewidth=1)
@@ -182,7 +186,8 @@ def plot_eval(result: EvalResult, json_path: Path | str) -> tuple[list[Path], li
 @dataclass(frozen=True)
 class SuiteBars:
     """The bars as drawn: ``means[v][d]`` and ``errors[v][d]`` (F1 in %) for variant
-    ``variants[v]`` on domain ``domains[d]``; NaN where the run is missing."""
+    ``variants[v]`` on domain ``domains[d]``; NaN where the run is missing (mean) or there is
+    one seed only (error bar)."""
 
     domains: list[str]
     variants: list[str]
@@ -207,7 +212,7 @@ def plot_suite(result: Mapping[str, Any], path: Path | str) -> SuiteBars:
     for k, variant in enumerate(variants):
         cells = [table[d].get(variant) for d in domains]
         means = [100 * c["mean"] if c else float("nan") for c in cells]
-        stds = [100 * c["std"] if c and c["n"] > 1 else 0.0 for c in cells]
+        stds = [100 * c["std"] if c and c["n"] > 1 else float("nan") for c in cells]
         offset = (k - (len(variants) - 1) / 2) * width
         ax.bar(x + offset, means, width, yerr=stds, capsize=3, label=variant)
         bars.means.append(means)
