@@ -152,7 +152,9 @@ def _check_label(label: Any, what: str, where: str) -> str:
         raise DataError(f"{where}: {what} label must be a string, got {_type_name(label)}")
     if not label.strip():
         raise DataError(f"{where}: {what} has an empty label")
-    if _TAG_PREFIX.match(label) or label == OUTSIDE:
+    if label == OUTSIDE:
+        raise DataError(f"{where}: {what} label 'O' means no entity; leave the span out")
+    if _TAG_PREFIX.match(label):
         raise DataError(
             f"{where}: {what} label {label!r} looks like a BIO tag; give the entity type alone "
             f"(e.g. {_TAG_PREFIX.sub('', label) or 'person'!r})"

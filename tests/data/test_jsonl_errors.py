@@ -110,6 +110,11 @@ CASES = [
         {"text": T, "spans": [_span(0, 6, "-person")]},
         "spans[0] label '-person' looks like a BIO tag; give the entity type alone (e.g. 'person')",
     ),
+    (
+        "outside-label",
+        {"text": T, "spans": [_span(0, 6, "O")]},
+        "spans[0] label 'O' means no entity; leave the span out",
+    ),
     ("empty-label", {"text": T, "spans": [_span(0, 6, " ")]}, "spans[0] has an empty label"),
     (
         "label-not-string",
