@@ -19,14 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cdlm.config import check_llm_choice
 from cdlm.data.text import Token, tokenize
-from cdlm.errors import ConfigError
 
 if TYPE_CHECKING:
     from cdlm.config import CdlmConfig
     from cdlm.model.tagger import Tagger
-
-LLM_CHOICES = ("none", "llama", "gpt")
 
 
 @dataclass
@@ -129,24 +127,17 @@ def predict_texts(
     an LLM and no tagger at all (no ``checkpoint``, ``model`` or default checkpoint) discovery
     proposes the spans (LLM-only mode, types from ``prompts/labels/<domain>.toml``).
     """
-    if llm not in LLM_CHOICES:
-        raise ConfigError(f"--llm: expected one of {', '.join(LLM_CHOICES)}, got {llm!r}")
+    check_llm_choice(llm)
     if isinstance(texts, str):
         texts = [texts]
     if llm == "none":
         model = model or load_tagger(checkpoint)
         return [{"text": t.text, "entities": t.entities} for t in tag_texts(model, list(texts))]
 
-    from cdlm.config import CdlmConfig, load_config
+    from cdlm.config import llm_run_config
     from cdlm.reasoning.predict import predict_with_llm
 
-    wanted = {"backend": llm, "model": llm_model, "base_url": base_url}
-    if isinstance(config, CdlmConfig):
-        update = {k: v for k, v in wanted.items() if v is not None}
-        cfg = config.model_copy(update={"llm": config.llm.model_copy(update=update)})
-    else:
-        path = Path(config) if config is not None else None
-        cfg = load_config(path, {f"llm.{k}": v for k, v in wanted.items()})
+    cfg = llm_run_config(config, llm, llm_model, base_url)
     if model is None:
         model = optional_tagger(checkpoint)
     return list(predict_with_llm(list(texts), cfg, model=model, domain=domain, explain=explain))

@@ -234,18 +234,13 @@ def evaluate(
         )
         return
     from cdlm.evaluate import evaluate_checkpoint, write_results
-    from cdlm.predict import LLM_CHOICES, default_checkpoint
+    from cdlm.predict import default_checkpoint
 
     if llm != "none":
-        from cdlm.config import load_config
-        from cdlm.errors import ConfigError
+        from cdlm.config import llm_run_config
         from cdlm.reasoning.evaluate import llm_eval, write_llm_results
 
-        if llm not in LLM_CHOICES:
-            raise ConfigError(f"--llm: expected one of {', '.join(LLM_CHOICES)}, got {llm!r}")
-        cfg = load_config(
-            config, {"llm.backend": llm, "llm.model": model, "llm.base_url": base_url}
-        )
+        cfg = llm_run_config(config, llm, model, base_url)
         res = llm_eval(
             checkpoint or default_checkpoint(),
             cfg,
@@ -347,13 +342,13 @@ def predict(
     config: Annotated[Path | None, typer.Option(help="TOML config file (CLI flags win).")] = None,
 ) -> None:
     """Tag raw text: one JSON object per input line with entity character offsets."""
+    from cdlm.config import check_llm_choice
     from cdlm.errors import ConfigError
-    from cdlm.predict import LLM_CHOICES, conll_lines, load_tagger, tag_texts
+    from cdlm.predict import conll_lines, load_tagger, tag_texts
 
     if format not in ("jsonl", "conll"):
         raise ConfigError(f"--format: expected jsonl or conll, got {format!r}")
-    if llm not in LLM_CHOICES:
-        raise ConfigError(f"--llm: expected one of {', '.join(LLM_CHOICES)}, got {llm!r}")
+    check_llm_choice(llm)
     texts = list(text or [])
     if input is not None:
         texts += _read_lines(input)
@@ -362,16 +357,16 @@ def predict(
     if llm != "none":
         if format != "jsonl":
             raise ConfigError("--format conll is not available with --llm; use jsonl")
-        from cdlm.config import load_config
+        from cdlm.config import llm_run_config
         from cdlm.predict import default_checkpoint, optional_tagger
         from cdlm.reasoning.predict import predict_with_llm
 
-        cfg = load_config(
+        cfg = llm_run_config(
             config,
+            llm,
+            model,
+            base_url,
             {
-                "llm.backend": llm,
-                "llm.model": model,
-                "llm.base_url": base_url,
                 "reasoning.prompts_dir": str(prompts_dir) if prompts_dir else None,
                 "routing.budget": llm_budget,
                 "routing.threshold": llm_threshold,

@@ -38,6 +38,7 @@ from cdlm.reasoning.candidates import Candidate, Doc, extract_candidates
 from cdlm.reasoning.pipeline import Outcome, route
 from cdlm.reasoning.routing import CalibrationPoint, Router, calibrate, difficulty
 from cdlm.reasoning.stage import Task
+from cdlm.reasoning.stages import make_task
 
 
 @dataclass
@@ -243,16 +244,6 @@ class LLMEvalResult(BaseModel):
     naive_tagger_tags: list[list[str]] | None = None
     config: dict[str, Any]
     provenance: dict[str, Any]
-
-
-def make_task(cfg: CdlmConfig, domain: str | None, types: list[str]) -> Task:
-    from cdlm.llm.factory import make_backend
-    from cdlm.reasoning.templates import load_prompts
-
-    backend = make_backend(cfg.llm)
-    return Task(
-        backend, load_prompts(cfg.reasoning.prompts_dir), cfg.reasoning, domain, types, UsageLog()
-    )
 
 
 def llm_eval(

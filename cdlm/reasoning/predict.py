@@ -22,7 +22,7 @@ from cdlm.llm.usage import UsageLog
 from cdlm.reasoning.candidates import Doc, extract_candidates
 from cdlm.reasoning.pipeline import Outcome, reason, route
 from cdlm.reasoning.routing import Router
-from cdlm.reasoning.stage import Task
+from cdlm.reasoning.stages import load_prompts, make_task
 
 
 def _doc(text: str, tokens: list[Any]) -> Doc:
@@ -49,7 +49,7 @@ def _record(doc: Doc, outcome: Outcome, explain: bool) -> dict[str, Any]:
 
 def llm_only_types(cfg: CdlmConfig, domain: str) -> list[str]:
     """The entity types of ``domain`` from its label file (LLM-only mode has no tagger labels)."""
-    from cdlm.reasoning.templates import load_label_file, load_prompts
+    from cdlm.reasoning.templates import load_label_file
 
     prompts = load_prompts(cfg.reasoning.prompts_dir)
     path = prompts.directory / "labels" / f"{domain}.toml"
@@ -72,16 +72,10 @@ def predict_with_llm(
     log: UsageLog | None = None,
 ) -> Iterator[dict[str, Any]]:
     """One record per text, in order (a generator, so long inputs print as they go)."""
-    from cdlm.llm.factory import make_backend
-    from cdlm.reasoning.templates import load_prompts
-
     log = log or UsageLog()
-    prompts = load_prompts(cfg.reasoning.prompts_dir)
     if model is None:
         target = domain or "politics"
-        task = Task(
-            make_backend(cfg.llm), prompts, cfg.reasoning, target, llm_only_types(cfg, target), log
-        )
+        task = make_task(cfg, target, llm_only_types(cfg, target), log=log)
         for text in texts:
             doc = _doc(text, tokenize(text))
             outcome = reason(task, doc, None) if doc.tokens else Outcome([])
@@ -92,14 +86,7 @@ def predict_with_llm(
 
     labels = list(model.labels)
     types = list(dict.fromkeys(lab[2:] for lab in labels if lab != "O"))
-    task = Task(
-        make_backend(cfg.llm),
-        prompts,
-        cfg.reasoning,
-        domain or model.config.train.target,
-        types,
-        log,
-    )
+    task = make_task(cfg, domain or model.config.train.target, types, log=log)
     router = Router.from_config(cfg.routing)
     chunk = 64
     for k in range(0, len(texts), chunk):

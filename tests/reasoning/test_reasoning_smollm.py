@@ -15,7 +15,7 @@ from cdlm.reasoning.candidates import NONE, Doc
 from cdlm.reasoning.check import _sample_task
 from cdlm.reasoning.pipeline import reason
 from cdlm.reasoning.predict import predict_with_llm
-from cdlm.reasoning.templates import load_prompts
+from cdlm.reasoning.stages import load_prompts
 
 POLITICS = {
     "politician",
