@@ -23,8 +23,7 @@ def main() -> None:
 
     from cdlm.config import VARIANTS, load_config
     from cdlm.data.registry import domain_labels, load_split
-    from cdlm.provenance import stamp
-    from cdlm.train import (
+    from cdlm.experiments.train import (
         _fusion_module,
         batches,
         build_target_model,
@@ -32,6 +31,7 @@ def main() -> None:
         pretrain_source,
         set_seed,
     )
+    from cdlm.provenance import stamp
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", default="politics")

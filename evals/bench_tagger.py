@@ -39,8 +39,8 @@ def main() -> None:
     import torch
 
     from cdlm.data.registry import load_split
+    from cdlm.inference.tagging import default_checkpoint
     from cdlm.model.encoder import encoder_label
-    from cdlm.predict import default_checkpoint
     from cdlm.provenance import stamp
 
     if args.threads:

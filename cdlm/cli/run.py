@@ -91,7 +91,7 @@ def train(
 ) -> None:
     """Pre-train on the source domain (cached), fine-tune on the target, keep the best epoch."""
     from cdlm.config import VARIANTS, load_config
-    from cdlm.train import train as run_training
+    from cdlm.experiments.train import train as run_training
 
     flags = {
         "train.target": target,
@@ -220,7 +220,7 @@ def evaluate(
 ) -> None:
     """Strict IOB2 span P/R/F1 and a per-type table, written to evals/results/ (JSON + Markdown)."""
     if suite is not None:
-        from cdlm.suite import load_suite, run_suite, select_domains, select_variants
+        from cdlm.experiments.suite import load_suite, run_suite, select_domains, select_variants
 
         spec = load_suite(suite)
         if variants:
@@ -233,12 +233,12 @@ def evaluate(
             f"{spec.results_dir}/{spec.name}.json and .md"
         )
         return
-    from cdlm.evaluate import evaluate_checkpoint, write_results
-    from cdlm.predict import default_checkpoint
+    from cdlm.experiments.evaluate import evaluate_checkpoint, write_results
+    from cdlm.inference.tagging import default_checkpoint
 
     if llm != "none":
         from cdlm.config import llm_run_config
-        from cdlm.reasoning.evaluate import llm_eval, write_llm_results
+        from cdlm.experiments.llm_eval import llm_eval, write_llm_results
 
         cfg = llm_run_config(config, llm, model, base_url)
         res = llm_eval(
@@ -344,7 +344,7 @@ def predict(
     """Tag raw text: one JSON object per input line with entity character offsets."""
     from cdlm.config import check_llm_choice
     from cdlm.errors import ConfigError
-    from cdlm.predict import conll_lines, load_tagger, tag_texts
+    from cdlm.inference.tagging import conll_lines, load_tagger, tag_texts
 
     if format not in ("jsonl", "conll"):
         raise ConfigError(f"--format: expected jsonl or conll, got {format!r}")
@@ -358,8 +358,8 @@ def predict(
         if format != "jsonl":
             raise ConfigError("--format conll is not available with --llm; use jsonl")
         from cdlm.config import llm_run_config
-        from cdlm.predict import default_checkpoint, optional_tagger
-        from cdlm.reasoning.predict import predict_with_llm
+        from cdlm.inference.predict import predict_with_llm
+        from cdlm.inference.tagging import default_checkpoint, optional_tagger
 
         cfg = llm_run_config(
             config,

@@ -12,8 +12,9 @@ import pytest
 
 from cdlm.data.text import tokenize
 from cdlm.errors import ConfigError
+from cdlm.inference.predict import predict_texts
+from cdlm.inference.tagging import entities_from, tag_texts
 from cdlm.model.tagger import Tagger
-from cdlm.predict import entities_from, predict_texts, tag_texts
 
 TEXTS = [
     "Angela Merkel's CDU won 32.9 % in Baden-Württemberg, said the U.S. embassy.",

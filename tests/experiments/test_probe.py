@@ -11,8 +11,7 @@ import pytest
 from cdlm.data.bio import bio_spans, format_bio, parse_bio_lines, write_bio
 from cdlm.data.registry import load_split
 from cdlm.errors import DataError
-from cdlm.model.features import word_shape
-from cdlm.probe import (
+from cdlm.experiments.probe import (
     MASK_TOKEN,
     build_entity_base,
     counterfactuals,
@@ -22,6 +21,7 @@ from cdlm.probe import (
     resolve_input,
     run_probe,
 )
+from cdlm.model.features import word_shape
 
 
 @pytest.mark.parametrize("word", ["Merkel", "NATO", "McDonald's", "B52", "1996", "iPhone", "of"])

@@ -1,8 +1,8 @@
-"""Raw text in, entities with character offsets out.
+"""Raw text in, tagger entities with character offsets out.
 
 ``tag_texts`` is the tagging step on its own (tokens with offsets, word-level probabilities,
-decoded tags, entities) so the LLM reasoning stage can start from it; ``predict_texts`` is the
-user-facing, GLiNER-like call (``cdlm.predict("...")``) and what ``cdlm predict`` prints.
+decoded tags, entities) so the LLM reasoning stage can start from it
+(:mod:`cdlm.inference.predict`); it is also what ``cdlm predict`` prints without ``--llm``.
 
 Each input text is tagged as one sequence (long texts are windowed by the tagger, never cut).
 An entity's ``score`` is the mean probability of the tags chosen for its words.
@@ -11,19 +11,15 @@ An entity's ``score`` is the mean probability of the tags chosen for its words.
 from __future__ import annotations
 
 import functools
-import sys
-import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cdlm.config import check_llm_choice
 from cdlm.data.text import Token, tokenize
 
 if TYPE_CHECKING:
-    from cdlm.config import CdlmConfig
     from cdlm.model.tagger import Tagger
 
 
@@ -41,7 +37,7 @@ class TaggedText:
 def default_checkpoint() -> Path:
     """What ``cdlm train --target politics`` writes by default."""
     from cdlm.config import load_config
-    from cdlm.train import default_out_dir
+    from cdlm.runs import default_out_dir
 
     return default_out_dir(load_config(None, {"train.target": "politics"}))
 
@@ -106,55 +102,6 @@ def tag_texts(model: Tagger, texts: list[str]) -> list[TaggedText]:
     return out
 
 
-def predict_texts(
-    texts: str | list[str],
-    checkpoint: Path | str | None = None,
-    llm: str = "none",
-    model: Tagger | None = None,
-    *,
-    llm_model: str | None = None,
-    base_url: str | None = None,
-    domain: str | None = None,
-    explain: bool = False,
-    config: CdlmConfig | Path | str | None = None,
-) -> list[dict[str, Any]]:
-    """``[{"text": ..., "entities": [{start, end, text, label, score, source}]}]``, one per text.
-
-    ``model`` (an already loaded tagger) takes precedence over ``checkpoint``. ``llm="llama"``
-    or ``"gpt"`` adds the LLM reasoning on the hard candidates exactly as ``cdlm predict --llm``
-    does (``llm_model``: GGUF path or API model name; ``config``: a config or TOML path for the
-    reasoning, routing and LLM settings; ``explain``: causal links, votes and self-check). With
-    an LLM and no tagger at all (no ``checkpoint``, ``model`` or default checkpoint) discovery
-    proposes the spans (LLM-only mode, types from ``prompts/labels/<domain>.toml``).
-    """
-    check_llm_choice(llm)
-    if isinstance(texts, str):
-        texts = [texts]
-    if llm == "none":
-        model = model or load_tagger(checkpoint)
-        return [{"text": t.text, "entities": t.entities} for t in tag_texts(model, list(texts))]
-
-    from cdlm.config import llm_run_config
-    from cdlm.reasoning.predict import predict_with_llm
-
-    cfg = llm_run_config(config, llm, llm_model, base_url)
-    if model is None:
-        model = optional_tagger(checkpoint)
-    return list(predict_with_llm(list(texts), cfg, model=model, domain=domain, explain=explain))
-
-
 def conll_lines(tagged: TaggedText) -> list[str]:
     """``token<TAB>tag`` lines of one text (the ``--format conll`` output)."""
     return [f"{tok.text}\t{tag}" for tok, tag in zip(tagged.tokens, tagged.tags, strict=True)]
-
-
-class _CallableModule(types.ModuleType):
-    """Keeps ``cdlm.predict(...)`` working: importing this submodule makes Python bind the name
-    ``cdlm.predict`` to the module, hiding the function of that name in ``cdlm/__init__.py``.
-    Calling the module calls :func:`predict_texts`, so the call works whatever was imported."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
-        return predict_texts(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -50,7 +50,7 @@ def sweep_alpha(
 ) -> tuple[float, list[AlphaPoint], SpanScores]:
     """Dev F1 for every alpha of ``grid``; returns (best alpha, points, dev scores at it).
     Leaves the model's alpha at the best value."""
-    from cdlm.evaluate import score_model
+    from cdlm.experiments.evaluate import score_model
 
     causal = model.causal
     if causal is None or getattr(causal, "explicit", None) is None:
