@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from cdlm.errors import DataError
+from cdlm.results import RESULTS_DIR
 
 
 def _print_scores(title: str, scores) -> None:  # scores: cdlm.metrics.SpanScores
@@ -157,9 +158,9 @@ def evaluate(
     domain: Annotated[
         str | None, typer.Option(help="Evaluate on this domain instead of the checkpoint's target.")
     ] = None,
-    results_dir: Annotated[Path, typer.Option(help="Where the JSON and Markdown go.")] = Path(
-        "evals/results"
-    ),
+    results_dir: Annotated[
+        Path, typer.Option(help="Where the JSON and Markdown go.")
+    ] = RESULTS_DIR,
     suite: Annotated[
         Path | None,
         typer.Option(
@@ -344,7 +345,7 @@ def predict(
     """Tag raw text: one JSON object per input line with entity character offsets."""
     from cdlm.config import check_llm_choice
     from cdlm.errors import ConfigError
-    from cdlm.inference.tagging import conll_lines, load_tagger, tag_texts
+    from cdlm.inference.tagging import conll_lines, load_tagger, tag_texts, tagger_record
 
     if format not in ("jsonl", "conll"):
         raise ConfigError(f"--format: expected jsonl or conll, got {format!r}")
@@ -388,8 +389,7 @@ def predict(
     for k in range(0, len(texts), chunk):
         for tagged in tag_texts(model, texts[k : k + chunk]):
             if format == "jsonl":
-                record = {"text": tagged.text, "entities": tagged.entities}
-                print(json.dumps(record, ensure_ascii=False))
+                print(json.dumps(tagger_record(tagged), ensure_ascii=False))
             else:
                 print("\n".join([*conll_lines(tagged), ""]))
 

@@ -33,6 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cdlm.config import VARIANTS, CdlmConfig, load_config, one_line, read_toml
 from cdlm.errors import ConfigError
+from cdlm.results import RESULTS_DIR
+from cdlm.results import write_results as write_record
 from cdlm.runs import (
     claim,
     first_finished,
@@ -58,7 +60,7 @@ class SuiteSpec(BaseModel):
     config: str | None = None  # base config TOML (relative to the suite file)
     overrides: dict[str, Any] = {}  # dotted config overrides applied to every run
     runs_dir: str = "runs"
-    results_dir: str = "evals/results"
+    results_dir: str = str(RESULTS_DIR)
 
 
 class RunRecord(BaseModel):
@@ -321,11 +323,7 @@ def run_suite(
                 first_run_config=first_config,
             ),
         }
-        results_dir.mkdir(parents=True, exist_ok=True)
-        (results_dir / f"{spec.name}.json").write_text(
-            json.dumps(result, indent=2) + "\n", encoding="utf-8"
-        )
-        (results_dir / f"{spec.name}.md").write_text(markdown(spec, result), encoding="utf-8")
+        write_record(results_dir / f"{spec.name}.json", result, markdown(spec, result))
 
     # Runs another process is training are skipped and retried after the rest, so several
     # suite processes on one runs folder share the work instead of queueing behind each other.

@@ -34,6 +34,7 @@ from cdlm.config import CdlmConfig
 from cdlm.data.bio import Sentence
 from cdlm.errors import ConfigError
 from cdlm.metrics import SpanScores
+from cdlm.results import write_json
 from cdlm.runs import claim, default_out_dir, runs_dir, target_of
 
 if TYPE_CHECKING:
@@ -513,5 +514,5 @@ def _train(
         **result.model_dump(mode="json"),
         "provenance": stamp(seed=t.seed, config=config.model_dump(mode="json")),
     }
-    (out / "scores.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    write_json(out / "scores.json", record)  # last: its presence means the run finished
     return result

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from cdlm.config import CdlmConfig, check_llm_choice, llm_run_config
 from cdlm.data.text import tokenize
 from cdlm.errors import ConfigError
-from cdlm.inference.tagging import load_tagger, optional_tagger, tag_texts
+from cdlm.inference.tagging import load_tagger, optional_tagger, tag_texts, tagger_record
 from cdlm.llm.usage import UsageLog
 from cdlm.reasoning.candidates import Doc, extract_candidates
 from cdlm.reasoning.pipeline import Outcome, reason, route
@@ -142,7 +142,7 @@ def predict_texts(
         texts = [texts]
     if llm == "none":
         model = model or load_tagger(checkpoint)
-        return [{"text": t.text, "entities": t.entities} for t in tag_texts(model, list(texts))]
+        return [tagger_record(t) for t in tag_texts(model, list(texts))]
 
     cfg = llm_run_config(config, llm, llm_model, base_url)
     if model is None:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cdlm.data.spans import Entity, bio_spans
 from cdlm.data.text import Token, tokenize
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ class TaggedText:
     tokens: list[Token]
     probs: np.ndarray  # [W, L] softmax over the tagger's labels
     tags: list[str]
-    entities: list[dict[str, Any]]
+    entities: list[Entity]
 
 
 def default_checkpoint() -> Path:
@@ -65,24 +66,16 @@ def optional_tagger(checkpoint: Path | str | None) -> Tagger | None:
 
 def entities_from(
     text: str, tokens: list[Token], probs: np.ndarray, tags: list[str], labels: list[str]
-) -> list[dict[str, Any]]:
-    """Entity dicts over the text: ``text[start:end]`` is the entity's text by construction."""
-    from cdlm.model.decode import spans
-
+) -> list[Entity]:
+    """The tagger's entities over the text: ``text[start:end]`` is the entity's text by
+    construction; its score is the mean probability of the tags chosen for its words."""
     index = {label: i for i, label in enumerate(labels)}
     out = []
-    for span in spans(tags):
+    for span in bio_spans(tags):
         start, end = tokens[span.start].start, tokens[span.end - 1].end
         score = float(np.mean([probs[w, index[tags[w]]] for w in range(span.start, span.end)]))
         out.append(
-            {
-                "start": start,
-                "end": end,
-                "text": text[start:end],
-                "label": span.label,
-                "score": round(score, 4),
-                "source": "tagger",
-            }
+            Entity(start, end, text[start:end], span.label, score, "tagger", span.start, span.end)
         )
     return out
 
@@ -100,6 +93,12 @@ def tag_texts(model: Tagger, texts: list[str]) -> list[TaggedText]:
             TaggedText(text, toks, p, tags, entities_from(text, toks, p, tags, model.labels))
         )
     return out
+
+
+def tagger_record(tagged: TaggedText) -> dict[str, Any]:
+    """``{"text", "entities": [{start, end, text, label, score, source}]}`` of one text (the
+    ``--format jsonl`` output of the tagger alone)."""
+    return {"text": tagged.text, "entities": [e.to_json() for e in tagged.entities]}
 
 
 def conll_lines(tagged: TaggedText) -> list[str]:
