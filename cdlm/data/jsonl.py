@@ -42,17 +42,17 @@ tokenizer alone would re-split about 15% of CrossNER sentences differently: ``--
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cdlm.data.bio import OUTSIDE, Sentence, bio_spans, read_lines
+from cdlm.data.bio import Sentence, read_lines
+from cdlm.data.spans import OUTSIDE, bio_spans, span_tags
 from cdlm.data.text import Token, tokenize
 from cdlm.errors import DataError
+from cdlm.results import atomic_write_text
 
 SPAN_KEYS = ("spans", "entities", "label")  # where the entities may be, in this order
 # A label that already carries an IOB/IOBES/BILOU prefix (or a bare leading "-") would give
@@ -77,15 +77,11 @@ class SpanRecord:
     def to_sentence(self) -> Sentence:
         """The record as a BIO sentence (the spans were checked to lie on token boundaries)."""
         starts = {tok.start: i for i, tok in enumerate(self.tokens)}
-        ends = {tok.end: i for i, tok in enumerate(self.tokens)}
-        tags = [OUTSIDE] * len(self.tokens)
-        for start, end, label in self.spans:
-            first, last = starts[start], ends[end]
-            tags[first] = f"B-{label}"
-            for i in range(first + 1, last + 1):
-                tags[i] = f"I-{label}"
-        words = tuple(tok.text for tok in self.tokens)
-        return Sentence(words, tuple(tags), source=self.source, line=self.line)
+        ends = {tok.end: i + 1 for i, tok in enumerate(self.tokens)}
+        words = [(starts[start], ends[end], label) for start, end, label in self.spans]
+        tags = span_tags(len(self.tokens), words)
+        tokens = tuple(tok.text for tok in self.tokens)
+        return Sentence(tokens, tuple(tags), source=self.source, line=self.line)
 
     def to_json(self) -> dict[str, Any]:
         """The record as written by :func:`write_jsonl` (``spans`` with their text, then the
@@ -332,15 +328,4 @@ def format_jsonl(records: Iterable[SpanRecord]) -> str:
 
 def write_jsonl(path: Path | str, records: Iterable[SpanRecord]) -> None:
     """Write records as span JSONL, atomically (all validated before the file appears)."""
-    path = Path(path)
-    text = format_jsonl(records)
-    # TODO(results): use the one atomic write of cdlm.results once it lands on main.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, format_jsonl(records))

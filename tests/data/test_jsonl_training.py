@@ -25,7 +25,7 @@ def jsonl_politics(small_crossner: Path, tmp_path_factory: pytest.TempPathFactor
 def test_eval_on_jsonl_equals_eval_on_bio(
     tiny_checkpoint: Path, small_crossner: Path, jsonl_politics: Path
 ) -> None:
-    from cdlm.evaluate import evaluate_checkpoint
+    from cdlm.experiments.evaluate import evaluate_checkpoint
 
     bio = evaluate_checkpoint(tiny_checkpoint, "test", data_dir=small_crossner)
     jsonl = evaluate_checkpoint(tiny_checkpoint, "test", domain=str(jsonl_politics))
@@ -39,8 +39,8 @@ def test_train_on_a_jsonl_folder(
 ) -> None:
     from cdlm.config import load_config
     from cdlm.data.registry import domain_labels
+    from cdlm.experiments.train import train
     from cdlm.model.tagger import Tagger
-    from cdlm.train import train
 
     config = load_config(
         None,

@@ -1,5 +1,5 @@
-"""``cdlm eval --plot`` (cdlm/plots.py): every PNG is written and readable, and the confusion
-matrix draws the counts of a hand-counted example."""
+"""``cdlm eval --plot`` (cdlm/experiments/plots.py): every PNG is written and readable, and the
+confusion matrix draws the counts of a hand-counted example."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from cdlm.experiments.plots import plot_confusion, plot_learning_curve, plot_suite, plot_type_f1
 from cdlm.metrics import span_confusion, span_scores
-from cdlm.plots import plot_confusion, plot_learning_curve, plot_suite, plot_type_f1
 
 GOLD = [
     ["B-person", "I-person", "O", "B-location", "O"],  # Angela Merkel | Berlin
@@ -52,7 +52,7 @@ def test_confusion_draws_hand_counts(tmp_path: Path) -> None:
 
 
 def test_f1_learning_and_suite_pngs(tmp_path: Path) -> None:
-    from cdlm.suite import RunRecord, SuiteSpec, summarise
+    from cdlm.experiments.suite import RunRecord, SuiteSpec, summarise
 
     assert plot_type_f1(span_scores(GOLD, PRED), tmp_path / "f1.png") == tmp_path / "f1.png"
     _png(tmp_path / "f1.png")
@@ -125,7 +125,7 @@ def test_cli_eval_plot(tiny_checkpoint: Path, small_crossner: Path, tmp_path: Pa
 
 def test_cli_suite_plot(tmp_path: Path) -> None:
     """A suite whose runs are all finished is read, not trained, and drawn."""
-    from cdlm.suite import load_suite, run_config, run_folder
+    from cdlm.experiments.suite import load_suite, run_config, run_folder
 
     suite = tmp_path / "tiny.toml"
     suite.write_text(

@@ -14,18 +14,18 @@ std over seeds).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cdlm.metrics import MISSED, SPURIOUS, SpanScores
+from cdlm.results import atomic_file
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from cdlm.evaluate import EvalResult
+    from cdlm.experiments.evaluate import EvalResult
 
 DPI = 120
 
@@ -59,14 +59,9 @@ def _figure(width: float, height: float) -> Figure:
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    """Write the PNG under a temporary name, then rename: never a half-written picture."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write the PNG atomically: never a half-written picture."""
+    with atomic_file(path, binary=True) as fh:
+        fig.savefig(fh, format="png")
     return path
 
 
