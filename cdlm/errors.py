@@ -7,6 +7,9 @@ whose message is one self-contained line naming the file and line, or the field.
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
+
 
 class CdlmError(Exception):
     """Base class: a problem the user can fix, reported as one line."""
@@ -40,3 +43,19 @@ class ContextOverflowError(LLMError):
 
 class TemplateError(CdlmError):
     """A prompt template that does not render or uses unknown variables."""
+
+
+class MissingExtraError(CdlmError):
+    """An optional dependency (a pip extra of cdlm) that is not installed."""
+
+
+def require(module: str, extra: str, purpose: str) -> ModuleType:
+    """Import ``module`` from an optional extra; when it is missing, one line saying which extra
+    to install (not an ImportError traceback)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingExtraError(
+            f"{purpose} needs {module.split('.')[0]} ({exc}); install it with "
+            f"pip install 'cdlm[{extra}]'"
+        ) from None

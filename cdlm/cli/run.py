@@ -214,6 +214,10 @@ def evaluate(
         str | None,
         typer.Option(help="With --llm gpt: OpenAI-compatible server URL."),
     ] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(help="With --llm: label file of the domain (see `cdlm predict --help`)."),
+    ] = None,
     config: Annotated[
         Path | None,
         typer.Option(help="With --llm: TOML config file (CLI flags win)."),
@@ -259,7 +263,13 @@ def evaluate(
         from cdlm.config import llm_run_config
         from cdlm.experiments.llm_eval import llm_eval, write_llm_results
 
-        cfg = llm_run_config(config, llm, model, base_url)
+        cfg = llm_run_config(
+            config,
+            llm,
+            model,
+            base_url,
+            {"reasoning.labels_file": str(labels) if labels else None},
+        )
         res = llm_eval(
             checkpoint or default_checkpoint(),
             cfg,
@@ -315,6 +325,21 @@ def _read_lines(source: str) -> list[str]:
     return lines
 
 
+def _note_missing_labels(cfg, domain: str | None) -> None:  # cfg: cdlm.config.CdlmConfig
+    """Say when the LLM will see the domain's types by name only (no label descriptions)."""
+    from cdlm.reasoning.stages import load_prompts
+
+    path = load_prompts(cfg.reasoning.prompts_dir, cfg.reasoning.labels_file).label_path(
+        domain or ""
+    )
+    if domain and not path.is_file():
+        print(
+            f"note: no label descriptions for domain '{domain}' ({path}); the LLM sees the type "
+            "names only (give them with --labels FILE.toml)",
+            file=sys.stderr,
+        )
+
+
 def predict(
     text: Annotated[
         list[str] | None, typer.Argument(help="Texts to tag (one output line each).")
@@ -335,7 +360,17 @@ def predict(
     ] = False,
     prompts_dir: Annotated[
         Path | None,
-        typer.Option(help="With --llm: prompt templates folder (default: prompts/)."),
+        typer.Option(
+            help="With --llm: prompt templates folder (default: the ones inside the package; "
+            "copy them out with `cdlm prompts export DIR`)."
+        ),
+    ] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            help='With --llm: label file of your domain ([types] name = "description"); '
+            "default: labels/<domain>.toml of the prompts, else the type names alone."
+        ),
     ] = None,
     llm_budget: Annotated[
         float | None,
@@ -395,6 +430,7 @@ def predict(
             base_url,
             {
                 "reasoning.prompts_dir": str(prompts_dir) if prompts_dir else None,
+                "reasoning.labels_file": str(labels) if labels else None,
                 "routing.budget": llm_budget,
                 "routing.threshold": llm_threshold,
             },
@@ -407,6 +443,7 @@ def predict(
                 "proposes the spans)",
                 file=sys.stderr,
             )
+        _note_missing_labels(cfg, domain or (tagger.config.train.target if tagger else None))
         for record in predict_with_llm(texts, cfg, model=tagger, domain=domain, explain=explain):
             print(json.dumps(record, ensure_ascii=False), flush=True)
         return

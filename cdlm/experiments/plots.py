@@ -2,9 +2,9 @@
 
 Every function takes what the evaluation or suite already wrote (scores, confusion counts,
 the checkpoint's training history, the suite summary) and draws it; nothing is tagged again, so
-a PNG always shows the numbers of the results file beside it. Matplotlib is imported inside the
-functions and used through its object API (``Figure`` with the Agg canvas), so importing this
-module is cheap and the caller's pyplot backend is left alone.
+a PNG always shows the numbers of the results file beside it. Matplotlib (the ``plot`` extra) is
+imported inside the functions and used through its object API (``Figure`` with the Agg canvas),
+so importing this module is cheap and the caller's pyplot backend is left alone.
 
 Files, beside ``<stem>.json``: ``<stem>.confusion.png`` (span type confusion with "missed" and
 "spurious"), ``<stem>.f1.png`` (per-type F1), ``<stem>.learning.png`` (train loss and dev F1 per
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cdlm.errors import require
 from cdlm.metrics import MISSED, SPURIOUS, SpanScores
 from cdlm.results import atomic_file
 
@@ -53,9 +54,8 @@ def confusion_matrix(confusion: Mapping[str, Mapping[str, int]]) -> ConfusionMat
 
 
 def _figure(width: float, height: float) -> Figure:
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    figure = require("matplotlib.figure", "plot", "cdlm eval --plot")
+    return figure.Figure(figsize=(width, height), dpi=DPI, layout="constrained")
 
 
 def _save(fig: Figure, path: Path) -> Path:

@@ -6,7 +6,7 @@ entities out.
 is tagged once (:func:`cdlm.inference.tagging.tag_texts`), the router picks the hard candidates and
 the LLM decides those; everything else keeps the tagger's answer. Without a tagger (LLM-only mode)
 every text goes through discovery, which proposes the mentions; the types then come from
-``prompts/labels/<domain>.toml``.
+the domain's label file (``cdlm/prompts/labels/<domain>.toml`` or ``--labels FILE.toml``).
 
 Each record is ``{"text", "entities": [{start, end, text, label, score, source}]}`` plus, with
 ``explain``, each LLM entity's causal links, votes and self-check verdict, and a ``"llm"`` entry
@@ -56,18 +56,25 @@ def _record(doc: Doc, outcome: Outcome, explain: bool) -> dict[str, Any]:
 
 
 def llm_only_types(cfg: CdlmConfig, domain: str) -> list[str]:
-    """The entity types of ``domain`` from its label file (LLM-only mode has no tagger labels)."""
+    """The entity types of ``domain`` in LLM-only mode (no tagger labels): from its label file
+    (``--labels`` or labels/<domain>.toml), else from the domain's label set (a CrossNER name or
+    a BIO folder) with empty descriptions (the stub)."""
+    from cdlm.data.registry import domain_labels
+    from cdlm.errors import DataError
     from cdlm.reasoning.templates import load_label_file
 
-    prompts = load_prompts(cfg.reasoning.prompts_dir)
-    path = prompts.directory / "labels" / f"{domain}.toml"
+    path = load_prompts(cfg.reasoning.prompts_dir, cfg.reasoning.labels_file).label_path(domain)
     types = list(load_label_file(path))
-    if not types:
+    if types:
+        return types
+    try:
+        labels = domain_labels(domain)
+    except DataError:
         raise ConfigError(
-            f"{path}: no entity types for domain '{domain}' (LLM-only mode takes the types from "
-            "this file; pass --domain with a file in prompts/labels/ or give --checkpoint)"
-        )
-    return types
+            f"{path}: no entity types for domain '{domain}': LLM-only mode takes them from a "
+            "label file (--labels FILE.toml) or the domain's data; or give --checkpoint"
+        ) from None
+    return list(dict.fromkeys(lab[2:] for lab in labels if lab != "O"))
 
 
 def predict_with_llm(
@@ -135,7 +142,7 @@ def predict_texts(
     does (``llm_model``: GGUF path or API model name; ``config``: a config or TOML path for the
     reasoning, routing and LLM settings; ``explain``: causal links, votes and self-check). With
     an LLM and no tagger at all (no ``checkpoint``, ``model`` or default checkpoint) discovery
-    proposes the spans (LLM-only mode, types from ``prompts/labels/<domain>.toml``).
+    proposes the spans (LLM-only mode, types from the domain's label file).
     """
     check_llm_choice(llm)
     if isinstance(texts, str):

@@ -167,3 +167,16 @@ def test_confusion_edge_cases(confusion: dict, tmp_path: Path) -> None:
     matrix = plot_confusion(confusion, tmp_path / "e.png")
     assert matrix.rows[-1] == "spurious" and matrix.cols[-1] == "missed"
     _png(tmp_path / "e.png")
+
+
+def test_without_matplotlib_one_line_names_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from cdlm.errors import MissingExtraError
+
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # as if not installed
+    with pytest.raises(MissingExtraError, match=r"pip install 'cdlm\[plot\]'"):
+        plot_confusion({}, tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()

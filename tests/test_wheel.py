@@ -1,0 +1,78 @@
+"""The built wheel works outside the checkout: prompts are package data, found from any working
+directory, and the CLI tags text.
+
+The virtual environment is fresh for cdlm (the wheel is installed into it, with no link to the
+checkout) and borrows the heavy dependencies (torch, transformers...) from the running
+interpreter's site-packages, so the test needs no network and no compiling.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``cmd`` in ``cwd`` without PYTHONPATH, so nothing can import the checkout's cdlm."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("wheel")
+    src = root / "src"  # a copy, so the build writes nothing into the checkout
+    shutil.copytree(REPO / "cdlm", src / "cdlm", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
+    dist = root / "dist"
+    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(src)]
+    res = _run([*build, "--no-build-isolation"], root)
+    if res.returncode != 0:  # no setuptools>=68 here: let pip fetch the build backend
+        res = _run(build, root)
+    assert res.returncode == 0, res.stderr
+    (wheel,) = dist.glob("cdlm-*.whl")
+    env_dir = root / "venv"
+    create = [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip"]
+    res = _run([*create, str(env_dir)], root)
+    assert res.returncode == 0, res.stderr
+    pip = [sys.executable, "-m", "pip", "--python", str(env_dir / "bin" / "python"), "install"]
+    res = _run([*pip, "-q", "--no-deps", "--no-index", str(wheel)], root)
+    assert res.returncode == 0, res.stderr
+    return env_dir
+
+
+def test_wheel_ships_the_prompts_and_finds_them_from_anywhere(venv: Path, tmp_path: Path) -> None:
+    cdlm = str(venv / "bin" / "cdlm")
+    where = _run(
+        [str(venv / "bin" / "python"), "-c", "import cdlm; print(cdlm.__file__)"], tmp_path
+    )
+    assert Path(where.stdout.strip()).is_relative_to(venv), where.stdout + where.stderr
+    res = _run([cdlm, "prompts", "check"], tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith(f"ok: {venv}") and "augment_fill" in res.stdout
+    res = _run([cdlm, "prompts", "export", "mine"], tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "mine" / "labels" / "politics.toml").is_file()
+
+
+def test_wheel_cli_predicts(venv: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
+    text = "Angela Merkel met Emmanuel Macron in Paris ."
+    res = _run(
+        [str(venv / "bin" / "cdlm"), "predict", "--checkpoint", str(tiny_checkpoint), text],
+        tmp_path,
+    )
+    assert res.returncode == 0, res.stderr
+    (line,) = res.stdout.splitlines()
+    record = json.loads(line)
+    assert record["text"] == text
+    for ent in record["entities"]:
+        assert text[ent["start"] : ent["end"]] == ent["text"] and ent["source"] == "tagger"
