@@ -171,7 +171,12 @@ def plot_eval(result: EvalResult, json_path: Path | str) -> tuple[list[Path], li
     if history:
         best = result.training.get("best_epoch") if result.training else None
         written.append(
-            plot_learning_curve(history, f"{base}.learning.png", best, f"{what}: learning curve")
+            plot_learning_curve(
+                history,
+                f"{base}.learning.png",
+                best,
+                f"{result.domain} ({result.variant}, seed {result.seed}): training, dev F1",
+            )
         )
     else:
         skipped.append(f"learning curve: {result.checkpoint} has no scores.json history")
