@@ -18,7 +18,7 @@ FAULTS = {
     "missing": (None, "config file not found"),
     "malformed": ("[train\nseed = 1\n", "not valid TOML"),
     "unknown key": ("[train]\nseeed = 2\n", "field 'train.seeed': Extra inputs are not permitted"),
-    "wrong type": ('[train]\nseed = "2"\n', "field 'train.seed': Input should be a valid integer"),
+    "wrong type": ('[train]\nseed = "x"\n', "field 'train.seed': Input should be a valid integer"),
 }
 # --config is read by train always, by eval and predict with --llm (the only config they use).
 COMMANDS = {

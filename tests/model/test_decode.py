@@ -1,5 +1,5 @@
-"""``cdlm.model.decode``: Viterbi against brute force over every valid IOB2 sequence, the argmax
-mode against the per-word argmax, and the span reader against seqeval's strict IOB2 mode."""
+"""``cdlm.model.decode``: Viterbi against brute force over every valid IOB2 sequence, and the
+argmax mode against the per-word argmax (the span reader is checked in tests/data/test_spans)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import itertools
 import numpy as np
 import pytest
 
-from cdlm.model.decode import decode, spans, viterbi
+from cdlm.data.spans import bio_spans
+from cdlm.model.decode import decode, viterbi
 
 LABEL_SETS = {
     "one type": ["O", "B-X", "I-X"],
@@ -89,24 +90,12 @@ def test_a_stray_inside_tag_is_repaired_by_viterbi_and_dropped_from_argmax_spans
         ]
     )
     assert decode(probs, labels, "argmax") == ["O", "I-PER", "I-PER"]
-    assert spans(decode(probs, labels, "argmax")) == []  # strict: a span needs its B-
+    assert bio_spans(decode(probs, labels, "argmax")) == []  # strict: a span needs its B-
     assert viterbi(probs, labels) == ["O", "B-PER", "I-PER"]
-    assert [(s.label, s.start, s.end) for s in spans(viterbi(probs, labels))] == [("PER", 1, 3)]
+    assert bio_spans(viterbi(probs, labels)) == [(1, 3, "PER")]
 
 
 def test_empty_sentence() -> None:
     empty = np.zeros((0, 3))
     assert viterbi(empty, ["O", "B-X", "I-X"]) == []
     assert decode(empty, ["O", "B-X", "I-X"], "argmax") == []
-
-
-def test_spans_agree_with_seqeval_strict_on_every_short_sequence() -> None:
-    """Every tag sequence of up to 4 words over two types, valid or not."""
-    from seqeval.scheme import IOB2, Entities
-
-    tags = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
-    for length in range(1, 5):
-        for seq in itertools.product(tags, repeat=length):
-            ours = {(s.label, s.start, s.end) for s in spans(seq)}
-            entities = Entities([list(seq)], IOB2, suffix=False).entities[0]
-            assert ours == {(e.tag, e.start, e.end) for e in entities}, seq

@@ -9,12 +9,12 @@ from __future__ import annotations
 import logging
 
 from cdlm.config import CdlmConfig, LLMConfig, ReasoningConfig
+from cdlm.inference.predict import predict_with_llm
 from cdlm.llm.usage import UsageLog
 from cdlm.reasoning.candidates import NONE
 from cdlm.reasoning.check import _sample_task
 from cdlm.reasoning.pipeline import reason
-from cdlm.reasoning.predict import predict_with_llm
-from cdlm.reasoning.templates import load_prompts
+from cdlm.reasoning.stages import load_prompts
 
 POLITICS = {
     "politician",

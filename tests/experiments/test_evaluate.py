@@ -8,7 +8,7 @@ from pathlib import Path
 from test_provenance import assert_commit_stamp
 
 from cdlm.data.registry import load_split
-from cdlm.evaluate import evaluate_checkpoint, write_results
+from cdlm.experiments.evaluate import evaluate_checkpoint, write_results
 from cdlm.metrics import span_scores
 from cdlm.model.tagger import Tagger
 

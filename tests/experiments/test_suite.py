@@ -1,8 +1,9 @@
-"""Suite runner (cdlm/suite.py): planning, reuse of finished runs, resume after interruption.
+"""Suite runner (cdlm/experiments/suite.py): planning, reuse of finished runs, resume after
+interruption.
 
-Reuse is checked against the files the real :func:`cdlm.train.train` writes (a tiny run on a
-few sentences, ``test_reuse_of_a_really_trained_run``); for the ordering, resume and locking
-logic ``FakeTrain`` stands in for it and writes the same two files (``config.json`` then
+Reuse is checked against the files the real :func:`cdlm.experiments.train.train` writes (a tiny
+run on a few sentences, ``test_reuse_of_a_really_trained_run``); for the ordering, resume and
+locking logic ``FakeTrain`` stands in for it and writes the same two files (``config.json`` then
 ``scores.json``), so those tests run in milliseconds.
 """
 
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from cdlm.errors import ConfigError
-from cdlm.suite import (
+from cdlm.experiments.suite import (
     SuiteSpec,
     load_suite,
     planned_runs,
@@ -27,7 +28,7 @@ from cdlm.suite import (
     select_variants,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _spec(tmp_path: Path) -> SuiteSpec:
@@ -126,7 +127,7 @@ def test_reuse_of_a_really_trained_run(tmp_path, small_crossner):
         },
     )
     quiet = {"data_dir": small_crossner, "progress": False, "log": lambda _: None}
-    first = run_suite(spec, **quiet)  # the real cdlm.train.train
+    first = run_suite(spec, **quiet)  # the real cdlm.experiments.train.train
     folder = tmp_path / "runs" / "politics__baseline__seed1"
     (run,) = first["runs"]
     assert run["checkpoint"] == str(folder) and not run["reused"]
