@@ -125,9 +125,6 @@ def tiny_tagger(tiny_checkpoint: Path):
 
 # --- a tagger with known outputs (tests/shape_tagger.py) ------------------------------------
 
-NAMES_LABELS = ["O", "B-location", "I-location", "B-organisation", "I-organisation"]
-NAMES_LABELS += ["B-person", "I-person"]
-
 
 @pytest.fixture(scope="session")
 def names_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -135,7 +132,7 @@ def names_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     capitalised words is one ``person`` (B 0.3, then I 0.6 per word), an all-caps word an
     ``organisation`` (0.5), a word without case (CJK, emoji) a ``location`` (0.8), the rest
     ``O``."""
-    from shape_tagger import write_shape_checkpoint
+    from shape_tagger import bio, write_shape_checkpoint
 
     table = {
         "init-cap": {"B-person": 0.3, "I-person": 0.6, "O": 0.1},
@@ -143,7 +140,7 @@ def names_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "other": {"B-location": 0.8, "O": 0.2},
     }
     path = tmp_path_factory.mktemp("names_checkpoint") / "politics__shapes__seed1"
-    return write_shape_checkpoint(path, NAMES_LABELS, table)
+    return write_shape_checkpoint(path, bio(["location", "organisation", "person"]), table)
 
 
 @pytest.fixture(scope="session")

@@ -26,8 +26,8 @@ MESSAGES = [Message(role="user", content="Entities in: Marie Curie moved to Pari
 
 def make(server: FaultServer, **cfg) -> GptBackend:
     defaults = dict(
-        backend="gpt", model="fault-model", base_url=server.base_url, timeout_s=5.0,
-        retry_initial_s=0.01, retry_max_s=0.05, max_retries=4, max_total_s=20.0,
+        backend="gpt", model="fault-model", base_url=server.base_url, timeout_s=60.0,
+        retry_initial_s=0.01, retry_max_s=0.05, max_retries=4, max_total_s=120.0,
     )  # fmt: skip
     return GptBackend(LLMConfig(**{**defaults, **cfg}))
 
@@ -71,10 +71,12 @@ def test_500_then_success(fault_server, sleeps):
 
 
 def test_hang_times_out_and_retries(fault_server, sleeps):
-    # The first request would be answered only after 60 s (or when the server closes): the
+    # The first request would be answered only after 600 s (or when the server closes): the
     # answer can come only from a second request, sent after the client gave up on the first.
-    fault_server.script = [Step(delay=60.0)]
-    result = make(fault_server, timeout_s=1.0).complete(MESSAGES, PingAnswer)
+    # (5 s is the client's timeout for each request: generous, so the second one is not cut
+    # short on a busy machine.)
+    fault_server.script = [Step(delay=600.0)]
+    result = make(fault_server, timeout_s=5.0).complete(MESSAGES, PingAnswer)
     assert result.value.entities[0].type == "location"
     assert fault_server.count == 2 and result.usage.retries == 1
     assert sleeps == [0.01]
@@ -154,8 +156,8 @@ def test_unreachable_server():
 def test_concurrency_is_limited(fault_server):
     # Answers wait until three requests were in flight at once (then a little longer, so a
     # fourth would show): with a limit of 3 all six finish, three at once and never four.
-    fault_server.default = Step(wait_for_in_flight=3, delay=10.0)
-    backend = make(fault_server, concurrency=3, timeout_s=60.0)
+    fault_server.default = Step(wait_for_in_flight=3, delay=30.0)
+    backend = make(fault_server, concurrency=3, timeout_s=120.0)
     out = backend.complete_many([Request(MESSAGES, PingAnswer, "x")] * 6)
     assert all(o.value.entities for o in out)
     assert fault_server.count == 6
