@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 
-def git_commit(repo: Path | None = None) -> str:
-    """The checkout's HEAD commit (with ``+dirty`` when there are uncommitted changes outside
-    ``evals/results/``: result files are outputs, and a suite rewrites its own as it goes)."""
+def git_state(repo: Path | None = None) -> tuple[str | None, bool | None]:
+    """The checkout's HEAD commit (40 hex digits) and whether it has uncommitted changes outside
+    ``evals/results/`` (result files are outputs, and a suite rewrites its own as it goes);
+    ``(None, None)`` when git or the checkout is not there (e.g. an installed wheel)."""
     repo = repo or Path(__file__).resolve().parents[1]
     try:
         head = subprocess.run(
@@ -35,8 +36,17 @@ def git_commit(repo: Path | None = None) -> str:
             timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return head + ("+dirty" if dirty else "")
+        return None, None
+    return head, bool(dirty)
+
+
+def git_commit(repo: Path | None = None) -> str:
+    """HEAD as ``<40 hex>``, ``<40 hex>+dirty`` with uncommitted changes, or ``unknown``."""
+    return _commit_string(*git_state(repo))
+
+
+def _commit_string(head: str | None, dirty: bool | None) -> str:
+    return "unknown" if head is None else head + ("+dirty" if dirty else "")
 
 
 def command_line() -> str:
@@ -48,10 +58,16 @@ def command_line() -> str:
 
 
 def stamp(**extra: Any) -> dict[str, Any]:
-    """A provenance record; ``extra`` (config, seed, ...) is merged in."""
+    """A provenance record; ``extra`` (config, seed, ...) is merged in.
+
+    ``commit`` is the string readers print; ``commit_known`` and ``dirty`` say explicitly whether
+    it names a clean commit (``dirty`` is None when the commit is unknown)."""
+    head, dirty = git_state()
     record: dict[str, Any] = {
         "command": command_line(),
-        "commit": git_commit(),
+        "commit": _commit_string(head, dirty),
+        "commit_known": head is not None,
+        "dirty": dirty,
         "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "machine": f"{platform.machine()} {os.cpu_count()} cpus",

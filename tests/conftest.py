@@ -1,6 +1,8 @@
 """Shared fixtures: the real CrossNER data, the embedded encoder and the embedded GGUF.
 
 Tests that need the CrossNER files skip (with the reason) only when ``../shared/data`` is absent.
+The data, cache and runs locations are pinned for the whole session (``_pinned_locations``), so
+no test reads the user's cache or an environment variable set outside the test run.
 """
 
 from __future__ import annotations
@@ -9,13 +11,39 @@ import importlib.util
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from llm_fault_server import FaultServer, serve
 
 REPO = Path(__file__).resolve().parents[1]
 CROSSNER = REPO.parent / "shared" / "data" / "crossner"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _pinned_locations(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """``$CDLM_DATA_DIR`` names the fixture data (or is unset when it is absent), the user cache
+    (CrossNER downloads, LLM answers) is an empty session folder, and so is ``$CDLM_RUNS_DIR``.
+    Subprocesses inherit the same environment."""
+    home = tmp_path_factory.mktemp("pinned")
+    with pytest.MonkeyPatch.context() as mp:
+        if (CROSSNER / "politics" / "train.txt").is_file():
+            mp.setenv("CDLM_DATA_DIR", str(CROSSNER))
+        else:
+            mp.delenv("CDLM_DATA_DIR", raising=False)
+        mp.setenv("XDG_CACHE_HOME", str(home / "cache"))  # platformdirs' user cache on Linux
+        mp.setenv("CDLM_RUNS_DIR", str(home / "runs"))
+        for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
+            mp.delenv(name, raising=False)
+        yield
+
+
+@pytest.fixture
+def fault_server() -> Iterator[FaultServer]:
+    """A scripted OpenAI-shaped server on 127.0.0.1 (tests/llm_fault_server.py)."""
+    with serve() as state:
+        yield state
 
 
 @pytest.fixture(scope="session")
@@ -114,3 +142,31 @@ def tiny_tagger(tiny_checkpoint: Path):
     from cdlm.model.tagger import Tagger
 
     return Tagger.load(tiny_checkpoint)
+
+
+# --- a tagger with known outputs (tests/shape_tagger.py) ------------------------------------
+
+
+@pytest.fixture(scope="session")
+def names_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved tagger that tags by word shape, so tests know every entity it returns: a run of
+    capitalised words is one ``person`` (B 0.3, then I 0.6 per word), an all-caps word an
+    ``organisation`` (0.5), a word without case (CJK, emoji) a ``location`` (0.8), the rest
+    ``O``."""
+    from shape_tagger import bio, write_shape_checkpoint
+
+    table = {
+        "init-cap": {"B-person": 0.3, "I-person": 0.6, "O": 0.1},
+        "all-caps": {"B-organisation": 0.5, "B-location": 0.3, "O": 0.2},
+        "other": {"B-location": 0.8, "O": 0.2},
+    }
+    path = tmp_path_factory.mktemp("names_checkpoint") / "politics__shapes__seed1"
+    return write_shape_checkpoint(path, bio(["location", "organisation", "person"]), table)
+
+
+@pytest.fixture(scope="session")
+def names_tagger(names_checkpoint: Path):
+    """``names_checkpoint`` loaded once; do not change it in place."""
+    from cdlm.model.tagger import Tagger
+
+    return Tagger.load(names_checkpoint)

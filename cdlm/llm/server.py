@@ -1,10 +1,15 @@
-"""Run ``python -m llama_cpp.server`` on a free loopback port, for the tests and benchmarks
-that drive the ``gpt`` backend end to end against a real OpenAI-compatible server."""
+"""Run ``python -m llama_cpp.server`` on a loopback port, for the tests and benchmarks that drive
+the ``gpt`` backend end to end against a real OpenAI-compatible server.
+
+The server binds port 0 itself (the OS picks a free one) and we read the port it got from its
+log, so no other process can take the port between choosing and binding it.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import socket
+import os
+import re
 import subprocess
 import sys
 import time
@@ -12,12 +17,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+_LISTENING = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
 
 
 @contextlib.contextmanager
@@ -33,30 +33,33 @@ def local_server(
 
     Output goes to ``log`` (a file, because a full stderr pipe would block the server).
     """
-    port = free_port()
     cmd = [
         sys.executable, "-m", "llama_cpp.server", "--model", str(model),
-        "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx),
+        "--host", "127.0.0.1", "--port", "0", "--n_ctx", str(n_ctx),
     ]  # fmt: skip
     if n_threads:
         cmd += ["--n_threads", str(n_threads)]
+    # llama_cpp.server lets $HOST/$PORT override the flags; they must not here.
+    env = {k: v for k, v in os.environ.items() if k not in ("HOST", "PORT")}
     with log.open("w") as sink:
-        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT)
-    base_url = f"http://127.0.0.1:{port}/v1"
+        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.monotonic() + startup_s
+        base_url = None
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"llama_cpp.server exited: {log.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{base_url}/models", timeout=2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"llama_cpp.server did not start in {startup_s:.0f} s"
-                    ) from None
-                time.sleep(0.3)
+            if base_url is None and (found := _LISTENING.search(log.read_text(errors="replace"))):
+                base_url = f"http://127.0.0.1:{found.group(1)}/v1"
+            if base_url is not None:
+                try:
+                    with urllib.request.urlopen(f"{base_url}/models", timeout=2):
+                        break
+                except OSError:
+                    pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"llama_cpp.server did not start in {startup_s:.0f} s")
+            time.sleep(0.3)
         yield base_url
     finally:
         proc.terminate()

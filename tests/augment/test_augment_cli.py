@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from test_provenance import assert_commit_stamp
+
 from cdlm.data.bio import read_bio
 
 TRAIN = """Kohl\tB-politician
@@ -51,7 +53,8 @@ def test_augment_writes_bio_sidecar_and_summary(tmp_path):
     sents = read_bio(out)  # strict IOB2 reader: every generated sentence is valid
     sidecar = [json.loads(line) for line in (out.parent / "toy.txt.jsonl").read_text().splitlines()]
     summary = json.loads((out.parent / "toy.txt.summary.json").read_text())
-    assert summary["command"].startswith("cdlm augment") and "commit" in summary
+    assert summary["command"].startswith("cdlm augment")
+    assert_commit_stamp(summary)
     stats = summary["stats"]
     assert len(sents) == 3 + len(sidecar) == 3 + stats["entity"]["generated"]
     assert stats["sentences_without_entities"] == 1 and stats["filter"] is None

@@ -8,10 +8,10 @@ import functools
 import http.server
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,13 +27,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
     fail_first: set[str] = set()  # paths answered 500 on their first request
-    stall: set[str] = set()  # paths that get no answer within the client's timeout
+    stall: set[str] = set()  # paths that get no answer until the server shuts down
+    closing = threading.Event()
     requests: Counter[str] = Counter()
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         type(self).requests[self.path] += 1
         if self.path in self.stall:
-            time.sleep(1.0)
+            self.closing.wait(60)  # only the client's timeout ends this request
             return
         if self.path in self.fail_first and self.requests[self.path] == 1:
             self.send_error(500, "injected failure")
@@ -59,14 +60,17 @@ def mirror(crossner_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
 def server(mirror: Path) -> Iterator[str]:
     _Handler.fail_first = set()
     _Handler.stall = set()
+    _Handler.closing = threading.Event()
     _Handler.requests = Counter()
     handler = functools.partial(_Handler, directory=str(mirror))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{httpd.server_address[1]}"
     finally:
+        _Handler.closing.set()
         httpd.shutdown()
         httpd.server_close()
 
@@ -100,17 +104,20 @@ def test_not_found_fails_at_once(server: str, tmp_path: Path) -> None:
 
 
 def test_unreachable_server_gives_up_after_retries(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="failed after 2 tries"):
-        download_crossner(
-            tmp_path, base_url="http://127.0.0.1:9", retries=2, backoff=0.01, progress=False
-        )
+    with socket.socket() as sock:  # bound, not listening: every connect is refused
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        with pytest.raises(DataError, match="failed after 2 tries"):
+            download_crossner(tmp_path, base_url=url, retries=2, backoff=0.01, progress=False)
 
 
 def test_stalled_server_times_out_and_retries(server: str, tmp_path: Path) -> None:
+    # The server never answers this file: only the client's timeout can end each try, so two
+    # requests and a "timed out" error show the timeout was applied (whatever the machine load).
     _Handler.stall = {"/ner_data/conll2003/train.txt"}
     with pytest.raises(DataError, match=r"conll2003/train.txt failed after 2 tries \(.*timed out"):
         download_crossner(
-            tmp_path, base_url=server, retries=2, timeout=0.3, backoff=0.01, progress=False
+            tmp_path, base_url=server, retries=2, timeout=2.0, backoff=0.01, progress=False
         )
     assert _Handler.requests["/ner_data/conll2003/train.txt"] == 2
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from test_provenance import assert_commit_stamp
+
 from cdlm.data.registry import load_split
 from cdlm.experiments.evaluate import evaluate_checkpoint, write_results
 from cdlm.metrics import span_scores
@@ -31,7 +33,8 @@ def test_evaluate_and_write(tiny_checkpoint: Path, small_crossner: Path, tmp_pat
     assert path.name == "politics__baseline__seed1__dev.json"
     record = json.loads(path.read_text())
     assert record["scores"]["f1"] == expected.f1
-    assert record["provenance"]["commit"] and record["provenance"]["command"]
+    assert record["provenance"]["command"]
+    assert_commit_stamp(record["provenance"])
     assert record["config"]["train"]["target"] == "politics"
     md = path.with_suffix(".md").read_text()
     assert "| **micro** |" in md and "politics / baseline / seed 1 / dev" in md

@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import pytest
+from test_provenance import assert_commit_stamp
 
 from cdlm.augment.entity import mentions_by_type
 from cdlm.data.bio import format_bio, parse_bio_lines, write_bio
@@ -15,12 +16,14 @@ from cdlm.data.spans import bio_spans
 from cdlm.errors import DataError
 from cdlm.experiments.probe import (
     MASK_TOKEN,
+    EntityBase,
     build_entity_base,
     counterfactuals,
     nonce_word,
     outcome,
     resolve_input,
     run_probe,
+    summarise,
 )
 from cdlm.model.features import word_shape
 
@@ -120,6 +123,50 @@ def test_outcomes_tell_type_boundary_and_miss_apart(politics):
     assert outcome(cf, ["O"] * n) == "missed"
 
 
+def test_survival_rates_are_a_hand_count():
+    """Five predicted entities, each re-tagged by hand after masking: two survive, one changes
+    type, one loses a word, one is missed; two more had no replacement (skipped)."""
+    from collections import Counter
+
+    from cdlm.data.bio import Sentence
+
+    def s(*pairs: str) -> Sentence:
+        words = [p.rsplit("/", 1) for p in pairs]
+        return Sentence(tuple(w for w, _ in words), tuple(t for _, t in words))
+
+    sentences = [
+        s("Merkel/B-person", "met/O", "Macron/B-person", "in/O", "Paris/B-location"),
+        s("NATO/B-organisation", "met/O"),
+        s("Angela/B-person", "Merkel/I-person", "spoke/O"),
+    ]
+    cfs, _ = counterfactuals(sentences, [x.tags for x in sentences], EntityBase({}, {}), "mask", 0)
+    assert [(c.sentence, c.start, c.label) for c in cfs] == [
+        (0, 0, "person"), (0, 2, "person"), (0, 4, "location"), (1, 0, "organisation"),
+        (2, 0, "person"),
+    ]  # fmt: skip
+    retagged = [
+        ["B-person", "O", "O", "O", "B-location"],  # Merkel survives
+        ["O", "O", "B-location", "O", "B-location"],  # Macron: other type
+        ["O", "O", "O", "O", "B-location"],  # Paris survives
+        ["O", "O"],  # NATO missed
+        ["B-person", "O", "O"],  # Angela Merkel: boundary
+    ]
+    mode = summarise(cfs, retagged, Counter({"person": 2}), None)
+    total = mode.overall
+    assert (total.entities, total.skipped) == (5, 2)
+    assert total.counts == {"survived": 2, "other_type": 1, "boundary": 1, "missed": 1}
+    assert total.rate == pytest.approx(2 / 5)  # skipped entities are not in the rate
+    rates = {t: (v.entities, v.rate, v.skipped) for t, v in mode.per_type.items()}
+    assert rates == {
+        "person": (3, pytest.approx(1 / 3), 2),
+        "location": (1, 1.0, 0),
+        "organisation": (1, 0.0, 0),
+    }
+    assert [e["outcome"] for e in mode.examples] == [
+        "survived", "other_type", "survived", "missed", "boundary"
+    ]  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def probe_checkpoint(request, tmp_path_factory) -> Path:
     """The tagger worker's ``tiny_checkpoint`` when it exists; else an untrained tagger."""
@@ -150,8 +197,9 @@ def test_probe_rates_on_a_checkpoint(probe_checkpoint, crossner_dir):
         total = mode.overall
         assert total.entities + total.skipped == n
         assert sum(total.counts.values()) == total.entities
-        rates = [total.rate] + [t.rate for t in mode.per_type.values()]
-        assert all(r is None or 0.0 <= r <= 1.0 for r in rates)
+        for part in [total, *mode.per_type.values()]:  # rate = survived / replaced entities
+            survived = part.counts["survived"]
+            assert part.rate == (survived / part.entities if part.entities else None)
         assert sum(t.entities for t in mode.per_type.values()) == total.entities
 
 
@@ -189,6 +237,7 @@ def test_probe_cli_writes_results_with_provenance(probe_checkpoint, crossner_dir
     data = json.loads(out.read_text())
     assert data["sentences"] == 2 and set(data["modes"]) == {"swap", "mask"}
     assert data["domain"] == "short" and "type survival" in result.output
-    assert data["provenance"]["commit"] and data["config"]["causal"]["probe_seed"] == 0
+    assert data["config"]["causal"]["probe_seed"] == 0
+    assert_commit_stamp(data["provenance"])
     bad = CliRunner().invoke(app, [*args[:3], "--input", "nowhere/dev"])
     assert isinstance(bad.exception, DataError) and "nowhere/dev" in str(bad.exception)

@@ -1,14 +1,18 @@
 """Suite runner (cdlm/experiments/suite.py): planning, reuse of finished runs, resume after
 interruption.
 
-Training itself is covered by the tagger tests; here ``train_fn`` stands in for it and writes
-what :func:`cdlm.experiments.train.train` writes (``config.json`` then ``scores.json``), so the
-skip and resume logic is tested in milliseconds.
+Reuse is checked against the files the real :func:`cdlm.experiments.train.train` writes (a tiny
+run on a few sentences, ``test_reuse_of_a_really_trained_run``); for the ordering, resume and
+locking logic ``FakeTrain`` stands in for it and writes the same two files (``config.json`` then
+``scores.json``), so those tests run in milliseconds.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -104,18 +108,57 @@ def test_interrupted_suite_resumes(tmp_path):
     assert ("baseline", "politics", 1) not in resumed.calls
 
 
-def test_other_config_in_default_folder_is_not_overwritten(tmp_path):
-    spec = _spec(tmp_path)
-    run_suite(spec, train_fn=FakeTrain(), progress=False, log=lambda _: None)
-    changed = spec.model_copy(update={"overrides": {"train.target_epochs": 2}})
-    fake = FakeTrain()
-    result = run_suite(changed, train_fn=fake, progress=False, log=lambda _: None)
-    assert len(fake.calls) == 6
-    assert all(
-        "__seed" in r["checkpoint"] and r["checkpoint"].count("__") == 3 for r in result["runs"]
+def test_reuse_of_a_really_trained_run(tmp_path, small_crossner):
+    """Reuse decided on the files the real trainer wrote: the same training config is reused,
+    a change that does not shape the model too, any other change trains anew beside it, and a
+    run without ``scores.json`` (interrupted) is trained again."""
+    spec = SuiteSpec(
+        name="real",
+        variants=["baseline"],
+        domains=["politics"],
+        runs_dir=str(tmp_path / "runs"),
+        results_dir=str(tmp_path / "results"),
+        overrides={
+            "train.source_epochs": 0,
+            "train.target_epochs": 1,
+            "train.max_train_sentences": 8,
+            "train.batch_size": 8,
+            "train.threads": 1,
+        },
     )
-    old = json.loads((tmp_path / "runs" / "politics__baseline__seed1" / "config.json").read_text())
-    assert old["config"]["train"]["target_epochs"] == 1
+    quiet = {"data_dir": small_crossner, "progress": False, "log": lambda _: None}
+    first = run_suite(spec, **quiet)  # the real cdlm.experiments.train.train
+    folder = tmp_path / "runs" / "politics__baseline__seed1"
+    (run,) = first["runs"]
+    assert run["checkpoint"] == str(folder) and not run["reused"]
+    scores = json.loads((folder / "scores.json").read_text(encoding="utf-8"))
+    assert run["dev_f1"] == scores["dev"]["f1"] and run["test_f1"] == scores["test"]["f1"]
+    weights = (folder / "model.safetensors").stat().st_mtime_ns
+
+    def again(changed: dict) -> tuple[FakeTrain, dict]:
+        fake = FakeTrain()
+        update = {"overrides": {**spec.overrides, **changed}}
+        return fake, run_suite(spec.model_copy(update=update), train_fn=fake, **quiet)
+
+    fake, result = again({})
+    assert fake.calls == [] and result["runs"][0]["reused"]
+    assert result["runs"][0]["test_f1"] == run["test_f1"]
+    # Threads and LLM settings do not change the trained model.
+    fake, result = again({"train.threads": 2, "llm.max_tokens": 99, "routing.threshold": 0.5})
+    assert fake.calls == [] and result["runs"][0]["checkpoint"] == str(folder)
+    # Another number of epochs is another model: trained into its own folder.
+    fake, result = again({"train.target_epochs": 2})
+    assert fake.calls == [("baseline", "politics", 1)]
+    other = Path(result["runs"][0]["checkpoint"])
+    assert other.parent == folder.parent and other.name.startswith(f"{folder.name}__")
+    assert (folder / "model.safetensors").stat().st_mtime_ns == weights  # not overwritten
+    saved = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    assert saved["config"]["train"]["target_epochs"] == 1
+    # An interrupted run (weights and config, no scores) is not reused.
+    (folder / "scores.json").unlink()
+    fake, result = again({})
+    assert fake.calls == [("baseline", "politics", 1)]
+    assert result["runs"][0]["checkpoint"] == str(folder)
 
 
 def test_bad_suite_file_is_one_line_error(tmp_path):
@@ -127,14 +170,31 @@ def test_bad_suite_file_is_one_line_error(tmp_path):
         load_suite(bad)
 
 
-def test_run_locked_by_a_live_process_is_waited_for(tmp_path):
-    """Two suites on one runs folder: the second waits for the first's run, then reuses it."""
-    import os
+@pytest.fixture
+def other_process() -> Iterator[int]:
+    """The pid of a live process that is not this one (started here, so it is alive whatever
+    our own parent is -- pytest may run as PID 1 with no parent to point at)."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        yield proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
 
+
+def dead_pid() -> int:
+    """The pid of a process that has exited and been reaped."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_run_locked_by_a_live_process_is_waited_for(tmp_path, other_process):
+    """Two suites on one runs folder: the second waits for the first's run, then reuses it."""
     spec = _spec(tmp_path).model_copy(update={"variants": ["baseline"], "domains": ["music"]})
     lock = tmp_path / "runs" / "music__baseline__seed1.lock"
     lock.parent.mkdir(parents=True)
-    lock.write_text(str(os.getppid()), encoding="utf-8")  # a live process that is not us
+    lock.write_text(str(other_process), encoding="utf-8")
     fake = FakeTrain()
     polls = []
 
@@ -150,21 +210,19 @@ def test_run_locked_by_a_live_process_is_waited_for(tmp_path):
     assert len(polls) == 1 and fake.calls == [] and result["runs"][0]["reused"]
     # a stale lock (dead pid) is taken over
     stale = tmp_path / "runs" / "music__baseline__seed2.lock"
-    stale.write_text("999999999", encoding="utf-8")
+    stale.write_text(str(dead_pid()), encoding="utf-8")
     spec2 = spec.model_copy(update={"seeds": [2]})
     run_suite(spec2, train_fn=fake, progress=False, log=lambda _: None, poll_s=0.01)
     assert fake.calls == [("baseline", "music", 2)] and not stale.exists()
 
 
-def test_locked_run_is_skipped_until_the_rest_are_done(tmp_path):
+def test_locked_run_is_skipped_until_the_rest_are_done(tmp_path, other_process):
     """A run another process is training does not hold up the others: they go first."""
-    import os
-
     spec = _spec(tmp_path).model_copy(update={"variants": ["baseline"], "seeds": [1, 2]})
     spec = spec.model_copy(update={"domains": ["music"]})
     lock = tmp_path / "runs" / "music__baseline__seed1.lock"
     lock.parent.mkdir(parents=True)
-    lock.write_text(str(os.getppid()), encoding="utf-8")
+    lock.write_text(str(other_process), encoding="utf-8")
     fake = FakeTrain()
     order = []
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from test_provenance import assert_commit_stamp
 
 from cdlm.config import load_config
 from cdlm.errors import ConfigError
@@ -50,6 +51,7 @@ def test_source_then_target_training(small_crossner: Path, tmp_path: Path) -> No
     scores = json.loads((out / "scores.json").read_text())
     assert scores["dev"]["f1"] == first.dev.f1 and scores["test"]["sentences"] > 0
     assert scores["provenance"]["config"]["train"]["seed"] == 1
+    assert_commit_stamp(scores["provenance"])
     assert Tagger.read_meta(out)["labels"] == Tagger.load(out).labels
 
     # same config again: the source comes from the cache, and training is deterministic

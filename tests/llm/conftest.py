@@ -1,19 +1,17 @@
-"""LLM test fixtures: SmolLM2 loaded once, a real llama_cpp.server, and a scripted fault server.
+"""LLM test fixtures: SmolLM2 loaded once and a real llama_cpp.server.
 
-The fault server is the only fake: an OpenAI-shaped endpoint on 127.0.0.1 that answers each
-request with the next scripted behaviour (429 with Retry-After, 500, a hang, broken JSON ...),
-so every failure path of the real ``openai`` client plus our retry/repair layer is exercised.
+The scripted fault server (``fault_server``, tests/conftest.py) is the only fake: an
+OpenAI-shaped endpoint on 127.0.0.1 that answers each request with the next scripted behaviour
+(429 with Retry-After, 500, a hang, broken JSON ...), so every failure path of the real
+``openai`` client plus our retry/repair layer is exercised.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from llm_fault_server import FaultServer, free_port, make_handler
 
 from cdlm.config import LLMConfig
 from cdlm.llm.server import local_server
@@ -37,18 +35,3 @@ def llama_server(smollm_path: Path, tmp_path_factory: pytest.TempPathFactory) ->
     log = tmp_path_factory.mktemp("llama_server") / "server.log"
     with local_server(smollm_path, log, n_ctx=2048, n_threads=1, startup_s=120) as base_url:
         yield base_url
-
-
-@pytest.fixture
-def fault_server() -> Iterator[FaultServer]:
-    port = free_port()
-    state = FaultServer(base_url=f"http://127.0.0.1:{port}/v1", script=[])
-    httpd = ThreadingHTTPServer(("127.0.0.1", port), make_handler(state))
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()

@@ -91,7 +91,8 @@ def test_theta_from_config_rebuilds_edges():
 
 @pytest.fixture(scope="module")
 def tiny_taggers():
-    """The same real-encoder tagger built twice: baseline config and gcn config."""
+    """The same real-encoder tagger built twice: baseline config and gcn config (untrained; a
+    test that changes one works on its own copy)."""
     from cdlm.model.tagger import Tagger
 
     made = {}
@@ -121,9 +122,11 @@ def test_switch_removes_the_module(tiny_taggers):
 
 
 def test_checkpoint_round_trip_with_fusion(tiny_taggers, tmp_path):
+    import copy
+
     from cdlm.model.tagger import Tagger
 
-    gcn = tiny_taggers["gcn"]
+    gcn = copy.deepcopy(tiny_taggers["gcn"])  # changed below: the shared one stays untrained
     with torch.no_grad():
         gcn.fusion.out.weight.normal_(std=0.1)
     words = [["Merkel", "visited", "France", "."]]

@@ -1,19 +1,22 @@
 """A scripted OpenAI-shaped fault server on 127.0.0.1 (the only fake in the LLM tests).
 
 Each request gets the next scripted behaviour (429 with Retry-After, 500, a hang, broken JSON
-...), so every failure path of the real ``openai`` client and our retry/repair layer runs.
+...), so every failure path of the real ``openai`` client and our retry/repair layer runs. A
+``responder`` answers from the request itself instead (scripted answers that do not depend on
+the order concurrent requests arrive in). The server records every request, and the most
+requests it ever had in flight at once, so tests check counts and order, never wall time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
-import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-
-from cdlm.llm.server import free_port  # noqa: F401  (re-exported for the tests)
 
 # -- the fault server ---------------------------------------------------------------------------
 VALID = json.dumps({"entities": [{"text": "Paris", "type": "location"}]})
@@ -26,9 +29,12 @@ class Step:
     status: int = 200
     content: str = VALID
     headers: dict[str, str] = field(default_factory=dict)
-    delay: float = 0.0
+    delay: float = 0.0  # seconds before answering (cut short when the server closes)
     finish_reason: str = "stop"
     raw_body: bytes | None = None  # send these bytes instead of a chat completion
+    # Hold the answer until this many requests have been in flight at once (at most ``delay``
+    # seconds), then a little longer, so a request over a concurrency limit would be seen.
+    wait_for_in_flight: int = 0
 
 
 @dataclass
@@ -38,17 +44,33 @@ class FaultServer:
     default: Step = field(default_factory=Step)
     requests: list[dict[str, Any]] = field(default_factory=list)
     auth_headers: list[str] = field(default_factory=list)
+    responder: Callable[[dict[str, Any]], Step] | None = None  # answers from the request
     in_flight: int = 0
     max_in_flight: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.Condition = field(default_factory=threading.Condition)
+    closing: threading.Event = field(default_factory=threading.Event)
 
     @property
     def count(self) -> int:
         return len(self.requests)
 
-    def next_step(self) -> Step:
+    def next_step(self, body: dict[str, Any]) -> Step:
         with self.lock:
-            return self.script.pop(0) if self.script else self.default
+            if self.script:
+                return self.script.pop(0)
+        return self.responder(body) if self.responder is not None else self.default
+
+    def hold(self, step: Step) -> None:
+        """Wait as the step says; returns early when the server shuts down."""
+        if step.wait_for_in_flight:
+            with self.lock:
+                self.lock.wait_for(
+                    lambda: self.max_in_flight >= step.wait_for_in_flight or self.closing.is_set(),
+                    timeout=step.delay,
+                )
+            self.closing.wait(0.2)
+        else:
+            self.closing.wait(step.delay)
 
 
 def make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
@@ -63,9 +85,10 @@ def make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
                 server.auth_headers.append(self.headers.get("Authorization", ""))
                 server.in_flight += 1
                 server.max_in_flight = max(server.max_in_flight, server.in_flight)
-            step = server.next_step()
+                server.lock.notify_all()
+            step = server.next_step(body)
             try:
-                time.sleep(step.delay)
+                server.hold(step)
                 if step.raw_body is not None:
                     payload = step.raw_body
                 elif step.status == 200:
@@ -103,3 +126,30 @@ def _completion(step: Step) -> dict[str, Any]:
         ],
         "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
     }
+
+
+@contextlib.contextmanager
+def serve() -> Iterator[FaultServer]:
+    """A fault server on a port the OS picks (bound once, so no other process can take it
+    between choosing and binding); its ``base_url`` names the port it got."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    httpd.daemon_threads = True
+    state = FaultServer(base_url=f"http://127.0.0.1:{httpd.server_address[1]}/v1", script=[])
+    httpd.RequestHandlerClass = make_handler(state)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        state.closing.set()  # wake held requests
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@contextlib.contextmanager
+def refused_url() -> Iterator[str]:
+    """A loopback URL whose port is bound but not listening: every connect is refused, and no
+    other process can start listening there while the block runs."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
