@@ -140,7 +140,9 @@ class LLMConfig(Section):
     max_retries: int = Field(4, ge=0)  # transport retries (429/5xx/timeouts) per request
     max_total_s: float = Field(300.0, gt=0.0)  # bound on one request with all its retries
     repair_retries: int = Field(1, ge=0)  # re-asks that show the model its validation error
-    concurrency: int = Field(4, ge=1)  # parallel API requests in complete_many
+    # Requests in flight at once: the experts of a round and the routed sentences of a batch go
+    # out together up to this many (a llama backend is one context: it stays serial).
+    concurrency: int = Field(4, ge=1)
     cache_dir: str | None = None  # None = the user cache folder
     # Also cache requests that never validated: a re-run falls back at once instead of paying
     # again (more llm.repair_retries than the failure had asks again).
@@ -158,6 +160,9 @@ class LLMConfig(Section):
     # "ram" = also saved states of earlier prompts (LlamaRAMCache), "off" = none.
     kv_cache: Literal["off", "last", "ram"] = "last"
     kv_cache_mb: int = Field(1024, ge=1)  # capacity of the "ram" KV cache
+    # gpt: alternatives asked per answer token when a choice is scored from log-probabilities
+    # (OpenAI allows up to 20); an offered letter outside them counts as probability 0.
+    top_logprobs: int = Field(10, ge=1, le=20)
 
     def answer_budget(self, stage: str = "") -> int:
         """The answer budget of a stage: ``stage_max_tokens[stage]``, else ``max_tokens``."""
@@ -168,8 +173,23 @@ class ReasoningConfig(Section):
     """LLM reasoning stages (DESIGN.md section 4, cdlm/reasoning/)."""
 
     experts: int = Field(3, ge=1)  # personas voting; the first `experts` of `personas` are used
-    rounds: int = Field(2, ge=1)  # voting rounds at most; consensus stops earlier
-    top_k: int = Field(3, ge=1)  # candidate types shown per span (plus "none")
+    # Voting rounds at most. Rule: a later round re-asks only the candidates whose experts split.
+    rounds: int = Field(2, ge=1)
+    # "choice": each expert picks a letter per candidate among the tagger's top types + "none";
+    # "scores": each expert scores every option 1-5 on three criteria (the paper's vote).
+    vote: Literal["choice", "scores"] = "choice"
+    # Choice votes: read the options' probabilities from the model's log-probabilities where the
+    # backend gives them (llama.cpp: one pass, no generation; gpt: logprobs of the answer).
+    logprobs: bool = True
+    # Free-text reasons in votes and self-checks: "explain" = only when the output is explained
+    # (`--explain`), "always", "never". They cost most of an answer's tokens.
+    reasons: Literal["explain", "always", "never"] = "explain"
+    # Rule: a candidate whose tagger top probability is at least this is voted on by the first
+    # expert alone; the others vote only on the rest. None = the whole panel on every candidate.
+    solo_confidence: float | None = Field(0.9, ge=0.0, le=1.0)
+    # Candidate types shown per span (plus "none", and the tagger's own type if not among them);
+    # at most 8, so a choice vote's options fit the letters A-J.
+    top_k: int = Field(3, ge=1, le=8)
     personas: list[str] = [
         "a computational linguist who annotates named entities for a living",
         "a domain expert who knows the people, groups and works of this field",
@@ -179,10 +199,13 @@ class ReasoningConfig(Section):
     missed_o_max: float = Field(0.6, ge=0.0, le=1.0)
     max_links: int = Field(4, ge=1)  # causal links per sentence (bounded JSON array)
     max_phrase_chars: int = Field(60, ge=8)  # bound on every phrase/mention string
-    max_reason_chars: int = Field(60, ge=8)  # bound on every free-text reason
+    max_reason_chars: int = Field(40, ge=8)  # bound on every free-text reason
     # Self-check counterfactual: "placeholder" re-reads the sentence with the mention replaced by
     # `placeholder`; "runner_up" asks whether the runner-up type fits better.
     selfcheck: Literal["placeholder", "runner_up", "off"] = "placeholder"
+    # Rule: "changed" = self-check only the candidates whose voted type differs from the
+    # tagger's decision (the rest keep a decision both agree on); "always" = every candidate.
+    selfcheck_when: Literal["changed", "always"] = "changed"
     placeholder: str = "[ENTITY {id}]"  # "{id}" becomes the candidate's number
     prompts_dir: str | None = None  # None = the repository's prompts/
 

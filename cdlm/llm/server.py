@@ -4,6 +4,7 @@ that drive the ``gpt`` backend end to end against a real OpenAI-compatible serve
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import subprocess
 import sys
@@ -11,6 +12,8 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+
+_RUNNING = re.compile(r"running on http://127\.0\.0\.1:(\d+)")
 
 
 def free_port() -> int:
@@ -31,32 +34,35 @@ def local_server(
 ) -> Iterator[str]:
     """Start the server on 127.0.0.1, wait until it answers, yield its ``/v1`` base URL.
 
-    Output goes to ``log`` (a file, because a full stderr pipe would block the server).
+    The server binds port 0 (the system picks a free port) and reports the port it got in its
+    log, so no other process can take the port between choosing and binding it. Output goes to
+    ``log`` (a file, because a full stderr pipe would block the server).
     """
-    port = free_port()
     cmd = [
         sys.executable, "-m", "llama_cpp.server", "--model", str(model),
-        "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx),
+        "--host", "127.0.0.1", "--port", "0", "--n_ctx", str(n_ctx),
     ]  # fmt: skip
     if n_threads:
         cmd += ["--n_threads", str(n_threads)]
     with log.open("w") as sink:
         proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT)
-    base_url = f"http://127.0.0.1:{port}/v1"
     try:
         deadline = time.monotonic() + startup_s
+        base_url = None
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"llama_cpp.server exited: {log.read_text()[-2000:]}")
+            if base_url is None and (found := _RUNNING.search(log.read_text(errors="replace"))):
+                base_url = f"http://127.0.0.1:{found.group(1)}/v1"
             try:
-                with urllib.request.urlopen(f"{base_url}/models", timeout=2):
-                    break
+                if base_url is not None:
+                    with urllib.request.urlopen(f"{base_url}/models", timeout=2):
+                        break
             except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"llama_cpp.server did not start in {startup_s:.0f} s"
-                    ) from None
-                time.sleep(0.3)
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"llama_cpp.server did not start in {startup_s:.0f} s")
+            time.sleep(0.3)
         yield base_url
     finally:
         proc.terminate()

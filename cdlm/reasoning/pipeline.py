@@ -7,6 +7,11 @@ the tagger's easy decisions.
   case the tagger's answer stays and the fallback is counted.
 - LLM-only mode (no checkpoint): discovery proposes the mentions; the grounded ones become the
   candidates for voting and self-check.
+- Self-check rule (``reasoning.selfcheck_when``): ``"changed"`` checks only the candidates whose
+  voted type differs from the tagger's decision ("none" for a likely-missed span); where vote
+  and tagger agree there is nothing to guard against. ``"always"`` checks every decided one.
+- Sentences are independent: :func:`route_many` runs a batch of them side by side, up to
+  ``llm.concurrency`` at once (serial for llama.cpp), with the same outcomes in the same order.
 
 Every entity is a span of the input: candidates come from the tagger's words or from grounded
 discovery effects snapped to whole words, so an invented span cannot reach the output.
@@ -14,6 +19,7 @@ discovery effects snapped to whole words, so an invented span cannot reach the o
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -21,7 +27,7 @@ from cdlm.reasoning.candidates import NONE, Candidate, Doc
 from cdlm.reasoning.discovery import discover, proposed_candidates
 from cdlm.reasoning.selfcheck import selfcheck
 from cdlm.reasoning.stage import Task
-from cdlm.reasoning.voting import vote
+from cdlm.reasoning.voting import VoteResult, vote
 
 
 @dataclass
@@ -116,10 +122,10 @@ def reason(task: Task, doc: Doc, cands: list[Candidate] | None) -> Outcome:
     voted = vote(task, doc, cands, disc.links)
     fallbacks += voted.abstentions
     trace.update(rounds=voted.rounds_run, consensus=voted.consensus)
-    decided = [c for c in cands if c.id in voted.decisions]
+    checked = [c for c in cands if c.id in voted.decisions and needs_check(task, c, voted)]
     verdicts = None
-    if decided and task.config.selfcheck != "off":
-        verdicts = selfcheck(task, doc, decided, {c.id: voted.decisions[c.id][0] for c in decided})
+    if checked and task.config.selfcheck != "off":
+        verdicts = selfcheck(task, doc, checked, {c.id: voted.decisions[c.id][0] for c in checked})
         fallbacks += int(verdicts is None)
     for cand in cands:
         links = [
@@ -140,7 +146,7 @@ def reason(task: Task, doc: Doc, cands: list[Candidate] | None) -> Outcome:
             {"expert": b.expert, "round": b.round, "scores": b.scores, "reason": b.reason}
             for b in voted.ballots[cand.id]
         ]
-        if verdicts is not None:
+        if verdicts is not None and cand.id in verdicts:
             v = verdicts[cand.id]
             explanation["selfcheck"] = {
                 "context_type": v.context_type,
@@ -156,6 +162,13 @@ def reason(task: Task, doc: Doc, cands: list[Candidate] | None) -> Outcome:
     return outcome
 
 
+def needs_check(task: Task, cand: Candidate, voted: VoteResult) -> bool:
+    """The self-check rule (module docstring): a vote that changed the tagger's decision."""
+    if task.config.selfcheck_when == "always":
+        return True
+    return voted.decisions[cand.id][0] != (cand.tagger_type or NONE)
+
+
 def route(task: Task | None, doc: Doc, cands: list[Candidate], hard: list[Candidate]) -> Outcome:
     """Tagger answer for the easy candidates, LLM answer for the ``hard`` ones."""
     if not hard or task is None:
@@ -165,3 +178,13 @@ def route(task: Task | None, doc: Doc, cands: list[Candidate], hard: list[Candid
     outcome = reason(task, doc, hard)
     outcome.entities = sorted(easy + outcome.entities, key=lambda e: e.start)
     return outcome
+
+
+def route_many(
+    task: Task | None, batch: Sequence[tuple[Doc, list[Candidate], list[Candidate]]]
+) -> Iterator[Outcome]:
+    """:func:`route` over ``(doc, candidates, hard candidates)`` of independent sentences, up to
+    the backend's concurrency at once; outcomes yielded in input order."""
+    if task is None:
+        return (route(None, doc, cands, hard) for doc, cands, hard in batch)
+    return task.map(lambda item: route(task, *item), batch)

@@ -1,9 +1,10 @@
 """``cdlm predict --llm llama|gpt``: raw texts in, merged tagger + LLM entities out.
 
 With a tagger, each text is tagged once (:func:`cdlm.predict.tag_texts`), the router picks the
-hard candidates and the LLM decides those; everything else keeps the tagger's answer. Without a
-tagger (LLM-only mode) every text goes through discovery, which proposes the mentions; the types
-then come from ``prompts/labels/<domain>.toml``.
+hard candidates and the LLM decides those; everything else keeps the tagger's answer. The
+sentences of a chunk go to the LLM side by side (``llm.concurrency``; serial for llama.cpp).
+Without a tagger (LLM-only mode) every text goes through discovery, which proposes the mentions;
+the types then come from ``prompts/labels/<domain>.toml``.
 
 Each record is ``{"text", "entities": [{start, end, text, label, score, source}]}`` plus, with
 ``explain``, each LLM entity's causal links, votes and self-check verdict, and a ``"llm"`` entry
@@ -20,7 +21,7 @@ from cdlm.data.text import tokenize
 from cdlm.errors import ConfigError
 from cdlm.llm.usage import UsageLog
 from cdlm.reasoning.candidates import Doc, extract_candidates
-from cdlm.reasoning.pipeline import Outcome, reason, route
+from cdlm.reasoning.pipeline import Outcome, reason, route_many
 from cdlm.reasoning.routing import Router
 from cdlm.reasoning.stages import load_prompts, make_task
 
@@ -75,10 +76,10 @@ def predict_with_llm(
     log = log or UsageLog()
     if model is None:
         target = domain or "politics"
-        task = make_task(cfg, target, llm_only_types(cfg, target), log=log)
-        for text in texts:
-            doc = _doc(text, tokenize(text))
-            outcome = reason(task, doc, None) if doc.tokens else Outcome([])
+        task = make_task(cfg, target, llm_only_types(cfg, target), log=log, explain=explain)
+        docs = [_doc(text, tokenize(text)) for text in texts]
+        outcomes = task.map(lambda d: reason(task, d, None) if d.tokens else Outcome([]), docs)
+        for doc, outcome in zip(docs, outcomes, strict=True):
             yield _record(doc, outcome, explain)
         return
 
@@ -86,7 +87,7 @@ def predict_with_llm(
 
     labels = list(model.labels)
     types = list(dict.fromkeys(lab[2:] for lab in labels if lab != "O"))
-    task = make_task(cfg, domain or model.config.train.target, types, log=log)
+    task = make_task(cfg, domain or model.config.train.target, types, log=log, explain=explain)
     router = Router.from_config(cfg.routing)
     chunk = 64
     for k in range(0, len(texts), chunk):
@@ -106,5 +107,6 @@ def predict_with_llm(
             for d, t in zip(docs, tagged, strict=True)
         ]
         hard = router.select(cands)  # a budget applies per chunk of texts
-        for doc, c, h in zip(docs, cands, hard, strict=True):
-            yield _record(doc, route(task, doc, c, h), explain)
+        batch = list(zip(docs, cands, hard, strict=True))
+        for doc, outcome in zip(docs, route_many(task, batch), strict=True):
+            yield _record(doc, outcome, explain)

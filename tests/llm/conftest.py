@@ -7,13 +7,11 @@ so every failure path of the real ``openai`` client plus our retry/repair layer 
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from llm_fault_server import FaultServer, free_port, make_handler
+from llm_fault_server import FaultServer, running
 
 from cdlm.config import LLMConfig
 from cdlm.llm.server import local_server
@@ -41,14 +39,5 @@ def llama_server(smollm_path: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 @pytest.fixture
 def fault_server() -> Iterator[FaultServer]:
-    port = free_port()
-    state = FaultServer(base_url=f"http://127.0.0.1:{port}/v1", script=[])
-    httpd = ThreadingHTTPServer(("127.0.0.1", port), make_handler(state))
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with running() as state:
         yield state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()

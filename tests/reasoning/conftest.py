@@ -58,8 +58,14 @@ class ScriptedBackend:
         self.requests: list[tuple[str, list[Message]]] = []
 
     def complete(
-        self, messages: list[Message], schema: type[BaseModel], *, stage: str = ""
+        self,
+        messages: list[Message],
+        schema: type[BaseModel],
+        *,
+        stage: str = "",
+        logprobs: bool = False,
     ) -> LLMResult[Any]:
+        """No log-probabilities: a choice answer's letters count as they are."""
         self.requests.append((stage, messages))
         answer = self.script(stage, schema, messages)
         usage = Usage(stage=stage, calls=1, prompt_tokens=10, completion_tokens=5)
