@@ -6,6 +6,7 @@ import re
 from typing import Literal
 
 import pytest
+from choice_prompt import CHOICE, Pick
 from pydantic import BaseModel, Field
 
 from cdlm.llm.base import Message
@@ -54,23 +55,6 @@ def test_the_compact_grammar_makes_padding_impossible(smollm_backend, monkeypatc
     padded = smollm_backend._generate(PRETTY, Card, 60)
     Card.model_validate_json(padded.text)
     assert re.search(r"\s", outside_strings(padded.text)), padded.text
-
-
-class Pick(BaseModel):
-    c0: Literal["A", "B", "C", "D"]
-    c1: Literal["A", "B", "C"]
-
-
-CHOICE = [
-    Message(role="system", content="You annotate named entities. Answer with JSON only."),
-    Message(
-        role="user",
-        content='Sentence: """Angela Merkel led the CDU in Berlin."""\nFor every mention answer '
-        "the letter of the option that fits it:\n"
-        '- c0 "Angela Merkel": A) politician B) person C) politicalparty D) none\n'
-        '- c1 "CDU": A) politicalparty B) organisation C) none',
-    ),
-]
 
 
 def _letters(text: str) -> dict[str, str]:

@@ -12,51 +12,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from cdlm.errors import TemplateError
-from cdlm.reasoning.candidates import Candidate, Doc, Option, extract_candidates, ground
+from cdlm.reasoning.candidates import Candidate, Doc, Option, ground
 from cdlm.reasoning.pipeline import reason, route
 from cdlm.reasoning.routing import Router, calibrate
 from cdlm.reasoning.selfcheck import revise
 from cdlm.reasoning.stages import load_prompts
 from cdlm.reasoning.templates import default_prompts_dir
 from cdlm.reasoning.voting import Ballot, ChoiceAnswer, aggregate
-
-LABELS = [
-    "O",
-    "B-politician",
-    "I-politician",
-    "B-person",
-    "I-person",
-    "B-politicalparty",
-    "I-politicalparty",
-]
-
-
-def _probs(rows: list[dict[str, float]]) -> np.ndarray:
-    out = np.zeros((len(rows), len(LABELS)))
-    for i, row in enumerate(rows):
-        for lab, p in row.items():
-            out[i, LABELS.index(lab)] = p
-    return out
-
-
-@pytest.fixture
-def doc_and_cands() -> tuple[Doc, list[Candidate]]:
-    doc = Doc.from_tokens(["Angela", "Merkel", "led", "the", "CDU", "."])
-    probs = _probs(
-        [
-            {"B-politician": 0.5, "B-person": 0.4, "O": 0.1},
-            {"I-politician": 0.55, "I-person": 0.35, "O": 0.1},
-            {"O": 0.97, "B-person": 0.03},
-            {"O": 0.99, "B-person": 0.01},
-            {"O": 0.5, "B-politicalparty": 0.45, "B-person": 0.05},
-            {"O": 0.99, "B-person": 0.01},
-        ]
-    )
-    return doc, extract_candidates(doc, probs, LABELS, top_k=2, missed_o_max=0.6)
 
 
 def vote_answer(schema, prefer: dict[int, str], messages=None) -> dict:
