@@ -249,7 +249,7 @@ class AugmentConfig(Section):
     # Keep a generated sentence only if the original-data tagger tags EVERY token correctly.
     filter: bool = True
     # `cdlm train --augment factmix`: augment the target train set before fine-tuning (the filter
-    # tagger is fine-tuned on the original target set first; see cdlm/augment/training.py).
+    # tagger is fine-tuned on the original target set first; see cdlm/experiments/factmix.py).
     method: Literal["none", "factmix"] = "none"
 
 

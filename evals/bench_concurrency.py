@@ -32,6 +32,7 @@ from llm_fault_server import Step, running, schema_answer  # noqa: E402
 
 from cdlm.config import CdlmConfig, load_config  # noqa: E402
 from cdlm.errors import CdlmError  # noqa: E402
+from cdlm.results import write_results  # noqa: E402
 
 
 def outcome_key(outcome: Any) -> list[Any]:
@@ -45,8 +46,8 @@ def outcome_key(outcome: Any) -> list[Any]:
 
 
 def run_once(cfg: CdlmConfig, views: list[Any], types: list[str], domain: str) -> dict[str, Any]:
+    from cdlm.experiments.llm_eval import run_pipeline
     from cdlm.llm.gpt import GptBackend
-    from cdlm.reasoning.evaluate import run_pipeline
     from cdlm.reasoning.routing import Router
     from cdlm.reasoning.stages import make_task
 
@@ -73,9 +74,7 @@ def main() -> None:
         record = bench(args)
     except CdlmError as exc:
         sys.exit(f"error: {exc}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    args.out.with_suffix(".md").write_text(markdown(record), encoding="utf-8")
+    write_results(args.out, record, markdown(record))
     print(markdown(record))
     print(f"wrote {args.out}")
 
@@ -83,9 +82,9 @@ def main() -> None:
 def bench(args: argparse.Namespace) -> dict[str, Any]:
     from cdlm.data.bio import OUTSIDE
     from cdlm.data.registry import load_split
+    from cdlm.experiments.llm_eval import seeded_subset, tagger_views
     from cdlm.model.tagger import Tagger
     from cdlm.provenance import stamp
-    from cdlm.reasoning.evaluate import seeded_subset, tagger_views
 
     overrides: dict[str, Any] = {}
     for item in args.set:

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from cdlm.errors import DataError
+from cdlm.results import RESULTS_DIR
 
 
 def _print_scores(title: str, scores) -> None:  # scores: cdlm.metrics.SpanScores
@@ -91,7 +92,7 @@ def train(
 ) -> None:
     """Pre-train on the source domain (cached), fine-tune on the target, keep the best epoch."""
     from cdlm.config import VARIANTS, load_config
-    from cdlm.train import train as run_training
+    from cdlm.experiments.train import train as run_training
 
     flags = {
         "train.target": target,
@@ -157,9 +158,9 @@ def evaluate(
     domain: Annotated[
         str | None, typer.Option(help="Evaluate on this domain instead of the checkpoint's target.")
     ] = None,
-    results_dir: Annotated[Path, typer.Option(help="Where the JSON and Markdown go.")] = Path(
-        "evals/results"
-    ),
+    results_dir: Annotated[
+        Path, typer.Option(help="Where the JSON and Markdown go.")
+    ] = RESULTS_DIR,
     suite: Annotated[
         Path | None,
         typer.Option(
@@ -220,7 +221,7 @@ def evaluate(
 ) -> None:
     """Strict IOB2 span P/R/F1 and a per-type table, written to evals/results/ (JSON + Markdown)."""
     if suite is not None:
-        from cdlm.suite import load_suite, run_suite, select_domains, select_variants
+        from cdlm.experiments.suite import load_suite, run_suite, select_domains, select_variants
 
         spec = load_suite(suite)
         if variants:
@@ -233,12 +234,12 @@ def evaluate(
             f"{spec.results_dir}/{spec.name}.json and .md"
         )
         return
-    from cdlm.evaluate import evaluate_checkpoint, write_results
-    from cdlm.predict import default_checkpoint
+    from cdlm.experiments.evaluate import evaluate_checkpoint, write_results
+    from cdlm.inference.tagging import default_checkpoint
 
     if llm != "none":
         from cdlm.config import llm_run_config
-        from cdlm.reasoning.evaluate import llm_eval, write_llm_results
+        from cdlm.experiments.llm_eval import llm_eval, write_llm_results
 
         cfg = llm_run_config(config, llm, model, base_url)
         res = llm_eval(
@@ -344,7 +345,7 @@ def predict(
     """Tag raw text: one JSON object per input line with entity character offsets."""
     from cdlm.config import check_llm_choice
     from cdlm.errors import ConfigError
-    from cdlm.predict import conll_lines, load_tagger, tag_texts
+    from cdlm.inference.tagging import conll_lines, load_tagger, tag_texts, tagger_record
 
     if format not in ("jsonl", "conll"):
         raise ConfigError(f"--format: expected jsonl or conll, got {format!r}")
@@ -358,8 +359,8 @@ def predict(
         if format != "jsonl":
             raise ConfigError("--format conll is not available with --llm; use jsonl")
         from cdlm.config import llm_run_config
-        from cdlm.predict import default_checkpoint, optional_tagger
-        from cdlm.reasoning.predict import predict_with_llm
+        from cdlm.inference.predict import predict_with_llm
+        from cdlm.inference.tagging import default_checkpoint, optional_tagger
 
         cfg = llm_run_config(
             config,
@@ -388,8 +389,7 @@ def predict(
     for k in range(0, len(texts), chunk):
         for tagged in tag_texts(model, texts[k : k + chunk]):
             if format == "jsonl":
-                record = {"text": tagged.text, "entities": tagged.entities}
-                print(json.dumps(record, ensure_ascii=False))
+                print(json.dumps(tagger_record(tagged), ensure_ascii=False))
             else:
                 print("\n".join([*conll_lines(tagged), ""]))
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 import random
 import time
 from collections.abc import Iterator, Sequence
@@ -34,15 +33,14 @@ from pydantic import BaseModel
 from cdlm.config import CdlmConfig
 from cdlm.data.bio import Sentence
 from cdlm.errors import ConfigError
-from cdlm.locks import claim
 from cdlm.metrics import SpanScores
+from cdlm.results import write_json
+from cdlm.runs import claim, default_out_dir, runs_dir, target_of
 
 if TYPE_CHECKING:
     import torch
 
     from cdlm.model.tagger import Tagger
-
-RUNS_ENV = "CDLM_RUNS_DIR"
 
 
 class EpochLog(BaseModel):
@@ -70,24 +68,6 @@ class TrainResult(BaseModel):
     history: list[EpochLog]
     # `--augment factmix`: grid points with dev F1, the chosen ratios, generated/kept counts.
     augment: dict[str, Any] | None = None
-
-
-def runs_dir(path: Path | str | None = None) -> Path:
-    """Where checkpoints and the source cache go."""
-    return Path(path or os.environ.get(RUNS_ENV) or "runs")
-
-
-def default_out_dir(config: CdlmConfig, runs: Path | str | None = None) -> Path:
-    from cdlm.data.registry import domain_name
-
-    target = domain_name(_target(config))
-    return runs_dir(runs) / f"{target}__{config.train.variant}__seed{config.train.seed}"
-
-
-def _target(config: CdlmConfig) -> str:
-    if not config.train.target:
-        raise ConfigError("train.target: no target domain given (use --target politics)")
-    return config.train.target
 
 
 def set_seed(seed: int) -> None:
@@ -357,13 +337,13 @@ def _fusion_module(
         raise ConfigError(
             "fusion.enabled: label graphs need a source model (train.source_epochs > 0)"
         )
-    full = len(train_sents) == len(load_split(_target(config), "train", data_dir))
+    full = len(train_sents) == len(load_split(target_of(config), "train", data_dir))
     graphs = load_or_build(
         source,
         config,
         source_dir,
         source=config.train.source,
-        target=_target(config),
+        target=target_of(config),
         cache_dir=source_dir / "graphs" if full else None,
         target_sentences=train_sents,
         data_dir=data_dir,
@@ -384,7 +364,7 @@ def fit(
 ) -> tuple[int, SpanScores, list[EpochLog]]:
     """Target fine-tuning with early stopping on dev F1; leaves the best epoch's weights in
     ``model``. Returns (best epoch, its dev scores, history)."""
-    from cdlm.evaluate import score_model
+    from cdlm.experiments.evaluate import score_model
 
     t = config.train
     steps = t.target_epochs * ((len(train_sentences) + t.batch_size - 1) // t.batch_size)
@@ -466,10 +446,10 @@ def _train(
 ) -> TrainResult:
     from cdlm.data.registry import domain_labels, domain_name, load_split
     from cdlm.data.sampling import k_shot
-    from cdlm.evaluate import score_model
+    from cdlm.experiments.evaluate import score_model
     from cdlm.provenance import stamp
 
-    target = _target(config)
+    target = target_of(config)
     t = config.train
     out = Path(out_dir) if out_dir is not None else default_out_dir(config, runs)
     # Load the data first: a bad file should fail before minutes of source training.
@@ -492,8 +472,8 @@ def _train(
         return model, *fit(model, sentences, dev_sents, config, progress)
 
     augment_record = None
-    if config.augment.method == "factmix":  # FactMix semi-facts (cdlm/augment/training.py)
-        from cdlm.augment.training import factmix_fine_tune
+    if config.augment.method == "factmix":  # FactMix semi-facts (cdlm/experiments/factmix.py)
+        from cdlm.experiments.factmix import factmix_fine_tune
 
         (model, best_epoch, dev_scores, history), augment_record = factmix_fine_tune(
             train_sents, config, fine_tune, data_dir, runs
@@ -502,7 +482,7 @@ def _train(
         model, best_epoch, dev_scores, history = fine_tune(train_sents)
     source = None  # free the source model (not `del`: fine_tune closes over the name)
     if config.causal.explicit and config.causal.alpha_grid:  # debiasing strength, dev only
-        from cdlm.debias import sweep_alpha
+        from cdlm.experiments.debias import sweep_alpha
 
         _, _, dev_scores = sweep_alpha(model, dev_sents, config.causal.alpha_grid)
     target_seconds = time.perf_counter() - start
@@ -534,5 +514,5 @@ def _train(
         **result.model_dump(mode="json"),
         "provenance": stamp(seed=t.seed, config=config.model_dump(mode="json")),
     }
-    (out / "scores.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    write_json(out / "scores.json", record)  # last: its presence means the run finished
     return result
