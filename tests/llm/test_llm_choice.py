@@ -32,13 +32,18 @@ class NotAChoice(BaseModel):
     c0: Literal["A", "B"]
 
 
+class TypeNames(BaseModel):
+    c0: Literal["politician", "person"]
+
+
 def test_layout_lists_the_letter_fields_then_the_rest() -> None:
     layout = choice_layout(Pick)
     assert layout.fields == (("c0", ("A", "B", "C", "D")), ("c3", ("A", "B")))
     assert layout.rest is not None and list(layout.rest["properties"]) == ["r0"]
     assert layout.rest["required"] == ["r0"] and layout.rest["additionalProperties"] is False
-    with pytest.raises(TypeError, match="starts with letter fields"):
-        choice_layout(NotAChoice)
+    for model in (NotAChoice, TypeNames):
+        with pytest.raises(TypeError, match="starts with letter fields"):
+            choice_layout(model)
 
 
 def test_renormalise_over_the_offered_options_only() -> None:
@@ -54,11 +59,12 @@ def tokens(*parts: tuple[str, float, dict[str, float]]) -> list[TokenLogprobs]:
 
 def test_probs_from_server_tokens_with_a_merged_letter_token() -> None:
     """The server may emit ``"B`` as one token: its alternatives count only in the same shape
-    (``"A``, ``"C``), never another shape that happens to hold a letter (``A``)."""
+    (``"A``, ``"D``), never another shape that happens to hold a letter (``A``, `` C``)."""
     text = '{"c0": "B", "c3":"A", "r0":"ok"}'
     toks = tokens(
         ('{"', 0.0, {}), ("c", 0.0, {}), ("0", 0.0, {}), ('":', 0.0, {}), (" ", 0.0, {}),
-        ('"B', math.log(0.5), {'"A': math.log(0.3), '"D': math.log(0.1), "A": math.log(0.1)}),
+        ('"B', math.log(0.5), {'"A': math.log(0.3), '"D': math.log(0.1), "A": math.log(0.1),
+                               " C": math.log(0.2)}),
         ('",', 0.0, {}), (' "c3":"', 0.0, {}),
         ("A", math.log(0.6), {"B": math.log(0.3), "C": math.log(0.1)}),
         ('", "r0":"ok"}', 0.0, {}),

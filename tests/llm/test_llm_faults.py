@@ -149,6 +149,25 @@ def test_concurrency_is_limited(fault_server):
     assert elapsed < 6 * 0.3 * 0.6  # parallel, not sequential
 
 
+def test_concurrency_is_limited_across_callers(fault_server):
+    """Callers that themselves run in parallel (sentences of a batch, each sending its experts
+    with complete_many) share the backend's slots: never more than llm.concurrency requests in
+    flight."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    fault_server.default = Step(delay=0.3)
+    backend = make(fault_server, concurrency=2)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        batches = list(
+            pool.map(
+                lambda _: backend.complete_many([Request(MESSAGES, PingAnswer, "x")] * 3),
+                range(3),
+            )
+        )
+    assert all(o.value.entities for batch in batches for o in batch)
+    assert fault_server.count == 9 and fault_server.max_in_flight == 2
+
+
 def test_schema_goes_in_request_only_for_loopback(fault_server):
     make(fault_server).complete(MESSAGES, PingAnswer)
     fmt = fault_server.requests[0]["response_format"]
