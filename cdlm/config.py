@@ -187,6 +187,13 @@ class ReasoningConfig(Section):
     # Rule: a candidate whose tagger top probability is at least this is voted on by the first
     # expert alone; the others vote only on the rest. None = the whole panel on every candidate.
     solo_confidence: float | None = Field(0.9, ge=0.0, le=1.0)
+    # Rule: "unsure" = causal discovery only for sentences with a candidate below
+    # solo_confidence (its evidence is for the full panel); "always" = every routed sentence.
+    # LLM-only mode always runs it (it proposes the mentions).
+    discovery_when: Literal["always", "unsure"] = "always"
+    # Show the tagger's probability beside each option in the prompts (options are listed most
+    # probable first either way); off saves about 5 prompt tokens per option.
+    show_probs: bool = True
     # Candidate types shown per span (plus "none", and the tagger's own type if not among them);
     # at most 8, so a choice vote's options fit the letters A-J.
     top_k: int = Field(3, ge=1, le=8)

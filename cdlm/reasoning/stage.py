@@ -107,10 +107,12 @@ class Task:
         return self.config.max_reason_chars if self.reasons else None
 
     def type_context(self) -> dict[str, Any]:
-        """Template variables every stage gets: domain name and the types with descriptions."""
+        """Template variables every stage gets: domain name, the types with descriptions, and
+        whether the tagger's option probabilities are shown (``reasoning.show_probs``)."""
         return {
             "domain": self.prompts.domain_name(self.domain),
             "types": self.prompts.labels(self.domain, self.types),
+            "show_probs": self.config.show_probs,
         }
 
     def ask(self, stage: Stage, variables: dict[str, Any], schema: type[T]) -> T | None:

@@ -220,7 +220,7 @@ def vote_variables(
 
 def _samples(task: Task, doc: Doc, cands: list[Candidate]) -> Samples:
     """Round 1 and round 2 (another expert's ballot on the first candidate) of both forms of
-    vote, round 2 with reasons."""
+    vote; round 1 without the tagger's probabilities, round 2 with them and with reasons."""
     links = [Link("Chancellor", cands[0].text, cands[0].option_types[0], (0, 1), (0, 13))]
     ballot = Ballot(
         1, 1, {t: 0.75 - k / 4 for k, t in enumerate(cands[0].option_types)}, "she led a party"
@@ -228,8 +228,11 @@ def _samples(task: Task, doc: Doc, cands: list[Candidate]) -> Samples:
     round2 = [(cands[0], [ballot])]
     cases = []
     for form in ("choice", "scores"):
-        plain = replace(task, config=task.config.model_copy(update={"vote": form}), reasons=False)
-        reasons = replace(plain, reasons=True)
+        config = task.config.model_copy(update={"vote": form, "show_probs": False})
+        plain = replace(task, config=config, reasons=False)
+        reasons = replace(
+            plain, config=config.model_copy(update={"show_probs": True}), reasons=True
+        )
         cases += [
             (f"{form} round 1", vote_variables(plain, doc, "a linguist", 1, cands, links, [])),
             (

@@ -138,6 +138,20 @@ def test_confident_candidates_go_to_one_expert(scripted, doc_and_cands) -> None:
     assert all('- c0 "' in p for p in _vote_prompts(everyone))
 
 
+def test_discovery_only_where_the_tagger_is_unsure(scripted, doc_and_cands) -> None:
+    doc, cands = doc_and_cands
+    unsure = scripted(_script({}), discovery_when="unsure", solo_confidence=0.9)
+    reason(unsure, doc, cands)  # both candidates are below 0.9
+    assert [s for s, _ in unsure.backend.requests].count("discovery") == 1
+    sure = scripted(_script({}), discovery_when="unsure", solo_confidence=0.5)
+    out = reason(sure, doc, cands)
+    assert [s for s, _ in sure.backend.requests].count("discovery") == 0
+    assert out.fallbacks == 0 and out.trace["links"] == []
+    always = scripted(_script({}), discovery_when="always", solo_confidence=0.5)
+    reason(always, doc, cands)
+    assert [s for s, _ in always.backend.requests].count("discovery") == 1
+
+
 def test_selfcheck_only_where_the_vote_changed_the_tagger(scripted, doc_and_cands) -> None:
     doc, cands = doc_and_cands
     agree = scripted(_script({"CDU": "none"}))  # Merkel: "A" = politician = the tagger's type
