@@ -7,6 +7,7 @@ belongs to one part of the data flow in DESIGN.md; CLI flags override fields, TO
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -301,6 +302,21 @@ def one_line(err: ValidationError, source: str) -> str:
     field = ".".join(str(p) for p in first["loc"])
     more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
     return f"{source}: field '{field}': {first['msg']}{more}"
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """Dotted overrides from ``KEY=VALUE`` strings (``--set reasoning.vote=scores``); a value
+    that parses as JSON is that JSON (numbers, lists, ``null``), anything else the string."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. reasoning.experts=1")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
 
 
 def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> CdlmConfig:

@@ -20,7 +20,6 @@ Writes ``evals/results/bench_concurrency.json`` and ``.md`` (command, config, co
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ sys.path.insert(0, str(REPO / "tests" / "llm"))  # the loopback fault server of 
 
 from llm_fault_server import Step, running, schema_answer  # noqa: E402
 
-from cdlm.config import CdlmConfig, load_config  # noqa: E402
+from cdlm.config import CdlmConfig, load_config, parse_overrides  # noqa: E402
 from cdlm.errors import CdlmError  # noqa: E402
 from cdlm.results import write_results  # noqa: E402
 
@@ -86,13 +85,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     from cdlm.model.tagger import Tagger
     from cdlm.provenance import stamp
 
-    overrides: dict[str, Any] = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
+    overrides = parse_overrides(args.set)
     base = load_config(None, overrides)
     model = Tagger.load(args.checkpoint)
     domain = str(model.config.train.target)
