@@ -180,8 +180,11 @@ class Task:
         if self.workers <= 1 or len(items) <= 1:
             yield from map(fn, items)
             return
-        with ThreadPoolExecutor(max_workers=min(self.workers, len(items))) as pool:
+        pool = ThreadPoolExecutor(max_workers=min(self.workers, len(items)))
+        try:
             yield from pool.map(fn, items)
+        finally:  # an error (or a consumer that stops) cancels the items not started yet
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def candidate_context(cands: list[Candidate]) -> list[dict[str, Any]]:
