@@ -13,7 +13,8 @@ constrains decoding with a grammar.
 Choice answers with ``logprobs`` ask the server for each answer token's ``top_logprobs``
 (``llm.top_logprobs``) and read every letter's distribution from them
 (:func:`cdlm.llm.choice.probs_from_tokens`); a server that returns none leaves the probabilities
-out and the caller takes the answer's letters as they are.
+out and the caller takes the answer's letters as they are. A model that refuses the parameter
+(HTTP 400 naming logprobs) is asked again without it, and from then on, with one warning.
 
 Transport retries are tenacity's alone (the client's own ``max_retries`` is 0): 408/409/429/5xx,
 timeouts and connection errors back off exponentially, a ``Retry-After`` header is honoured,
@@ -25,6 +26,7 @@ from __future__ import annotations
 import email.utils
 import ipaddress
 import json
+import logging
 import os
 import time
 from typing import Any
@@ -46,6 +48,8 @@ from cdlm.llm.cache import AnswerCache
 from cdlm.llm.choice import TokenLogprobs, choice_layout, probs_from_tokens
 from cdlm.llm.schema import bounded_schema
 from cdlm.llm.structured import Generation, StructuredBackend
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "gpt-3.5-turbo-0125"
 OPENAI_URL = "https://api.openai.com/v1"
@@ -146,6 +150,7 @@ class GptBackend(StructuredBackend):
         self.client = openai.OpenAI(
             api_key=key, base_url=self.base_url, timeout=cfg.timeout_s, max_retries=0
         )
+        self.logprobs_supported = True  # until the server refuses them once
 
     @property
     def model_id(self) -> str:
@@ -172,7 +177,7 @@ class GptBackend(StructuredBackend):
         cfg = self.cfg
         start = time.monotonic()
         extra: dict[str, Any] = {}
-        if logprobs:
+        if logprobs and self.logprobs_supported:
             extra = {"logprobs": True, "top_logprobs": cfg.top_logprobs}
 
         def wait(state: RetryCallState) -> float:
@@ -207,6 +212,16 @@ class GptBackend(StructuredBackend):
             # A 200 whose body is not a chat completion: treat as an unusable answer (repaired).
             return Generation(text=str(exc.body or "")[:2000], retries=attempts - 1)
         except openai.BadRequestError as exc:
+            if extra and "logprobs" in str(exc).lower():  # a model that cannot return them
+                self.logprobs_supported = False
+                logger.warning(
+                    "warning: %s (model %s) refuses logprobs (%s); choice votes count the "
+                    "answered letters from now on",
+                    self.url,
+                    self.model,
+                    _short(exc),
+                )
+                return self._generate(messages, schema, max_tokens, logprobs)
             if exc.code == "context_length_exceeded":  # OpenAI and llama_cpp.server both say so
                 raise ContextOverflowError(
                     f"{self.url} (model {self.model}): {_short(exc)}; shorten the prompt or "
