@@ -7,6 +7,7 @@ belongs to one part of the data flow in DESIGN.md; CLI flags override fields, TO
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -140,7 +141,9 @@ class LLMConfig(Section):
     max_retries: int = Field(4, ge=0)  # transport retries (429/5xx/timeouts) per request
     max_total_s: float = Field(300.0, gt=0.0)  # bound on one request with all its retries
     repair_retries: int = Field(1, ge=0)  # re-asks that show the model its validation error
-    concurrency: int = Field(4, ge=1)  # parallel API requests in complete_many
+    # Requests in flight at once: the experts of a round and the routed sentences of a batch go
+    # out together up to this many (a llama backend is one context: it stays serial).
+    concurrency: int = Field(4, ge=1)
     cache_dir: str | None = None  # None = the user cache folder
     # Also cache requests that never validated: a re-run falls back at once instead of paying
     # again (more llm.repair_retries than the failure had asks again).
@@ -158,6 +161,9 @@ class LLMConfig(Section):
     # "ram" = also saved states of earlier prompts (LlamaRAMCache), "off" = none.
     kv_cache: Literal["off", "last", "ram"] = "last"
     kv_cache_mb: int = Field(1024, ge=1)  # capacity of the "ram" KV cache
+    # gpt: alternatives asked per answer token when a choice is scored from log-probabilities
+    # (OpenAI allows up to 20); an offered letter outside them counts as probability 0.
+    top_logprobs: int = Field(10, ge=1, le=20)
 
     def answer_budget(self, stage: str = "") -> int:
         """The answer budget of a stage: ``stage_max_tokens[stage]``, else ``max_tokens``."""
@@ -168,8 +174,30 @@ class ReasoningConfig(Section):
     """LLM reasoning stages (DESIGN.md section 4, cdlm/reasoning/)."""
 
     experts: int = Field(3, ge=1)  # personas voting; the first `experts` of `personas` are used
-    rounds: int = Field(2, ge=1)  # voting rounds at most; consensus stops earlier
-    top_k: int = Field(3, ge=1)  # candidate types shown per span (plus "none")
+    # Voting rounds at most. Rule: a later round re-asks only the candidates whose experts split.
+    rounds: int = Field(2, ge=1)
+    # "choice": each expert picks a letter per candidate among the tagger's top types + "none";
+    # "scores": each expert scores every option 1-5 on three criteria (the paper's vote).
+    vote: Literal["choice", "scores"] = "choice"
+    # Choice votes: read the options' probabilities from the model's log-probabilities where the
+    # backend gives them (llama.cpp: one pass, no generation; gpt: logprobs of the answer).
+    logprobs: bool = True
+    # Free-text reasons in votes and self-checks: "explain" = only when the output is explained
+    # (`--explain`), "always", "never". They cost most of an answer's tokens.
+    reasons: Literal["explain", "always", "never"] = "explain"
+    # Rule: a candidate whose tagger top probability is at least this is voted on by the first
+    # expert alone; the others vote only on the rest. None = the whole panel on every candidate.
+    solo_confidence: float | None = Field(0.9, ge=0.0, le=1.0)
+    # Rule: "unsure" = causal discovery only for sentences with a candidate below
+    # solo_confidence (its evidence is for the full panel); "always" = every routed sentence.
+    # LLM-only mode always runs it (it proposes the mentions).
+    discovery_when: Literal["always", "unsure"] = "always"
+    # Show the tagger's probability beside each option in the prompts (options are listed most
+    # probable first either way); off saves about 5 prompt tokens per option.
+    show_probs: bool = True
+    # Candidate types shown per span (plus "none", and the tagger's own type if not among them);
+    # at most 8, so a choice vote's options fit the letters A-J.
+    top_k: int = Field(3, ge=1, le=8)
     personas: list[str] = [
         "a computational linguist who annotates named entities for a living",
         "a domain expert who knows the people, groups and works of this field",
@@ -179,10 +207,13 @@ class ReasoningConfig(Section):
     missed_o_max: float = Field(0.6, ge=0.0, le=1.0)
     max_links: int = Field(4, ge=1)  # causal links per sentence (bounded JSON array)
     max_phrase_chars: int = Field(60, ge=8)  # bound on every phrase/mention string
-    max_reason_chars: int = Field(60, ge=8)  # bound on every free-text reason
+    max_reason_chars: int = Field(40, ge=8)  # bound on every free-text reason
     # Self-check counterfactual: "placeholder" re-reads the sentence with the mention replaced by
     # `placeholder`; "runner_up" asks whether the runner-up type fits better.
     selfcheck: Literal["placeholder", "runner_up", "off"] = "placeholder"
+    # Rule: "changed" = self-check only the candidates whose voted type differs from the
+    # tagger's decision (the rest keep a decision both agree on); "always" = every candidate.
+    selfcheck_when: Literal["changed", "always"] = "changed"
     placeholder: str = "[ENTITY {id}]"  # "{id}" becomes the candidate's number
     prompts_dir: str | None = None  # None = the defaults inside the package (cdlm/prompts/)
     # A label file ([types] name = "description", optional domain = "...") for the domain being
@@ -274,6 +305,21 @@ def one_line(err: ValidationError, source: str) -> str:
     field = ".".join(str(p) for p in first["loc"])
     more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
     return f"{source}: field '{field}': {first['msg']}{more}"
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """Dotted overrides from ``KEY=VALUE`` strings (``--set reasoning.vote=scores``); a value
+    that parses as JSON is that JSON (numbers, lists, ``null``), anything else the string."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. reasoning.experts=1")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
 
 
 def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> CdlmConfig:

@@ -24,12 +24,11 @@ Writes ``evals/results/<domain>__llm-<backend>__seed<N>.json`` and ``.md`` (with
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
 
-from cdlm.config import load_config
+from cdlm.config import load_config, parse_overrides
 from cdlm.errors import CdlmError
 from cdlm.experiments.llm_eval import llm_eval, write_llm_results
 
@@ -100,13 +99,7 @@ def run(args: argparse.Namespace) -> None:
             [float(s) for s in args.shares.split(",")] if args.shares else None
         ),
     }
-    for item in args.set:
-        key, _, value = item.partition("=")
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
-    cfg = load_config(None, overrides)
+    cfg = load_config(None, overrides | parse_overrides(args.set))
     result = llm_eval(
         args.checkpoint,
         cfg,

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from llm_fault_server import FaultServer, serve
+from llm_fault_server import FaultServer, running
 
 REPO = Path(__file__).resolve().parents[1]
 CROSSNER = REPO.parent / "shared" / "data" / "crossner"
@@ -42,7 +42,7 @@ def _pinned_locations(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None
 @pytest.fixture
 def fault_server() -> Iterator[FaultServer]:
     """A scripted OpenAI-shaped server on 127.0.0.1 (tests/llm_fault_server.py)."""
-    with serve() as state:
+    with running() as state:
         yield state
 
 

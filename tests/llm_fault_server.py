@@ -5,11 +5,17 @@ Each request gets the next scripted behaviour (429 with Retry-After, 500, a hang
 ``responder`` answers from the request itself instead (scripted answers that do not depend on
 the order concurrent requests arrive in). The server records every request, and the most
 requests it ever had in flight at once, so tests check counts and order, never wall time.
+
+A step's content may also be a function of the request body: :func:`schema_answer` answers
+every request with a valid instance of the JSON schema it sends (llm.json_schema_in_request),
+chosen deterministically from the request, so whole reasoning runs go through the server in
+any order -- with a fixed ``delay``, a stand-in for an API whose latency overlaps requests.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import socket
 import threading
@@ -27,7 +33,7 @@ class Step:
     """One scripted reply: an HTTP status, a content string, optional headers/delay."""
 
     status: int = 200
-    content: str = VALID
+    content: str | Callable[[dict[str, Any]], str] = VALID  # text, or text from the request
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds before answering (cut short when the server closes)
     finish_reason: str = "stop"
@@ -92,7 +98,8 @@ def make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
                 if step.raw_body is not None:
                     payload = step.raw_body
                 elif step.status == 200:
-                    payload = json.dumps(_completion(step)).encode()
+                    content = step.content(body) if callable(step.content) else step.content
+                    payload = json.dumps(_completion(step, content)).encode()
                 else:
                     payload = json.dumps({"error": {"message": f"scripted {step.status}"}}).encode()
                 self.send_response(step.status)
@@ -111,7 +118,7 @@ def make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def _completion(step: Step) -> dict[str, Any]:
+def _completion(step: Step, content: str) -> dict[str, Any]:
     return {
         "id": "cmpl-fault",
         "object": "chat.completion",
@@ -120,7 +127,7 @@ def _completion(step: Step) -> dict[str, Any]:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": step.content},
+                "message": {"role": "assistant", "content": content},
                 "finish_reason": step.finish_reason,
             }
         ],
@@ -129,13 +136,13 @@ def _completion(step: Step) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def serve() -> Iterator[FaultServer]:
-    """A fault server on a port the OS picks (bound once, so no other process can take it
-    between choosing and binding); its ``base_url`` names the port it got."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+def running(default: Step | None = None) -> Iterator[FaultServer]:
+    """A fault server on 127.0.0.1 (port 0: the system picks a free one, the server reports
+    it), answering every request with ``default`` until the script says otherwise."""
+    state = FaultServer(base_url="", script=[], default=default or Step())
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(state))
     httpd.daemon_threads = True
-    state = FaultServer(base_url=f"http://127.0.0.1:{httpd.server_address[1]}/v1", script=[])
-    httpd.RequestHandlerClass = make_handler(state)
+    state.base_url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
@@ -153,3 +160,49 @@ def refused_url() -> Iterator[str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+# -- answers built from the request's JSON schema ----------------------------------------------
+def schema_answer(body: dict[str, Any]) -> str:
+    """A compact, valid instance of the request's ``response_format`` schema; every choice
+    (enum) is picked by a hash of the messages and the field's path, so the same request always
+    gets the same answer and different experts or sentences get different ones."""
+    schema = body["response_format"]["schema"]
+    seed = json.dumps(body["messages"], sort_keys=True)
+    value = _instance(schema, schema.get("$defs", {}), seed, "")
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _pick(options: list[Any], seed: str, path: str) -> Any:
+    digest = hashlib.sha256(f"{seed}|{path}".encode()).digest()
+    return options[int.from_bytes(digest[:4], "big") % len(options)]
+
+
+def _instance(node: dict[str, Any], defs: dict[str, Any], seed: str, path: str) -> Any:
+    if "$ref" in node:
+        return _instance(defs[node["$ref"].rsplit("/", 1)[1]], defs, seed, path)
+    if "const" in node:
+        return node["const"]
+    if "enum" in node:
+        return _pick(node["enum"], seed, path)
+    if "anyOf" in node:
+        return _instance(node["anyOf"][0], defs, seed, path)
+    kind = node.get("type")
+    if kind == "object":
+        props = node.get("properties", {})
+        return {k: _instance(v, defs, seed, f"{path}.{k}") for k, v in props.items()}
+    if kind == "array":
+        if "prefixItems" in node:
+            return [
+                _instance(item, defs, seed, f"{path}[{i}]")
+                for i, item in enumerate(node["prefixItems"])
+            ]
+        return [
+            _instance(node["items"], defs, seed, f"{path}[{i}]")
+            for i in range(node.get("minItems", 0))
+        ]
+    if kind == "string":
+        return "ok"
+    if kind in ("integer", "number"):
+        return node.get("minimum", 0)
+    if kind == "boolean":
+        return False
+    raise ValueError(f"schema_answer: unsupported schema node at {path or 'root'}: {node}")

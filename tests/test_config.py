@@ -28,3 +28,18 @@ def test_llm_run_config_applies_further_overrides_and_validates() -> None:
         llm_run_config(CdlmConfig(), "llama", overrides={"routing.budget": 2.0})
     with pytest.raises(ConfigError, match="--llm: expected one of none, llama, gpt, got 'bert'"):
         llm_run_config(None, "bert")
+
+
+def test_set_overrides_parse_json_values_and_refuse_a_missing_equals_sign() -> None:
+    from cdlm.config import parse_overrides
+
+    assert parse_overrides(["reasoning.vote=scores", "reasoning.experts=1", "x.y=null"]) == {
+        "reasoning.vote": "scores",
+        "reasoning.experts": 1,
+        "x.y": None,
+    }
+    assert parse_overrides(['llm.stage_max_tokens={"vote": 64}']) == {
+        "llm.stage_max_tokens": {"vote": 64}
+    }
+    with pytest.raises(ConfigError, match=r"--set 'reasoning\.vote': expected KEY=VALUE"):
+        parse_overrides(["reasoning.vote"])

@@ -36,7 +36,7 @@ from cdlm.errors import ConfigError
 from cdlm.llm.usage import UsageLog
 from cdlm.metrics import SpanScores, span_scores
 from cdlm.reasoning.candidates import Candidate, Doc, extract_candidates
-from cdlm.reasoning.pipeline import Outcome, route
+from cdlm.reasoning.pipeline import Outcome, route_many
 from cdlm.reasoning.routing import CalibrationPoint, Router, calibrate, difficulty
 from cdlm.reasoning.stage import Task
 from cdlm.reasoning.stages import make_task
@@ -130,10 +130,11 @@ def run_pipeline(
     hard = router.select([v.cands for v in views])
     outcomes: list[Outcome] = []
     start = time.perf_counter()
+    batch = [(v.doc, v.cands, h) for v, h in zip(views, hard, strict=True)]
     with Progress(transient=True) as progress:
         bar = progress.add_task(label, total=sum(1 for h in hard if h))
-        for view, h in zip(views, hard, strict=True):
-            outcomes.append(route(task, view.doc, view.cands, h))
+        for (_, _, h), outcome in zip(batch, route_many(task, batch), strict=True):
+            outcomes.append(outcome)
             if h:
                 progress.advance(bar)
     wall = time.perf_counter() - start

@@ -4,8 +4,9 @@ entities out.
 ``predict_texts`` is the user-facing, GLiNER-like call: the tagger alone
 (:mod:`cdlm.inference.tagging`), or with an LLM :func:`predict_with_llm`. With a tagger, each text
 is tagged once (:func:`cdlm.inference.tagging.tag_texts`), the router picks the hard candidates and
-the LLM decides those; everything else keeps the tagger's answer. Without a tagger (LLM-only mode)
-every text goes through discovery, which proposes the mentions; the types then come from
+the LLM decides those; everything else keeps the tagger's answer. The sentences of a chunk go to
+the LLM side by side (``llm.concurrency``; serial for llama.cpp). Without a tagger (LLM-only
+mode) every text goes through discovery, which proposes the mentions; the types then come from
 the domain's label file (``cdlm/prompts/labels/<domain>.toml`` or ``--labels FILE.toml``).
 
 Each record is ``{"text", "entities": [{start, end, text, label, score, source}]}`` plus, with
@@ -25,7 +26,7 @@ from cdlm.errors import ConfigError
 from cdlm.inference.tagging import load_tagger, optional_tagger, tag_texts, tagger_record
 from cdlm.llm.usage import UsageLog
 from cdlm.reasoning.candidates import Doc, extract_candidates
-from cdlm.reasoning.pipeline import Outcome, reason, route
+from cdlm.reasoning.pipeline import Outcome, reason, route_many
 from cdlm.reasoning.routing import Router
 from cdlm.reasoning.stages import load_prompts, make_task
 
@@ -90,16 +91,16 @@ def predict_with_llm(
     log = log or UsageLog()
     if model is None:
         target = domain or "politics"
-        task = make_task(cfg, target, llm_only_types(cfg, target), log=log)
-        for text in texts:
-            doc = _doc(text, tokenize(text))
-            outcome = reason(task, doc, None) if doc.tokens else Outcome([])
+        task = make_task(cfg, target, llm_only_types(cfg, target), log=log, explain=explain)
+        docs = [_doc(text, tokenize(text)) for text in texts]
+        outcomes = task.map(lambda d: reason(task, d, None) if d.tokens else Outcome([]), docs)
+        for doc, outcome in zip(docs, outcomes, strict=True):
             yield _record(doc, outcome, explain)
         return
 
     labels = list(model.labels)
     types = list(dict.fromkeys(lab[2:] for lab in labels if lab != "O"))
-    task = make_task(cfg, domain or model.config.train.target, types, log=log)
+    task = make_task(cfg, domain or model.config.train.target, types, log=log, explain=explain)
     router = Router.from_config(cfg.routing)
     chunk = 64
     for k in range(0, len(texts), chunk):
@@ -119,8 +120,9 @@ def predict_with_llm(
             for d, t in zip(docs, tagged, strict=True)
         ]
         hard = router.select(cands)  # a budget applies per chunk of texts
-        for doc, c, h in zip(docs, cands, hard, strict=True):
-            yield _record(doc, route(task, doc, c, h), explain)
+        batch = list(zip(docs, cands, hard, strict=True))
+        for doc, outcome in zip(docs, route_many(task, batch), strict=True):
+            yield _record(doc, outcome, explain)
 
 
 def predict_texts(

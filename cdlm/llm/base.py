@@ -2,7 +2,10 @@
 
 A caller sends chat messages plus a pydantic output model and gets back a validated instance and
 a usage record. Parsing, schema-constrained decoding, repair retries, transport retries and the
-cache are the backend's business; the reasoning stages never see raw text.
+cache are the backend's business; the reasoning stages never see raw text. A *choice* answer
+(leading fields that are each one of a few letters, :mod:`cdlm.llm.choice`) may also come with
+each field's option probabilities read from the model's log-probabilities (``logprobs=True``):
+``LLMResult.probs``.
 """
 
 from __future__ import annotations
@@ -32,10 +35,15 @@ class Usage(BaseModel):
     retries: int = 0  # transport retries + repair retries
 
 
+# field name -> option -> probability, renormalised over the options the schema offers
+ChoiceProbs = dict[str, dict[str, float]]
+
+
 @dataclass(frozen=True)
 class LLMResult(Generic[T]):
     value: T
     usage: Usage
+    probs: ChoiceProbs | None = None  # only for logprobs=True, where the backend gives them
 
 
 class LLMOutputError(Exception):
@@ -56,9 +64,10 @@ class LLMBackend(Protocol):
     model: str  # GGUF path or API model name
 
     def complete(
-        self, messages: list[Message], schema: type[T], *, stage: str = ""
+        self, messages: list[Message], schema: type[T], *, stage: str = "", logprobs: bool = False
     ) -> LLMResult[T]:
-        """Answer ``messages`` with an instance of ``schema``.
+        """Answer ``messages`` with an instance of ``schema``; with ``logprobs`` and a choice
+        schema, also the option probabilities where the backend can read them.
 
         Raises :class:`LLMOutputError` when no valid answer was obtained (caller falls back) and
         :class:`cdlm.errors.LLMError` for setup problems the user must fix.

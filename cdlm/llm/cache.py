@@ -5,7 +5,8 @@ sampling parameters, the output schema and the fully rendered messages. So an ed
 a new temperature or another GGUF is a miss, while an interrupted run re-asks nothing it already
 got: each validated answer is written as soon as it arrives, and so is each request that never
 validated (with how many attempts it had; more ``llm.repair_retries`` asks again). Only the
-answer text and its token counts (or the validation error) are stored -- never the key
+answer text, its token counts and a choice answer's option probabilities (or the validation
+error) are stored -- never the key
 material, and never an API key (keys are not an input).
 """
 
@@ -58,8 +59,22 @@ class AnswerCache:
         value = self._cache.get(key)
         return json.loads(value) if isinstance(value, str) else None
 
-    def put(self, key: str, text: str, prompt_tokens: int, completion_tokens: int) -> None:
-        record = {"text": text, "prompt": prompt_tokens, "completion": completion_tokens}
+    def put(
+        self,
+        key: str,
+        text: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        probs: dict[str, dict[str, float]] | None = None,
+    ) -> None:
+        """Store a validated answer (with a choice answer's option probabilities, if any)."""
+        record: dict[str, Any] = {
+            "text": text,
+            "prompt": prompt_tokens,
+            "completion": completion_tokens,
+        }
+        if probs is not None:
+            record["probs"] = probs
         self._cache.set(key, json.dumps(record))
 
     def put_failure(self, key: str, error: str, attempts: int) -> None:

@@ -10,6 +10,12 @@ validation and a repair retry (shared loop in :mod:`cdlm.llm.structured`). For l
 the schema also goes inside ``response_format`` (``llm.json_schema_in_request``), where it
 constrains decoding with a grammar.
 
+Choice answers with ``logprobs`` ask the server for each answer token's ``top_logprobs``
+(``llm.top_logprobs``) and read every letter's distribution from them
+(:func:`cdlm.llm.choice.probs_from_tokens`); a server that returns none leaves the probabilities
+out and the caller takes the answer's letters as they are. A model that refuses the parameter
+(HTTP 400 naming logprobs) is asked again without it, and from then on, with one warning.
+
 Transport retries are tenacity's alone (the client's own ``max_retries`` is 0): 408/409/429/5xx,
 timeouts and connection errors back off exponentially, a ``Retry-After`` header is honoured,
 and one request with all its retries never runs longer than ``llm.max_total_s``.
@@ -20,6 +26,7 @@ from __future__ import annotations
 import email.utils
 import ipaddress
 import json
+import logging
 import os
 import time
 from typing import Any
@@ -38,8 +45,11 @@ from cdlm.config import LLMConfig
 from cdlm.errors import ContextOverflowError, LLMError
 from cdlm.llm.base import Message
 from cdlm.llm.cache import AnswerCache
+from cdlm.llm.choice import TokenLogprobs, choice_layout, probs_from_tokens
 from cdlm.llm.schema import bounded_schema
 from cdlm.llm.structured import Generation, StructuredBackend
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "gpt-3.5-turbo-0125"
 OPENAI_URL = "https://api.openai.com/v1"
@@ -140,6 +150,7 @@ class GptBackend(StructuredBackend):
         self.client = openai.OpenAI(
             api_key=key, base_url=self.base_url, timeout=cfg.timeout_s, max_retries=0
         )
+        self.logprobs_supported = True  # until the server refuses them once
 
     @property
     def model_id(self) -> str:
@@ -155,12 +166,19 @@ class GptBackend(StructuredBackend):
         return fmt
 
     def _generate(
-        self, messages: list[Message], schema: type[BaseModel], max_tokens: int
+        self,
+        messages: list[Message],
+        schema: type[BaseModel],
+        max_tokens: int,
+        logprobs: bool = False,
     ) -> Generation:
         import openai
 
         cfg = self.cfg
         start = time.monotonic()
+        extra: dict[str, Any] = {}
+        if logprobs and self.logprobs_supported:
+            extra = {"logprobs": True, "top_logprobs": cfg.top_logprobs}
 
         def wait(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
@@ -188,11 +206,22 @@ class GptBackend(StructuredBackend):
                         max_tokens=max_tokens,
                         seed=cfg.seed,
                         timeout=max(0.1, min(cfg.timeout_s, remaining)),
+                        **extra,
                     )
         except openai.APIResponseValidationError as exc:
             # A 200 whose body is not a chat completion: treat as an unusable answer (repaired).
             return Generation(text=str(exc.body or "")[:2000], retries=attempts - 1)
         except openai.BadRequestError as exc:
+            if extra and "logprobs" in str(exc).lower():  # a model that cannot return them
+                self.logprobs_supported = False
+                logger.warning(
+                    "warning: %s (model %s) refuses logprobs (%s); choice votes count the "
+                    "answered letters from now on",
+                    self.url,
+                    self.model,
+                    _short(exc),
+                )
+                return self._generate(messages, schema, max_tokens, logprobs)
             if exc.code == "context_length_exceeded":  # OpenAI and llama_cpp.server both say so
                 raise ContextOverflowError(
                     f"{self.url} (model {self.model}): {_short(exc)}; shorten the prompt or "
@@ -205,13 +234,33 @@ class GptBackend(StructuredBackend):
             return Generation(text="", retries=attempts - 1)
         choice = response.choices[0]
         usage = response.usage
+        text = choice.message.content or ""
         return Generation(
-            text=choice.message.content or "",
+            text=text,
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
             retries=attempts - 1,
             truncated=choice.finish_reason == "length",
+            probs=self._choice_probs(text, choice, schema) if logprobs else None,
         )
+
+    @staticmethod
+    def _choice_probs(text: str, choice: Any, schema: type[BaseModel]) -> Any:
+        """Option probabilities from the answer's token log-probabilities (None: none given,
+        or an answer whose letters cannot be found -- the shared loop then repairs it)."""
+        content = getattr(getattr(choice, "logprobs", None), "content", None)
+        if not content:
+            return None
+        tokens = [
+            TokenLogprobs(
+                t.token, t.logprob, tuple((a.token, a.logprob) for a in t.top_logprobs or [])
+            )
+            for t in content
+        ]
+        try:
+            return probs_from_tokens(text, tokens, choice_layout(schema))
+        except ValueError:
+            return None
 
     def _failure(self, exc: BaseException, attempts: int, seconds: float) -> str:
         import openai

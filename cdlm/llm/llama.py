@@ -2,8 +2,16 @@
 
 The chat template comes from the GGUF itself (``create_chat_completion``), so any instruct
 model works without a per-model format table. The stage's bounded JSON schema becomes a
-llama.cpp grammar, so the answer always parses; pydantic still validates it (and the shared loop
-repairs what a grammar cannot express, e.g. custom validators or a cut-off answer).
+llama.cpp grammar with no free whitespace (:mod:`cdlm.llm.grammar`), so the answer always parses
+and carries no padding; pydantic still validates it (and the shared loop repairs what a grammar
+cannot express, e.g. custom validators or a cut-off answer).
+
+Choice answers with ``logprobs`` are scored, not generated (:meth:`LlamaBackend._score`): the
+prompt and the answer's fixed parts (``{"c0":"``) are evaluated in one pass, and at each letter
+position the logits of the offered letters, renormalised, give that field's distribution; its
+most probable letter is written and the pass goes on. That is what greedy decoding under the
+grammar picks at the same position, without sampling a token. Reasons that follow the letters
+are then generated under a grammar for the rest of the object.
 
 KV-cache reuse (``llm.kv_cache``): the reasoning stages send many prompts that share a long
 prefix (system prompt, label descriptions). ``"last"`` keeps llama.cpp's own reuse of the
@@ -15,18 +23,22 @@ prompt (only useful to measure the difference). ``evals/bench_llm.py`` measures 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+import numpy as np
 from pydantic import BaseModel
 
 from cdlm.config import LLMConfig
 from cdlm.errors import ContextOverflowError, LLMError, ModelNotFoundError, require
 from cdlm.llm.base import Message
 from cdlm.llm.cache import AnswerCache
+from cdlm.llm.choice import choice_layout, renormalise
 from cdlm.llm.embedded import NOTICE, embedded_gguf_path
+from cdlm.llm.grammar import compact_gbnf, tail_gbnf
 from cdlm.llm.schema import schema_json
 from cdlm.llm.structured import Generation, SerialBackend
 
@@ -122,15 +134,22 @@ class LlamaBackend(SerialBackend):
     def n_ctx(self) -> int:
         return int(self.llm.n_ctx())
 
-    def _grammar(self, schema: type[BaseModel]) -> Any:
-        """The schema's grammar, built once. Built here rather than via ``response_format`` so a
-        schema llama.cpp cannot convert fails loudly instead of silently becoming free JSON."""
+    def _grammar(self, schema: type[BaseModel] | dict[str, Any], tail: bool = False) -> Any:
+        """The schema's compact grammar (or, with ``tail``, that of the rest of an object whose
+        first fields are written), built once. Built here rather than via ``response_format``
+        so a schema llama.cpp cannot convert fails loudly instead of silently becoming free
+        JSON."""
         from llama_cpp import LlamaGrammar
 
-        text = schema_json(schema)
-        if text not in self._grammars:
-            self._grammars[text] = LlamaGrammar.from_json_schema(text, verbose=False)
-        return self._grammars[text]
+        if isinstance(schema, dict):
+            text = json.dumps(schema, sort_keys=True)
+        else:
+            text = schema_json(schema)
+        key = f"tail:{text}" if tail else text
+        if key not in self._grammars:
+            gbnf = tail_gbnf(json.loads(text)) if tail else compact_gbnf(text)
+            self._grammars[key] = LlamaGrammar.from_string(gbnf, verbose=False)
+        return self._grammars[key]
 
     def _formatter(self) -> Any:
         """The GGUF's own chat template as a formatter (None if the file has none)."""
@@ -153,21 +172,38 @@ class LlamaBackend(SerialBackend):
         if formatter is None:
             text = "\n".join(m.content for m in messages)
             return len(self.tokenize(text)) + 8 * len(messages)
-        rendered = formatter(messages=[m.model_dump() for m in messages])
-        ids = self.llm.tokenize(
-            rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True
-        )
-        return len(ids)
+        return len(self.prompt_tokens(messages))
 
-    def _generate(
-        self, messages: list[Message], schema: type[BaseModel], max_tokens: int
-    ) -> Generation:
-        grammar = self._grammar(schema)
-        # Checked up front: the prompt plus room for a full answer must fit the context, so an
-        # answer is never cut short by the context (llama.cpp would silently shorten it).
-        prompt_tokens = self.count_prompt_tokens(messages)
+    def prompt_tokens(self, messages: list[Message]) -> list[int]:
+        """Token ids of the chat prompt as the GGUF's template renders it, ready for the
+        assistant's answer (what ``create_chat_completion`` evaluates)."""
+        formatter = self._formatter()
+        if formatter is None:
+            raise LLMError(f"{self.path}: the GGUF has no chat template to score answers with")
+        rendered = formatter(messages=[m.model_dump() for m in messages])
+        return list(
+            self.llm.tokenize(
+                rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True
+            )
+        )
+
+    def _fits(self, prompt_tokens: int, max_tokens: int) -> None:
+        """The prompt plus room for a full answer must fit the context, so an answer is never
+        cut short by the context (llama.cpp would silently shorten it)."""
         if prompt_tokens + max_tokens > self.n_ctx:
             raise ContextOverflowError(self._context_message(prompt_tokens, max_tokens, self.n_ctx))
+
+    def _generate(
+        self,
+        messages: list[Message],
+        schema: type[BaseModel],
+        max_tokens: int,
+        logprobs: bool = False,
+    ) -> Generation:
+        if logprobs:
+            return self._score(messages, schema, max_tokens)
+        grammar = self._grammar(schema)
+        self._fits(self.count_prompt_tokens(messages), max_tokens)
         with self._lock:
             if self.cfg.kv_cache == "off":
                 self.llm.reset()
@@ -205,6 +241,74 @@ class LlamaBackend(SerialBackend):
             f"{max_tokens} (llm.max_tokens / llm.stage_max_tokens) does not fit the "
             f"{n_ctx}-token context (short by "
             f"{need - n_ctx} tokens); set llm.n_ctx (--n-ctx) to at least {need}"
+        )
+
+    # -- choice answers scored from the logits ---------------------------------------------
+    def letter_token(self, letter: str) -> int:
+        """The single token of an option letter (every common tokenizer has one)."""
+        ids = self.tokenize(letter)
+        if len(ids) != 1:
+            raise LLMError(f"{self.path}: option letter {letter!r} is not one token")
+        return ids[0]
+
+    def _logits_after(self, tokens: list[int]) -> np.ndarray:
+        """The next-token logits after ``tokens``, evaluating only what the context does not
+        hold yet (the longest common prefix with the previous evaluation is kept, as llama.cpp
+        does for prompts; ``llm.kv_cache = "off"`` re-evaluates everything)."""
+        llm = self.llm
+        keep = 0
+        if self.cfg.kv_cache != "off":
+            held = llm.input_ids[: llm.n_tokens]
+            for a, b in zip(held, tokens[:-1], strict=False):  # at least one token is evaluated
+                if a != b:
+                    break
+                keep += 1
+        if keep == 0 or not llm._ctx.kv_cache_seq_rm(-1, keep, -1):
+            llm.reset()
+            keep = 0
+        llm.n_tokens = keep
+        llm.eval(tokens[keep:])
+        logits = llm._ctx.get_logits_ith(-1)
+        return np.ctypeslib.as_array(logits, shape=(llm.n_vocab(),)).astype(np.float64)
+
+    def _score(
+        self, messages: list[Message], schema: type[BaseModel], max_tokens: int
+    ) -> Generation:
+        """A choice answer from one pass over prompt and answer (see the module docstring)."""
+        layout = choice_layout(schema)
+        prompt = self.prompt_tokens(messages)
+        self._fits(len(prompt), max_tokens)
+        answer, probs = "{", {}
+        with self._lock:
+            if self.cfg.kv_cache == "off":
+                self.llm.reset()
+            for i, (name, options) in enumerate(layout.fields):
+                answer += ("," if i else "") + json.dumps(name) + ':"'
+                logits = self._logits_after(prompt + self.tokenize(answer))
+                ids = [self.letter_token(o) for o in options]
+                probs[name] = renormalise(dict(zip(options, logits[ids], strict=True)), options)
+                best = int(np.argmax(logits[ids]))  # ties: the first option
+                answer += options[best] + '"'
+            truncated = False
+            if layout.rest is None:
+                answer += "}"
+            else:  # reasons after the fixed letters, generated under the rest's grammar
+                used = len(self.tokenize(answer))
+                out = self.llm.create_completion(
+                    prompt=prompt + self.tokenize(answer),
+                    grammar=self._grammar(layout.rest, tail=True),
+                    temperature=self.cfg.temperature,
+                    max_tokens=max(1, max_tokens - used),
+                    seed=self.cfg.seed,
+                )
+                answer += out["choices"][0]["text"]
+                truncated = out["choices"][0].get("finish_reason") == "length"
+        return Generation(
+            text=answer,
+            prompt_tokens=len(prompt),
+            completion_tokens=len(self.tokenize(answer)),
+            truncated=truncated,
+            probs=probs if probs else None,
         )
 
     def tokenize(self, text: str) -> list[int]:

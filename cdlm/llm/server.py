@@ -31,7 +31,9 @@ def local_server(
 ) -> Iterator[str]:
     """Start the server on 127.0.0.1, wait until it answers, yield its ``/v1`` base URL.
 
-    Output goes to ``log`` (a file, because a full stderr pipe would block the server).
+    The server binds port 0 (the system picks a free port) and reports the port it got in its
+    log, so no other process can take the port between choosing and binding it. Output goes to
+    ``log`` (a file, because a full stderr pipe would block the server).
     """
     cmd = [
         sys.executable, "-m", "llama_cpp.server", "--model", str(model),

@@ -7,6 +7,11 @@ stage's pydantic model; an invalid one is shown back to the model with the valid
 at once; a request that never validates raises :class:`LLMOutputError` (the caller falls back
 and counts it) -- never an empty answer -- and is cached as a failure, so a re-run falls back at
 once instead of paying for it again.
+
+Concurrency: ``complete_many`` answers independent requests on up to ``max_workers`` threads,
+and every backend round trip holds one of ``max_workers`` slots, so callers that also run in
+parallel (the routed sentences of a batch, each with its experts) never have more requests in
+flight than ``llm.concurrency``.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from pydantic import BaseModel, ValidationError
 
 from cdlm.config import LLMConfig
 from cdlm.errors import ContextOverflowError
-from cdlm.llm.base import LLMOutputError, LLMResult, Message, Usage
+from cdlm.llm.base import ChoiceProbs, LLMOutputError, LLMResult, Message, Usage
 from cdlm.llm.cache import AnswerCache, cache_key
 from cdlm.llm.schema import schema_json
 from cdlm.llm.usage import UsageLog
@@ -48,6 +53,7 @@ class Generation:
     completion_tokens: int = 0
     retries: int = 0  # transport retries spent on this generation
     truncated: bool = False  # stopped by max_tokens
+    probs: ChoiceProbs | None = None  # option probabilities of a choice answer, if read
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,7 @@ class Request:
     messages: list[Message]
     schema: type[BaseModel]
     stage: str = ""
+    logprobs: bool = False
 
 
 def parse_answer(text: str, schema: type[T]) -> T:
@@ -85,6 +92,7 @@ class StructuredBackend(ABC):
         self.cfg = cfg
         self.cache = cache
         self.usage = UsageLog()
+        self._slots = threading.BoundedSemaphore(self.max_workers)
 
     # -- what a backend provides ------------------------------------------------------------
     @property
@@ -94,9 +102,14 @@ class StructuredBackend(ABC):
 
     @abstractmethod
     def _generate(
-        self, messages: list[Message], schema: type[BaseModel], max_tokens: int
+        self,
+        messages: list[Message],
+        schema: type[BaseModel],
+        max_tokens: int,
+        logprobs: bool = False,
     ) -> Generation:
-        """One answer as text of at most ``max_tokens`` tokens (transport retries included)."""
+        """One answer as text of at most ``max_tokens`` tokens (transport retries included);
+        with ``logprobs``, a choice answer with its option probabilities where readable."""
 
     # Whether the schema goes into the prompt when llm.schema_in_prompt is None.
     schema_in_prompt_default: bool = True
@@ -129,16 +142,19 @@ class StructuredBackend(ABC):
         return [Message(role="system", content=note), *messages]
 
     def complete(
-        self, messages: list[Message], schema: type[T], *, stage: str = ""
+        self, messages: list[Message], schema: type[T], *, stage: str = "", logprobs: bool = False
     ) -> LLMResult[T]:
         start = time.perf_counter()
         sent = self.prepare(messages, schema)
         key = None
         if self.cache is not None:
+            params = self._sampling_params(stage)
+            if logprobs:  # a scored answer is another answer (keys without it are unchanged)
+                params["logprobs"] = True
             key = cache_key(
                 backend=self.name,
                 model_id=self.model_id,
-                params=self._sampling_params(stage),
+                params=params,
                 schema=schema_json(schema),
                 messages=sent,
             )
@@ -152,7 +168,8 @@ class StructuredBackend(ABC):
         error = "no attempt made"
         for attempt in range(1 + self.cfg.repair_retries):
             try:
-                gen = self._generate(convo, schema, max_tokens)
+                with self._slots:
+                    gen = self._generate(convo, schema, max_tokens, logprobs)
             except ContextOverflowError:
                 if not attempt:
                     raise  # the request itself does not fit: the caller decides
@@ -178,10 +195,12 @@ class StructuredBackend(ABC):
                 ]
                 continue
             if key is not None and self.cache is not None:
-                self.cache.put(key, gen.text, gen.prompt_tokens, gen.completion_tokens)
+                self.cache.put(
+                    key, gen.text, gen.prompt_tokens, gen.completion_tokens, probs=gen.probs
+                )
             usage.seconds = time.perf_counter() - start
             self.usage.add(usage)
-            return LLMResult(value, usage)
+            return LLMResult(value, usage, gen.probs)
         if key is not None and self.cache is not None and self.cfg.cache_failures:
             self.cache.put_failure(key, error, 1 + self.cfg.repair_retries)
         usage.seconds = time.perf_counter() - start
@@ -216,22 +235,26 @@ class StructuredBackend(ABC):
             return None  # stored under an older model class: ask again
         usage.seconds = time.perf_counter() - start
         self.usage.add(usage)
-        return LLMResult(value, usage)
+        return LLMResult(value, usage, hit.get("probs"))
 
     def complete_many(
         self, requests: Sequence[Request | tuple[list[Message], type[BaseModel], str]]
-    ) -> list[LLMResult[Any] | LLMOutputError]:
+    ) -> list[LLMResult[Any] | LLMOutputError | ContextOverflowError]:
         """Answer many requests, at most ``max_workers`` at a time, in input order.
 
         An answer that never validated comes back as its :class:`LLMOutputError` (with usage) in
-        its slot, so nothing is lost; setup errors (:class:`cdlm.errors.LLMError`) propagate.
+        its slot, and a prompt too long for the context as its :class:`ContextOverflowError`, so
+        nothing is lost and one request cannot sink the others; other setup errors
+        (:class:`cdlm.errors.LLMError`) propagate.
         """
         items = [r if isinstance(r, Request) else Request(*r) for r in requests]
 
-        def one(req: Request) -> LLMResult[Any] | LLMOutputError:
+        def one(req: Request) -> LLMResult[Any] | LLMOutputError | ContextOverflowError:
             try:
-                return self.complete(req.messages, req.schema, stage=req.stage)
-            except LLMOutputError as exc:
+                return self.complete(
+                    req.messages, req.schema, stage=req.stage, logprobs=req.logprobs
+                )
+            except (LLMOutputError, ContextOverflowError) as exc:
                 return exc
 
         if self.max_workers <= 1 or len(items) <= 1:

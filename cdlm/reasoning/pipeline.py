@@ -7,6 +7,14 @@ the tagger's easy decisions.
   case the tagger's answer stays and the fallback is counted.
 - LLM-only mode (no checkpoint): discovery proposes the mentions; the grounded ones become the
   candidates for voting and self-check.
+- Discovery rule (``reasoning.discovery_when``): ``"unsure"`` gathers causal evidence only for
+  sentences with a candidate the tagger is unsure of (below ``reasoning.solo_confidence``, where
+  the full panel sits); ``"always"`` for every routed sentence. LLM-only mode always runs it.
+- Self-check rule (``reasoning.selfcheck_when``): ``"changed"`` checks only the candidates whose
+  voted type differs from the tagger's decision ("none" for a likely-missed span); where vote
+  and tagger agree there is nothing to guard against. ``"always"`` checks every decided one.
+- Sentences are independent: :func:`route_many` runs a batch of them side by side, up to
+  ``llm.concurrency`` at once (serial for llama.cpp), with the same outcomes in the same order.
 
 Every entity is a span of the input: candidates come from the tagger's words or from grounded
 discovery effects snapped to whole words, so an invented span cannot reach the output.
@@ -14,15 +22,16 @@ discovery effects snapped to whole words, so an invented span cannot reach the o
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from cdlm.data.spans import Entity
 from cdlm.reasoning.candidates import NONE, Candidate, Doc
-from cdlm.reasoning.discovery import discover, proposed_candidates
+from cdlm.reasoning.discovery import DiscoveryResult, discover, proposed_candidates
 from cdlm.reasoning.selfcheck import selfcheck
 from cdlm.reasoning.stage import Task
-from cdlm.reasoning.voting import vote
+from cdlm.reasoning.voting import VoteResult, solo, vote
 
 
 @dataclass
@@ -75,7 +84,11 @@ def reason(task: Task, doc: Doc, cands: list[Candidate] | None) -> Outcome:
 
     Returns only the entities of the asked candidates; ``route`` merges them with the rest."""
     fallbacks = 0
-    disc = discover(task, doc, cands)
+    skip = cands is not None and task.config.discovery_when == "unsure"
+    if skip and all(solo(task, c) for c in cands or []):
+        disc = DiscoveryResult([], 0, True)  # the discovery rule: the tagger is sure
+    else:
+        disc = discover(task, doc, cands)
     fallbacks += int(not disc.ok)
     if cands is None:
         cands = proposed_candidates(doc, disc.links, task.config.top_k)
@@ -89,10 +102,10 @@ def reason(task: Task, doc: Doc, cands: list[Candidate] | None) -> Outcome:
     voted = vote(task, doc, cands, disc.links)
     fallbacks += voted.abstentions
     trace.update(rounds=voted.rounds_run, consensus=voted.consensus)
-    decided = [c for c in cands if c.id in voted.decisions]
+    checked = [c for c in cands if c.id in voted.decisions and needs_check(task, c, voted)]
     verdicts = None
-    if decided and task.config.selfcheck != "off":
-        verdicts = selfcheck(task, doc, decided, {c.id: voted.decisions[c.id][0] for c in decided})
+    if checked and task.config.selfcheck != "off":
+        verdicts = selfcheck(task, doc, checked, {c.id: voted.decisions[c.id][0] for c in checked})
         fallbacks += int(verdicts is None)
     for cand in cands:
         links = [
@@ -113,7 +126,7 @@ def reason(task: Task, doc: Doc, cands: list[Candidate] | None) -> Outcome:
             {"expert": b.expert, "round": b.round, "scores": b.scores, "reason": b.reason}
             for b in voted.ballots[cand.id]
         ]
-        if verdicts is not None:
+        if verdicts is not None and cand.id in verdicts:
             v = verdicts[cand.id]
             explanation["selfcheck"] = {
                 "context_type": v.context_type,
@@ -129,6 +142,13 @@ def reason(task: Task, doc: Doc, cands: list[Candidate] | None) -> Outcome:
     return outcome
 
 
+def needs_check(task: Task, cand: Candidate, voted: VoteResult) -> bool:
+    """The self-check rule (module docstring): a vote that changed the tagger's decision."""
+    if task.config.selfcheck_when == "always":
+        return True
+    return voted.decisions[cand.id][0] != (cand.tagger_type or NONE)
+
+
 def route(task: Task | None, doc: Doc, cands: list[Candidate], hard: list[Candidate]) -> Outcome:
     """Tagger answer for the easy candidates, LLM answer for the ``hard`` ones."""
     if not hard or task is None:
@@ -138,3 +158,13 @@ def route(task: Task | None, doc: Doc, cands: list[Candidate], hard: list[Candid
     outcome = reason(task, doc, hard)
     outcome.entities = sorted(easy + outcome.entities, key=lambda e: e.start)
     return outcome
+
+
+def route_many(
+    task: Task | None, batch: Sequence[tuple[Doc, list[Candidate], list[Candidate]]]
+) -> Iterator[Outcome]:
+    """:func:`route` over ``(doc, candidates, hard candidates)`` of independent sentences, up to
+    the backend's concurrency at once; outcomes yielded in input order."""
+    if task is None:
+        return (route(None, doc, cands, hard) for doc, cands, hard in batch)
+    return task.map(lambda item: route(task, *item), batch)

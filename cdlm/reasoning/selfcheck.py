@@ -7,16 +7,20 @@ Two counterfactuals (``reasoning.selfcheck``):
 - ``runner_up``: the sentence as is, the voted type against the runner-up.
 
 The model answers per candidate ``context_type`` (one of the candidate's options) and a verdict
-``consistent`` or ``contradiction``. Revision rule (``revise``): the voted type changes only when
-the verdict is ``contradiction`` AND ``context_type`` differs from the voted type; a
-``contradiction`` that names the voted type, or a ``consistent`` verdict naming another type, keeps
-the vote — the check guards against hallucination, it is not a second vote.
+``consistent`` or ``contradiction`` (plus a short reason when the task carries reasons).
+Which candidates are checked is the pipeline's rule (``reasoning.selfcheck_when``).
+
+Revision rule (``revise``): the voted type changes only when the verdict is ``contradiction`` AND
+``context_type`` differs from the voted type; a ``contradiction`` that names the voted type, or a
+``consistent`` verdict naming another type, keeps the vote — the check guards against
+hallucination, it is not a second vote.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from typing import Any
 
 from pydantic import create_model
 
@@ -26,21 +30,18 @@ from cdlm.reasoning.stage import Output, Samples, Stage, Task, literal, text_fie
 
 @lru_cache(maxsize=256)
 def selfcheck_schema(
-    options: tuple[tuple[int, tuple[str, ...]], ...], max_reason: int
+    options: tuple[tuple[int, tuple[str, ...]], ...], max_reason: int | None = None
 ) -> type[Output]:
-    """``{"c<id>": {"context_type", "verdict", "reason"}, ...}``."""
+    """``{"c<id>": {"context_type", "verdict"[, "reason"]}, ...}``."""
     fields = {}
     for cid, types in options:
-        fields[f"c{cid}"] = (
-            create_model(
-                f"Check{cid}",
-                __base__=Output,
-                context_type=(literal(types), ...),
-                verdict=(literal(("consistent", "contradiction")), ...),
-                reason=(str, text_field(max_reason)),
-            ),
-            ...,
-        )
+        check: dict[str, Any] = {
+            "context_type": (literal(types), ...),
+            "verdict": (literal(("consistent", "contradiction")), ...),
+        }
+        if max_reason is not None:
+            check["reason"] = (str, text_field(max_reason))
+        fields[f"c{cid}"] = (create_model(f"Check{cid}", __base__=Output, **check), ...)
     return create_model("SelfCheck", __base__=Output, **fields)  # type: ignore[call-overload]
 
 
@@ -102,17 +103,21 @@ def selfcheck_variables(
         "sentence": doc.text,
         "counterfactual": counterfactual_text(doc, cands, placeholder),
         "mode": mode,
+        "reasons": task.reasons,
         "checks": checks,
     }
 
 
 def _samples(task: Task, doc: Doc, cands: list[Candidate]) -> Samples:
-    """Both counterfactual modes, every candidate voted its first option."""
+    """Both counterfactual modes, every candidate voted its first option; one with reasons."""
     voted = {c.id: c.option_types[0] for c in cands}
     cases = []
-    for mode in ("placeholder", "runner_up"):
-        moded = replace(task, config=task.config.model_copy(update={"selfcheck": mode}))
-        cases.append((mode, selfcheck_variables(moded, doc, cands, voted)))
+    for mode, reasons in (("placeholder", False), ("runner_up", True)):
+        moded = replace(
+            task, config=task.config.model_copy(update={"selfcheck": mode}), reasons=reasons
+        )
+        name = f"{mode} with reasons" if reasons else mode
+        cases.append((name, selfcheck_variables(moded, doc, cands, voted)))
     return cases
 
 
@@ -129,9 +134,7 @@ def selfcheck(
     task: Task, doc: Doc, cands: list[Candidate], voted: dict[int, str]
 ) -> dict[int, Verdict] | None:
     """Check the voted types of ``cands``; ``None`` when the answer was unusable (keep votes)."""
-    schema = selfcheck_schema(
-        tuple((c.id, tuple(c.option_types)) for c in cands), task.config.max_reason_chars
-    )
+    schema = selfcheck_schema(tuple((c.id, tuple(c.option_types)) for c in cands), task.max_reason)
     answer = task.ask(SELFCHECK, selfcheck_variables(task, doc, cands, voted), schema)
     if answer is None:
         return None
@@ -142,7 +145,7 @@ def selfcheck(
             voted[c.id],
             got.context_type,
             got.verdict,
-            got.reason,
+            getattr(got, "reason", ""),
             revise(voted[c.id], got.context_type, got.verdict),
         )
     return out

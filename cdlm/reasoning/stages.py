@@ -63,13 +63,19 @@ def make_task(
     *,
     log: UsageLog | None = None,
     backend: LLMBackend | None = None,
+    explain: bool = False,
 ) -> Task:
     """A reasoning task from a config: the prompts first (a broken template is reported before
-    a model loads), then the configured backend (``backend`` replaces it, e.g. a shared one)."""
+    a model loads), then the configured backend (``backend`` replaces it, e.g. a shared one).
+
+    Answers carry reasons when ``reasoning.reasons`` is ``"always"``, or ``"explain"`` and the
+    output is ``explain``-ed (``--explain``)."""
     check_budgets(cfg.llm)
     prompts = load_prompts(cfg.reasoning.prompts_dir, cfg.reasoning.labels_file)
     if backend is None:
         from cdlm.llm.factory import make_backend
 
         backend = make_backend(cfg.llm)
-    return Task(backend, prompts, cfg.reasoning, domain, types, log or UsageLog())
+    wanted = cfg.reasoning.reasons
+    reasons = wanted == "always" or (wanted == "explain" and explain)
+    return Task(backend, prompts, cfg.reasoning, domain, types, log or UsageLog(), reasons)

@@ -1,36 +1,63 @@
-"""Stage 2, expert voting: N personas score every option of every candidate 1-5 on accuracy,
-relevance and domain adaptation, with a reason.
+"""Stage 2, expert voting: N personas vote on every candidate's options.
 
-One call per expert and round covers all candidates of the sentence (the schema has one required
-field per candidate, and inside it one per option, so the model can neither skip a candidate nor
-score a type that was not offered).
+Two forms of vote (``reasoning.vote``):
 
-Aggregation rule (``aggregate``):
-1. An expert's score for an option is the mean of its three scores (1..5).
-2. An expert prefers its highest-scored option; ties go to the tagger's own decision, then to
+- ``choice`` (default): each expert answers one letter per candidate, ``{"c0":"A","c1":"D"}``,
+  where A, B, ... are the candidate's options in order (the tagger's top types, most probable
+  first, then "none"). Where the backend gives log-probabilities (``reasoning.logprobs``) the
+  ballot is the distribution over the offered letters at the answer position, renormalised
+  (llama.cpp reads it in one pass without generating); otherwise the chosen letter counts 1.
+- ``scores``: the paper's vote: every option scored ``[accuracy, relevance, domain]`` from 1 to
+  5; the ballot is each option's mean score mapped to [0, 1] by ``(mean - 1) / 4``.
+
+One call per expert and round covers all the candidates it is asked about (the schema has one
+required field per candidate, so the model can neither skip a candidate nor pick an option that
+was not offered). With reasons (``Task.reasons``) each candidate also gets a short reason; in a
+choice vote it comes after all the letters, so asking for reasons does not change the decision.
+
+Aggregation rule (``aggregate``, both forms):
+1. A ballot gives each of a candidate's options a value in [0, 1].
+2. An expert prefers its highest-valued option; ties go to the tagger's own decision, then to
    the option listed first (the tagger's more probable type).
-3. The panel's decision is the option with the highest mean score over the experts that
-   answered; ties are broken the same way. Its confidence is ``(mean - 1) / 4``.
+3. The panel's decision is the option with the highest mean value over the experts that voted
+   on the candidate; ties are broken the same way. Its confidence is that mean.
 
-Rounds: after round 1, the candidates on which the experts' preferences differ go to another
-round in which each expert sees the others' latest votes and reasons; agreed candidates keep
-their votes. Voting stops at consensus or after ``rounds`` rounds. An expert whose answer could
-not be parsed abstains (counted as a fallback); a candidate no expert voted on keeps the tagger's
-decision.
+Rules that save calls (config, each documented at its field):
+- Panel size (``reasoning.solo_confidence``): a candidate whose tagger top probability is at
+  least this is voted on by the first expert alone; the other experts are asked only about the
+  remaining candidates, and not at all when none remain.
+- Rounds (``reasoning.rounds``): after a round, only the candidates whose experts prefer
+  different options (a split vote) go to the next round, in which each expert sees the others'
+  latest votes; the others keep their votes. A candidate with one voter is never split. Voting
+  stops when no vote is split or after ``rounds`` rounds.
+
+The experts of a round are asked together (:meth:`Task.ask_many`, concurrent where the backend
+allows). An expert whose answer could not be parsed abstains (counted as a fallback); a candidate
+no expert voted on keeps the tagger's decision.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, create_model
 
 from cdlm.errors import ConfigError
+from cdlm.llm.base import LLMResult
+from cdlm.llm.choice import LETTERS, choice_layout, one_hot
 from cdlm.reasoning.candidates import Candidate, Doc
 from cdlm.reasoning.discovery import Link
-from cdlm.reasoning.stage import Output, Samples, Stage, Task, candidate_context, text_field
+from cdlm.reasoning.stage import (
+    Output,
+    Samples,
+    Stage,
+    Task,
+    candidate_context,
+    literal,
+    text_field,
+)
 
 Score = Literal[1, 2, 3, 4, 5]  # an enum, so the JSON grammar itself rules out 0 or 6
 
@@ -39,21 +66,45 @@ Score = Literal[1, 2, 3, 4, 5]  # an enum, so the JSON grammar itself rules out 
 # three keys, and generation time is what the small model spends most on.
 Scores = tuple[Score, Score, Score]
 
+# (candidate id, option types) of every candidate a call asks about
+Menu = tuple[tuple[int, tuple[str, ...]], ...]
+
+
+class ChoiceAnswer(Output):
+    """Base of the choice-vote output models (built per call by :func:`choice_schema`)."""
+
 
 @lru_cache(maxsize=256)
-def vote_schema(options: tuple[tuple[int, tuple[str, ...]], ...], max_reason: int) -> type[Output]:
-    """``{"c<id>": {"reason": str, "<type>": [accuracy, relevance, domain], ...}, ...}``."""
+def choice_schema(options: Menu, max_reason: int | None = None) -> type[Output]:
+    """``{"c<id>": "A"|"B"|..., ...}`` (one letter per offered option), then with reasons
+    ``"r<id>": str`` for every candidate."""
+    fields: dict[str, Any] = {
+        f"c{cid}": (literal(LETTERS[: len(types)]), ...) for cid, types in options
+    }
+    if max_reason is not None:
+        fields |= {f"r{cid}": (str, text_field(max_reason)) for cid, _ in options}
+    return create_model("Choices", __base__=ChoiceAnswer, **fields)
+
+
+@lru_cache(maxsize=256)
+def scores_schema(options: Menu, max_reason: int | None = None) -> type[Output]:
+    """``{"c<id>": {["reason": str,] "<type>": [accuracy, relevance, domain], ...}, ...}``."""
     fields = {}
     for cid, types in options:
-        per_option = {f"t{j}": (Scores, Field(alias=t)) for j, t in enumerate(types)}
-        cand_model = create_model(
-            f"Vote{cid}",
-            __base__=Output,
-            reason=(str, text_field(max_reason)),
-            **per_option,  # type: ignore[arg-type]
-        )
-        fields[f"c{cid}"] = (cand_model, ...)
+        per_option: dict[str, Any] = {
+            f"t{j}": (Scores, Field(alias=t)) for j, t in enumerate(types)
+        }
+        if max_reason is not None:
+            per_option = {"reason": (str, text_field(max_reason)), **per_option}
+        fields[f"c{cid}"] = (create_model(f"Vote{cid}", __base__=Output, **per_option), ...)
     return create_model("Votes", __base__=Output, **fields)  # type: ignore[call-overload]
+
+
+def vote_schema(task: Task, cands: list[Candidate]) -> type[Output]:
+    """The output model of a vote on ``cands`` in the configured form."""
+    menu = tuple((c.id, tuple(c.option_types)) for c in cands)
+    build = choice_schema if task.config.vote == "choice" else scores_schema
+    return build(menu, task.max_reason)
 
 
 @dataclass
@@ -62,8 +113,8 @@ class Ballot:
 
     expert: int
     round: int
-    scores: dict[str, float]  # option type -> mean score 1..5
-    reason: str
+    scores: dict[str, float]  # option type -> value in [0, 1] (a probability in a choice vote)
+    reason: str = ""
 
     def preference(self, order: list[str]) -> str:
         return max(order, key=lambda t: (self.scores.get(t, 0.0), -order.index(t)))
@@ -71,9 +122,9 @@ class Ballot:
 
 def aggregate(ballots: list[Ballot], order: list[str]) -> tuple[str, float]:
     """The panel's decision and confidence in [0, 1] (see the module docstring)."""
-    means = {t: sum(b.scores.get(t, 1.0) for b in ballots) / len(ballots) for t in order}
+    means = {t: sum(b.scores.get(t, 0.0) for b in ballots) / len(ballots) for t in order}
     best = max(order, key=lambda t: (means[t], -order.index(t)))
-    return best, (means[best] - 1.0) / 4.0
+    return best, means[best]
 
 
 def agreed(ballots: list[Ballot], order: list[str]) -> bool:
@@ -87,6 +138,7 @@ class VoteResult:
     rounds_run: int
     consensus: bool
     abstentions: int = 0  # expert calls whose answer could not be parsed
+    calls: int = 0  # expert calls asked (answered or not)
     history: list[dict] = field(default_factory=list)
 
 
@@ -99,12 +151,31 @@ def personas(task: Task) -> list[str]:
     return cfg.personas[: cfg.experts]
 
 
-def _parse(answer: Output, cands: list[Candidate], expert: int, rnd: int) -> dict[int, Ballot]:
+def solo(task: Task, cand: Candidate) -> bool:
+    """Whether the panel-size rule leaves ``cand`` to the first expert alone."""
+    bar = task.config.solo_confidence
+    return bar is not None and max(o.prob for o in cand.options) >= bar
+
+
+def ballots_of(
+    result: LLMResult[Any], cands: list[Candidate], expert: int, rnd: int
+) -> dict[int, Ballot]:
+    """Each candidate's ballot from one expert's answer (either form of vote)."""
+    answer = result.value
     out = {}
+    if isinstance(answer, ChoiceAnswer):
+        probs = result.probs or one_hot(answer, choice_layout(type(answer)))
+        for cand in cands:
+            dist = probs[f"c{cand.id}"]
+            scores = {t: float(dist[LETTERS[j]]) for j, t in enumerate(cand.option_types)}
+            out[cand.id] = Ballot(expert, rnd, scores, getattr(answer, f"r{cand.id}", ""))
+        return out
     for cand in cands:
         vote = getattr(answer, f"c{cand.id}")
-        scores = {t: sum(getattr(vote, f"t{j}")) / 3 for j, t in enumerate(cand.option_types)}
-        out[cand.id] = Ballot(expert, rnd, scores, vote.reason)
+        scores = {
+            t: (sum(getattr(vote, f"t{j}")) / 3 - 1) / 4 for j, t in enumerate(cand.option_types)
+        }
+        out[cand.id] = Ballot(expert, rnd, scores, getattr(vote, "reason", ""))
     return out
 
 
@@ -124,6 +195,8 @@ def vote_variables(
         "sentence": doc.text,
         "persona": persona,
         "round": rnd,
+        "vote": task.config.vote,
+        "reasons": task.reasons,
         "candidates": candidate_context(cands),
         "links": [{"cause": ln.cause, "effect": ln.effect, "type": ln.type} for ln in links],
         "others": [
@@ -133,7 +206,7 @@ def vote_variables(
                 "votes": [
                     {
                         "type": b.preference(c.tie_order),
-                        "score": round(max(b.scores.values()), 1),
+                        "confidence": round(max(b.scores.values()), 2),
                         "reason": b.reason,
                     }
                     for b in ballots
@@ -146,16 +219,28 @@ def vote_variables(
 
 
 def _samples(task: Task, doc: Doc, cands: list[Candidate]) -> Samples:
-    """Round 1, and round 2 with another expert's ballot on the first candidate."""
+    """Round 1 and round 2 (another expert's ballot on the first candidate) of both forms of
+    vote; round 1 without the tagger's probabilities, round 2 with them and with reasons."""
     links = [Link("Chancellor", cands[0].text, cands[0].option_types[0], (0, 1), (0, 13))]
     ballot = Ballot(
-        1, 1, {t: 4.0 - k for k, t in enumerate(cands[0].option_types)}, "she led a party"
+        1, 1, {t: 0.75 - k / 4 for k, t in enumerate(cands[0].option_types)}, "she led a party"
     )
     round2 = [(cands[0], [ballot])]
-    return [
-        ("round 1", vote_variables(task, doc, "a linguist", 1, cands, links, [])),
-        ("round 2", vote_variables(task, doc, "a linguist", 2, cands, links, round2)),
-    ]
+    cases = []
+    for form in ("choice", "scores"):
+        config = task.config.model_copy(update={"vote": form, "show_probs": False})
+        plain = replace(task, config=config, reasons=False)
+        reasons = replace(
+            plain, config=config.model_copy(update={"show_probs": True}), reasons=True
+        )
+        cases += [
+            (f"{form} round 1", vote_variables(plain, doc, "a linguist", 1, cands, links, [])),
+            (
+                f"{form} round 2 with reasons",
+                vote_variables(reasons, doc, "a linguist", 2, cands, links, round2),
+            ),
+        ]
+    return cases
 
 
 VOTE = Stage(
@@ -168,34 +253,38 @@ VOTE = Stage(
 
 
 def vote(task: Task, doc: Doc, cands: list[Candidate], links: list[Link]) -> VoteResult:
-    """Run the panel over ``cands`` (all candidates of one sentence batched per call)."""
+    """Run the panel over ``cands`` (see the module docstring for the rules)."""
     panel = personas(task)
     by_id = {c.id: c for c in cands}
     latest: dict[int, dict[int, Ballot]] = {c.id: {} for c in cands}  # cand -> expert -> ballot
     every: dict[int, list[Ballot]] = {c.id: [] for c in cands}
     pending = list(cands)
-    abstentions, rounds_run = 0, 0
+    abstentions = rounds_run = calls = 0
+    logprobs = task.config.vote == "choice" and task.config.logprobs
     for rnd in range(1, task.config.rounds + 1):
         rounds_run = rnd
-        schema = vote_schema(
-            tuple((c.id, tuple(c.option_types)) for c in pending), task.config.max_reason_chars
-        )
         previous = {cid: dict(b) for cid, b in latest.items()}
+        jobs, asked = [], []
         for expert, persona in enumerate(panel):
+            mine = [c for c in pending if rnd > 1 or expert == 0 or not solo(task, c)]
+            if not mine:
+                continue
             others = (
-                [
-                    (c, [b for e, b in sorted(previous[c.id].items()) if e != expert])
-                    for c in pending
-                ]
+                [(c, [b for e, b in sorted(previous[c.id].items()) if e != expert]) for c in mine]
                 if rnd > 1
                 else []
             )
-            variables = vote_variables(task, doc, persona, rnd, pending, links, others)
-            answer = task.ask(VOTE, variables, schema)
-            if answer is None:
+            variables = vote_variables(task, doc, persona, rnd, mine, links, others)
+            jobs.append((variables, vote_schema(task, mine)))
+            asked.append((expert, mine))
+        calls += len(jobs)
+        for (expert, mine), result in zip(
+            asked, task.ask_many(VOTE, jobs, logprobs=logprobs), strict=True
+        ):
+            if result is None:
                 abstentions += 1
                 continue
-            for cid, ballot in _parse(answer, pending, expert, rnd).items():
+            for cid, ballot in ballots_of(result, mine, expert, rnd).items():
                 latest[cid][expert] = ballot
                 every[cid].append(ballot)
         pending = [
@@ -211,4 +300,4 @@ def vote(task: Task, doc: Doc, cands: list[Candidate], links: list[Link]) -> Vot
     consensus = all(
         agreed(list(b.values()), by_id[cid].tie_order) for cid, b in latest.items() if b
     )
-    return VoteResult(decisions, every, rounds_run, consensus, abstentions)
+    return VoteResult(decisions, every, rounds_run, consensus, abstentions, calls)

@@ -164,6 +164,25 @@ def test_concurrency_is_limited(fault_server):
     assert fault_server.max_in_flight == 3
 
 
+def test_concurrency_is_limited_across_callers(fault_server):
+    """Callers that themselves run in parallel (sentences of a batch, each sending its experts
+    with complete_many) share the backend's slots: never more than llm.concurrency requests in
+    flight."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    fault_server.default = Step(delay=0.3)
+    backend = make(fault_server, concurrency=2)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        batches = list(
+            pool.map(
+                lambda _: backend.complete_many([Request(MESSAGES, PingAnswer, "x")] * 3),
+                range(3),
+            )
+        )
+    assert all(o.value.entities for batch in batches for o in batch)
+    assert fault_server.count == 9 and fault_server.max_in_flight == 2
+
+
 def test_schema_goes_in_request_only_for_loopback(fault_server):
     make(fault_server).complete(MESSAGES, PingAnswer)
     fmt = fault_server.requests[0]["response_format"]
@@ -185,3 +204,21 @@ def test_garbage_http_body_is_retried(fault_server):
     with pytest.raises(LLMError, match="response body is not JSON"):
         make(fault_server, max_retries=1).complete(MESSAGES, PingAnswer)
     assert fault_server.count == 4
+
+
+def test_a_model_that_refuses_logprobs_is_asked_without_them(fault_server, caplog):
+    """Some models answer 400 to ``logprobs``: the choice is asked again without it (the
+    answer's letters then count as they are), with one warning, and not offered again."""
+    from choice_prompt import CHOICE, Pick
+
+    refusal = json.dumps({"error": {"message": "logprobs are not supported with this model"}})
+    fault_server.script = [Step(status=400, raw_body=refusal.encode())]
+    fault_server.default = Step(content='{"c0":"B","c1":"C"}')
+    backend = make(fault_server)
+    with caplog.at_level("WARNING", logger="cdlm"):
+        first = backend.complete(CHOICE, Pick, logprobs=True)
+        second = backend.complete(CHOICE[:1] + CHOICE[1:], Pick, stage="again", logprobs=True)
+    assert (first.value.c0, first.value.c1) == ("B", "C") and first.probs is None
+    assert second.probs is None and fault_server.count == 3
+    assert "logprobs" in fault_server.requests[0] and "logprobs" not in fault_server.requests[2]
+    assert len([r for r in caplog.records if "refuses logprobs" in r.getMessage()]) == 1

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 from typing import Literal
 
 import pytest
@@ -69,3 +71,28 @@ def test_ping_through_the_cli(llama_server):
     assert proc.returncode == 0, proc.stderr
     assert "model:    smollm2" in proc.stdout
     assert '"entities": [' in proc.stdout.split("answer:")[1]
+
+
+def test_choice_probabilities_from_the_servers_logprobs(llama_server):
+    """``logprobs=True`` asks llama_cpp.server for each answer token's top_logprobs: every
+    letter field gets a distribution over exactly its offered letters, summing to 1, whose
+    argmax is the letter the server answered; the same request from the cache keeps them."""
+    from choice_prompt import CHOICE, Pick
+
+    from cdlm.llm.cache import AnswerCache
+    from cdlm.llm.choice import choice_layout
+
+    cfg = LLMConfig(backend="gpt", model="smollm2", base_url=llama_server, max_tokens=40)
+    backend = GptBackend(cfg, AnswerCache(Path(tempfile.mkdtemp(prefix="cdlm_choice_"))))
+    result = backend.complete(CHOICE, Pick, stage="choice", logprobs=True)
+    assert result.probs is not None
+    for name, options in choice_layout(Pick).fields:
+        dist = result.probs[name]
+        assert list(dist) == list(options)
+        assert sum(dist.values()) == pytest.approx(1.0, abs=1e-5)
+        assert max(dist, key=dist.get) == getattr(result.value, name)
+        assert sum(p > 0 for p in dist.values()) >= 2  # read from the model, not one-hot
+    again = backend.complete(CHOICE, Pick, stage="choice", logprobs=True)
+    assert again.usage.cache_hit and again.probs == result.probs
+    plain = backend.complete(CHOICE, Pick, stage="choice")  # another cache entry, no probs
+    assert not plain.usage.cache_hit and plain.probs is None

@@ -7,68 +7,46 @@ on purpose. Scripted answers are still validated by each stage's own output sche
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from cdlm.errors import TemplateError
-from cdlm.reasoning.candidates import Candidate, Doc, Option, extract_candidates, ground
+from cdlm.reasoning.candidates import Candidate, Doc, Option, ground
 from cdlm.reasoning.pipeline import reason, route
 from cdlm.reasoning.routing import Router, calibrate
 from cdlm.reasoning.selfcheck import revise
 from cdlm.reasoning.stages import load_prompts
 from cdlm.reasoning.templates import default_prompts_dir
-from cdlm.reasoning.voting import Ballot, aggregate
-
-LABELS = [
-    "O",
-    "B-politician",
-    "I-politician",
-    "B-person",
-    "I-person",
-    "B-politicalparty",
-    "I-politicalparty",
-]
+from cdlm.reasoning.voting import Ballot, ChoiceAnswer, aggregate
 
 
-def _probs(rows: list[dict[str, float]]) -> np.ndarray:
-    out = np.zeros((len(rows), len(LABELS)))
-    for i, row in enumerate(rows):
-        for lab, p in row.items():
-            out[i, LABELS.index(lab)] = p
-    return out
-
-
-@pytest.fixture
-def doc_and_cands() -> tuple[Doc, list[Candidate]]:
-    doc = Doc.from_tokens(["Angela", "Merkel", "led", "the", "CDU", "."])
-    probs = _probs(
-        [
-            {"B-politician": 0.5, "B-person": 0.4, "O": 0.1},
-            {"I-politician": 0.55, "I-person": 0.35, "O": 0.1},
-            {"O": 0.97, "B-person": 0.03},
-            {"O": 0.99, "B-person": 0.01},
-            {"O": 0.5, "B-politicalparty": 0.45, "B-person": 0.05},
-            {"O": 0.99, "B-person": 0.01},
-        ]
-    )
-    return doc, extract_candidates(doc, probs, LABELS, top_k=2, missed_o_max=0.6)
-
-
-def vote_answer(schema, prefer: dict[int, str]) -> dict:
-    """A vote giving 5s to ``prefer[id]`` (else the first option) and 1s elsewhere."""
+def vote_answer(schema, prefer: dict[int, str], messages=None) -> dict:
+    """A vote for ``prefer[id]`` (else the first option): in a choice vote its letter, read
+    from the prompt's option list; in a scores vote 5s for it and 1s elsewhere."""
     out = {}
+    if issubclass(schema, ChoiceAnswer):
+        for name in schema.model_fields:
+            if not name.startswith("c"):
+                out[name] = "why not"
+                continue
+            line = next(
+                ln for ln in messages[1].content.splitlines() if ln.startswith(f"- {name} ")
+            )
+            options = dict(re.findall(r"([A-J])\) (\w+)", line.split(":", 1)[1]))
+            want = prefer.get(int(name[1:]))
+            out[name] = next((k for k, t in options.items() if t == want), "A")
+        return out
     for name, field in schema.model_fields.items():
         cid = int(name[1:])
         types = [f.alias for n, f in field.annotation.model_fields.items() if n != "reason"]
         want = prefer.get(cid, types[0])
-        out[name] = {
-            "reason": f"because {want}",
-            **{t: [5, 5, 5] if t == want else [1, 1, 1] for t in types},
-        }
+        out[name] = {t: [5, 5, 5] if t == want else [1, 1, 1] for t in types}
+        if "reason" in field.annotation.model_fields:
+            out[name]["reason"] = f"because {want}"
     return out
 
 
@@ -83,7 +61,7 @@ def test_candidates_spans_missed_and_options(doc_and_cands) -> None:
     assert missed.option_types[0] == "politicalparty" and doc.text[22:25] == missed.text
     # a tied vote keeps the tagger's own decision: its type, or "none" for a missed span
     assert span.tie_order[0] == "politician" and missed.tie_order[0] == "none"
-    tie = Ballot(0, 1, {"politicalparty": 3.0, "organisation": 3.0, "none": 3.0}, "")
+    tie = Ballot(0, 1, {"politicalparty": 0.5, "organisation": 0.5, "none": 0.5}, "")
     assert aggregate([tie], missed.tie_order)[0] == "none"
 
 
@@ -97,13 +75,15 @@ def test_grounding_finds_only_phrases_of_the_sentence() -> None:
 def test_aggregation_rule_mean_of_means_ties_to_first_option() -> None:
     order = ["politician", "person", "none"]
     ballots = [
-        Ballot(0, 1, {"politician": 5, "person": 2, "none": 1}, ""),
-        Ballot(1, 1, {"politician": 2, "person": 4, "none": 1}, ""),
+        Ballot(0, 1, {"politician": 1.0, "person": 0.25, "none": 0.0}, ""),
+        Ballot(1, 1, {"politician": 0.25, "person": 0.75, "none": 0.0}, ""),
     ]
-    assert aggregate(ballots, order) == ("politician", pytest.approx((3.5 - 1) / 4))
-    tie = [Ballot(0, 1, {"politician": 3, "person": 3, "none": 3}, "")]
+    assert aggregate(ballots, order) == ("politician", pytest.approx(0.625))
+    tie = [Ballot(0, 1, {"politician": 0.5, "person": 0.5, "none": 0.5}, "")]
     assert aggregate(tie, order)[0] == "politician"
-    assert Ballot(0, 1, {"politician": 2, "person": 4, "none": 1}, "").preference(order) == "person"
+    assert (
+        Ballot(0, 1, {"politician": 0.2, "person": 0.7, "none": 0.1}).preference(order) == "person"
+    )
 
 
 def test_disagreement_triggers_another_round_then_consensus_stops(scripted, doc_and_cands):
@@ -114,12 +94,12 @@ def test_disagreement_triggers_another_round_then_consensus_stops(scripted, doc_
             return {"links": []}
         if stage == "selfcheck":
             return {
-                n: {"context_type": "none", "verdict": "consistent", "reason": "ok"}
-                for n in schema.model_fields
+                n: {"context_type": "none", "verdict": "consistent"} for n in schema.model_fields
             }
         persona_b = "domain expert" in messages[1].content
         second = "Round 2" in messages[1].content
-        return vote_answer(schema, {0: "person" if persona_b and not second else "politician"})
+        prefer = {0: "person" if persona_b and not second else "politician"}
+        return vote_answer(schema, prefer, messages)
 
     task = scripted(script, rounds=3)
     out = reason(task, doc, cands)
@@ -137,12 +117,9 @@ def test_disagreement_triggers_another_round_then_consensus_stops(scripted, doc_
             {"links": []}
             if st == "discovery"
             else (
-                vote_answer(sc, {})
+                vote_answer(sc, {}, m)
                 if st == "vote"
-                else {
-                    n: {"context_type": "none", "verdict": "consistent", "reason": "ok"}
-                    for n in sc.model_fields
-                }
+                else {n: {"context_type": "none", "verdict": "consistent"} for n in sc.model_fields}
             )
         ),
         rounds=3,
@@ -163,18 +140,17 @@ def test_selfcheck_revises_only_on_contradiction(scripted, doc_and_cands) -> Non
         if stage == "discovery":
             return {"links": []}
         if stage == "vote":
-            return vote_answer(schema, {1: "politicalparty"})
+            return vote_answer(schema, {1: "politicalparty"}, messages)
         assert "[ENTITY 0] led the [ENTITY 1] ." in messages[1].content  # placeholder text
         return {
             f"c{i}": {
                 "context_type": t if t in ("person", "none") else "none",
                 "verdict": v,
-                "reason": "x",
             }
             for i, (t, v) in verdicts.items()
         }
 
-    out = reason(scripted(script), doc, cands)
+    out = reason(scripted(script, selfcheck_when="always"), doc, cands)
     labels = {e.text: e.label for e in out.entities}
     assert labels == {"Angela Merkel": "person", "CDU": "politicalparty"}
     assert out.entities[0].explanation["selfcheck"]["revised"] is True
@@ -194,11 +170,8 @@ def test_grounding_drops_invented_spans_in_llm_only_mode(scripted) -> None:
                 ]
             }
         if stage == "vote":
-            return vote_answer(schema, {})
-        return {
-            n: {"context_type": "none", "verdict": "consistent", "reason": "ok"}
-            for n in schema.model_fields
-        }
+            return vote_answer(schema, {}, messages)
+        return {n: {"context_type": "none", "verdict": "consistent"} for n in schema.model_fields}
 
     out = reason(scripted(script), doc, None)
     assert out.dropped == 2  # "Barack Obama" (effect) and "imagined" (cause) are not in the text
