@@ -10,8 +10,8 @@ The recipe (``default_model`` in :mod:`cdlm.config`), seeded:
    of one domain through that domain's head; an epoch is every target train sentence once, plus
    ``source_mix`` CoNLL batches per target batch (drawn in turn from the whole CoNLL train
    split) so the news head stays valid while the shared encoder learns the new domains; the
-   order of the batches is shuffled. Dev F1 of every head after each epoch (news on the first
-   ``source_dev_sentences`` CoNLL dev sentences); the epoch with the best *mean* dev F1 is
+   order of the batches is shuffled. Dev F1 of every head after each epoch (on the first
+   ``dev_sentences`` of each dev split); the epoch with the best *mean* dev F1 is
    kept, and ``patience`` epochs without a gain stop it.
 3. Every head is scored on its full dev and test splits; the scores go into the model folder
    (``scores.json``) and into ``evals/results/default_model.{json,md}`` with the command,
@@ -71,7 +71,7 @@ class HeadScores(BaseModel):
 class EpochLog(BaseModel):
     epoch: int
     train_loss: float
-    dev_f1: dict[str, float]  # per head (news on the early-stopping subset)
+    dev_f1: dict[str, float]  # per head, on the early-stopping dev subsets
     mean_dev_f1: float
     seconds: float
 
@@ -206,9 +206,7 @@ def _build(
     train = {name: load_split(d, "train", data_dir) for name, d in recipe.domains.items()}
     dev = {name: load_split(d, "dev", data_dir) for name, d in recipe.domains.items()}
     source_head = next(n for n, d in recipe.domains.items() if d == cfg.train.source)
-    early_dev = dict(dev)
-    if recipe.source_dev_sentences:
-        early_dev[source_head] = dev[source_head][: recipe.source_dev_sentences]
+    early_dev = {name: sents[: recipe.dev_sentences] for name, sents in dev.items()}
 
     source, source_dir, source_seconds, cached = pretrain_source(cfg, data_dir, runs, progress)
     if cached and source_dir is not None:
