@@ -9,9 +9,9 @@ from typing import Annotated, Literal
 
 import typer
 
+from cdlm.cli.options import LLMChoice
 from cdlm.errors import DataError
 
-LLMChoice = Literal["none", "llama", "gpt"]
 RouteChoice = Literal["hard", "all", "none"]
 FormatChoice = Literal["jsonl", "conll"]
 

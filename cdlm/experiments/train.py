@@ -63,7 +63,7 @@ class TrainResult(BaseModel):
     target_seconds: float  # time of target fine-tuning (all epochs, dev evaluation included)
     best_epoch: int
     dev: SpanScores
-    test: SpanScores | None
+    test: SpanScores | None  # None: not asked for, or the dataset has no test split
     test_sentences_per_s: float | None
     history: list[EpochLog]
     # `--augment factmix`: grid points with dev F1, the chosen ratios, generated/kept counts.
@@ -459,7 +459,7 @@ def _train(
     progress: bool,
     evaluate_test: bool,
 ) -> TrainResult:
-    from cdlm.data.registry import domain_labels, domain_name, load_split
+    from cdlm.data.registry import domain_labels, domain_name, load_split, split_path
     from cdlm.data.sampling import k_shot
     from cdlm.experiments.evaluate import score_model
     from cdlm.provenance import stamp
@@ -502,13 +502,13 @@ def _train(
         _, _, dev_scores = sweep_alpha(model, dev_sents, config.causal.alpha_grid)
     target_seconds = time.perf_counter() - start
 
+    # Saved before any test scoring: a dataset without a test split still gets its model.
+    model.save(out, extra={"best_epoch": best_epoch, "dev_f1": dev_scores.f1})
     test_scores, test_speed = None, None
-    if evaluate_test:
+    if evaluate_test and split_path(target, "test", data_dir).is_file():
         test_sents = load_split(target, "test", data_dir)
         test_scores, seconds, _ = score_model(model, test_sents)
         test_speed = len(test_sents) / seconds if seconds > 0 else 0.0
-
-    model.save(out, extra={"best_epoch": best_epoch, "dev_f1": dev_scores.f1})
     result = TrainResult(
         checkpoint=str(out),
         target=domain_name(target),
