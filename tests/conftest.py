@@ -95,6 +95,12 @@ def tiny_tagger(tiny_checkpoint: Path):
 
 
 @pytest.fixture(scope="session")
+def tiny_bundle_config() -> dict:
+    """The dotted config overrides of ``tiny_bundle``."""
+    return dict(TINY_BUNDLE)
+
+
+@pytest.fixture(scope="session")
 def tiny_bundle(small_crossner: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A two-head model (``news`` on conll2003, ``politics``) built by the default-model recipe
     in seconds: 16 train sentences per domain, one joint epoch, no source pre-training. Real
