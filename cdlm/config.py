@@ -198,7 +198,10 @@ class ReasoningConfig(Section):
     # `placeholder`; "runner_up" asks whether the runner-up type fits better.
     selfcheck: Literal["placeholder", "runner_up", "off"] = "placeholder"
     placeholder: str = "[ENTITY {id}]"  # "{id}" becomes the candidate's number
-    prompts_dir: str | None = None  # None = the repository's prompts/
+    prompts_dir: str | None = None  # None = the defaults inside the package (cdlm/prompts/)
+    # A label file ([types] name = "description", optional domain = "...") for the domain being
+    # tagged, replacing <prompts_dir>/labels/<domain>.toml (`--labels FILE.toml`).
+    labels_file: str | None = None
 
 
 class RoutingConfig(Section):

@@ -7,7 +7,8 @@ whose message is one self-contained line naming the file and line, or the field.
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from types import ModuleType
 
 
 class CdlmError(Exception):
@@ -45,17 +46,16 @@ class TemplateError(CdlmError):
 
 
 class MissingExtraError(CdlmError):
-    """An optional dependency (an extra of the cdlm package) is not installed."""
+    """An optional dependency (a pip extra of cdlm) that is not installed."""
 
 
-def optional_import(module: str, extra: str, what: str) -> Any:
-    """``import module``, or a one-line error naming the extra that installs it (``llama``,
-    ``plot``): core cdlm does not pull llama-cpp-python or matplotlib."""
-    import importlib
-
+def require(module: str, extra: str, purpose: str) -> ModuleType:
+    """Import ``module`` from an optional extra; when it is missing, one line saying which extra
+    to install (not an ImportError traceback)."""
     try:
         return importlib.import_module(module)
-    except ImportError:
+    except ImportError as exc:
         raise MissingExtraError(
-            f"{what} needs the '{module}' package: pip install 'cdlm[{extra}]'"
+            f"{purpose} needs {module.split('.')[0]} ({exc}); install it with "
+            f"pip install 'cdlm[{extra}]'"
         ) from None

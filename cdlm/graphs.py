@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from cdlm.errors import DataError
+from cdlm.errors import DataError, require
 from cdlm.results import atomic_write_text
 
 SCHEMA_VERSION = 1
@@ -246,12 +246,10 @@ def draw(graphs: LabelGraphs, out: Path) -> Path:
     of the same label set has the same layout), node size grows with the tag's token count
     (grey = no tokens), and edge width and opacity grow with the weight.
     """
-    from cdlm.errors import optional_import
-
-    matplotlib = optional_import("matplotlib", "plot", "drawing label graphs")
+    matplotlib = require("matplotlib", "plot", "drawing label graphs")
+    nx = require("networkx", "plot", "drawing label graphs")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import networkx as nx
 
     fig, axes = plt.subplots(
         1, 3, figsize=(24, 8.5), gridspec_kw={"width_ratios": [1, 1.4, 1.1]}, layout="constrained"

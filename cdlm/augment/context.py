@@ -9,17 +9,16 @@ Two fillers implement :class:`Filler`:
 
 - :class:`HFMaskFiller` (``--mlm NAME_OR_PATH``): a Hugging Face fill-mask model, as in the paper
   (bert-base-cased). The first of its ``top_k`` predictions that is a new single word wins.
-- :class:`LLMFiller` (default, offline): the embedded SmolLM2 (or the configured ``llm``
-  backend) through :func:`cdlm.llm.factory.make_backend`, given the cloze sentence and answering
-  in a pydantic schema whose string is bounded and must match a single-word pattern (the grammar
-  enforces it during decoding, pydantic validates it). The embedded MiniLM encoder has no MLM
-  head, which is why the default install fills with the LLM. Unparseable answers are counted
-  (``LLMFiller.fallbacks``) and that position is simply not used.
+- :class:`LLMFiller` (default, offline): the embedded SmolLM2 (or the configured ``llm`` backend)
+  through :func:`cdlm.llm.factory.make_backend`, given the cloze sentence (the ``fill.jinja``
+  prompt, a registered stage) and answering in a pydantic schema whose string is bounded and must
+  match a single-word pattern (the grammar enforces it during decoding, pydantic validates it). The
+  embedded MiniLM encoder has no MLM head, which is why the default install fills with the LLM.
+  Unparseable answers are counted (``LLMFiller.fallbacks``) and that position is simply not used.
 """
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from collections.abc import Sequence
@@ -27,11 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from pydantic import BaseModel, Field, create_model
-
 from cdlm.augment.progress import Track, no_track
 from cdlm.augment.record import Generated, Replacement
 from cdlm.data.bio import OUTSIDE, Sentence
+from cdlm.llm.base import LLMOutputError, Message
+from cdlm.reasoning.fill import FILL, fill_variables
+from cdlm.reasoning.stages import load_prompts
+from cdlm.reasoning.templates import PromptSet
 
 WORD = re.compile(r"^[A-Za-z][A-Za-z'-]*$")
 FillRequest = tuple[tuple[str, ...], int]  # (sentence tokens, position to re-fill)
@@ -85,63 +86,34 @@ class HFMaskFiller:
         return out
 
 
-def word_schema(max_chars: int) -> type[BaseModel]:
-    """The LLM filler's answer: one word, bounded inside the pattern itself because llama.cpp's
-    grammar follows ``pattern`` and ignores ``maxLength`` when both are given."""
-    pattern = rf"^[A-Za-z][A-Za-z'-]{{0,{max_chars - 1}}}$"
-    # Named "Answer": SmolLM2 tends to echo the schema title into the field when it is descriptive.
-    return create_model(
-        "Answer", word=(str, Field(min_length=1, max_length=max_chars, pattern=pattern))
-    )
-
-
 class LLMFiller:
     """One word from a chat LLM (default: the embedded SmolLM2), schema-constrained.
 
-    The prompt is a cloze (the word replaced by ``___``, as an MLM sees it) with a few worked
-    examples as earlier chat turns: SmolLM2-135M follows examples far better than instructions.
-    It is still a demo-quality filler (it often proposes a word from the sentence or from the
-    examples); pass ``--mlm`` for paper-quality fills. A fill equal to the original word is not
-    used (counted as unusable).
+    The prompt is ``fill.jinja`` of the prompts folder (the ``augment_fill`` stage of
+    :mod:`cdlm.reasoning.fill`): a cloze (the word replaced by ``___``, as an MLM sees it) with a
+    few worked examples as earlier chat turns. It is still a demo-quality filler (it often
+    proposes a word from the sentence or from the examples); pass ``--mlm`` for paper-quality
+    fills. A fill equal to the original word is not used (counted as unusable).
     """
 
-    SYSTEM = "Fill the blank ___ with one English word that fits the sentence."
-    EXAMPLES = (
-        ("The ___ party won the vote .", "ruling"),
-        ("She ___ Moscow in 1990 .", "visited"),
-        ("He was ___ as president in 2004 .", "elected"),
-        ("The treaty was signed in the ___ capital .", "French"),
-        ("Voters ___ the proposal .", "rejected"),
-        ("It is the ___ city of the region .", "largest"),
-    )
-
-    def __init__(self, backend, max_chars: int = 24) -> None:
+    def __init__(self, backend, max_chars: int = 24, prompts: PromptSet | None = None) -> None:
         self._backend = backend
-        self._schema = word_schema(max_chars)
+        self._schema = FILL.schema(max_chars)
+        self._prompts = prompts or load_prompts()
         self.name = (
             f"llm:{getattr(backend, 'name', '?')}:{Path(getattr(backend, 'model', '?')).name}"
         )
         self.fallbacks = 0  # answers that stayed invalid after the backend's repair retries
 
-    def messages(self, tokens: Sequence[str], pos: int):
-        from cdlm.llm.base import Message
-
-        msgs = [Message(role="system", content=self.SYSTEM)]
-        for question, word in self.EXAMPLES:
-            msgs.append(Message(role="user", content=question))
-            msgs.append(Message(role="assistant", content=json.dumps({"word": word})))
-        cloze = " ".join("___" if i == pos else tok for i, tok in enumerate(tokens))
-        msgs.append(Message(role="user", content=cloze))
-        return msgs
+    def messages(self, tokens: Sequence[str], pos: int) -> list[Message]:
+        return self._prompts.render(FILL.template, fill_variables(tokens, pos))
 
     def fill(self, requests: Sequence[FillRequest], track: Track = no_track) -> list[list[str]]:
-        from cdlm.llm.base import LLMOutputError
-
         out: list[list[str]] = []
         for tokens, pos in track(requests, "LLM fills", len(requests)):
             try:
                 result = self._backend.complete(
-                    self.messages(tokens, pos), self._schema, stage="augment_fill"
+                    self.messages(tokens, pos), self._schema, stage=FILL.name
                 )
             except LLMOutputError:
                 self.fallbacks += 1

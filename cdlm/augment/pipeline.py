@@ -72,9 +72,12 @@ def make_filler(cfg: CdlmConfig) -> Filler:
     if cfg.augment.mlm:
         return HFMaskFiller(cfg.augment.mlm, top_k=cfg.augment.mlm_top_k)
     from cdlm.llm.factory import make_backend
+    from cdlm.reasoning.stages import check_budgets, load_prompts
 
+    check_budgets(cfg.llm)
+    prompts = load_prompts(cfg.reasoning.prompts_dir)  # a broken fill.jinja fails before a model
     llm = cfg.llm if cfg.llm.backend != "none" else cfg.llm.model_copy(update={"backend": "llama"})
-    return LLMFiller(make_backend(llm), max_chars=cfg.augment.max_word_chars)
+    return LLMFiller(make_backend(llm), max_chars=cfg.augment.max_word_chars, prompts=prompts)
 
 
 def factmix(

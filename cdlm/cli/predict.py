@@ -74,7 +74,17 @@ def predict(
     ] = False,
     prompts_dir: Annotated[
         Path | None,
-        typer.Option(help="With --llm: prompt templates folder (default: prompts/)."),
+        typer.Option(
+            help="With --llm: prompt templates folder (default: the ones inside the package; "
+            "copy them out with `cdlm prompts export DIR`)."
+        ),
+    ] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            help='With --llm: label file of your domain ([types] name = "description"); '
+            "default: labels/<domain>.toml of the prompts, else the type names alone."
+        ),
     ] = None,
     llm_budget: Annotated[
         float | None,
@@ -120,6 +130,7 @@ def predict(
         base_url,
         {
             "reasoning.prompts_dir": str(prompts_dir) if prompts_dir else None,
+            "reasoning.labels_file": str(labels) if labels else None,
             "routing.budget": llm_budget,
             "routing.threshold": llm_threshold,
         },
@@ -129,11 +140,14 @@ def predict(
             raise ConfigError("--checkpoint none needs --llm (LLM-only mode)")
         from cdlm.inference.predict import llm_only_records
 
+        _note_missing_labels(cfg, domain or "politics")
         _print_records(llm_only_records(texts, cfg, domain, explain))
         return
     from cdlm.inference.model import CDLM
 
     m = CDLM.from_pretrained(checkpoint, config=cfg)
+    if llm != "none":
+        _note_missing_labels(cfg, m.data_domain(domain))
     if format == "conll":
         from cdlm.inference.tagging import conll_lines, tag_texts
 
@@ -152,6 +166,19 @@ def predict(
         route=route,
     )
     _print_records(records)
+
+
+def _note_missing_labels(cfg, domain: str) -> None:  # cfg: cdlm.config.CdlmConfig
+    """Say when the LLM will see the domain's types by name only (no label descriptions)."""
+    from cdlm.reasoning.stages import load_prompts
+
+    path = load_prompts(cfg.reasoning.prompts_dir, cfg.reasoning.labels_file).label_path(domain)
+    if not path.is_file():
+        print(
+            f"note: no label descriptions for domain '{domain}' ({path}); the LLM sees the type "
+            "names only (give them with --labels FILE.toml)",
+            file=sys.stderr,
+        )
 
 
 def _print_records(records) -> None:  # Iterable[dict]: printed as they come

@@ -1,4 +1,5 @@
-"""``cdlm prompts check [DIR]``: validate the LLM stage templates (see :mod:`cdlm.cli`)."""
+"""``cdlm prompts check [DIR]`` and ``cdlm prompts export DIR``: the LLM stage templates (see
+:mod:`cdlm.cli`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from typing import Annotated
 import typer
 
 prompts_app = typer.Typer(
-    help="Prompt templates of the LLM stages (prompts/).", no_args_is_help=True
+    help="Prompt templates of the LLM stages and label descriptions (shipped in the package, "
+    "cdlm/prompts/; export a copy to edit and pass it with --prompts-dir).",
+    no_args_is_help=True,
 )
 
 
@@ -16,7 +19,7 @@ prompts_app = typer.Typer(
 def check(
     directory: Annotated[
         Path | None,
-        typer.Argument(help="Prompts folder (default: the repository's prompts/)."),
+        typer.Argument(help="Prompts folder (default: the templates inside the package)."),
     ] = None,
 ) -> None:
     """Render every template with sample data; report unknown/missing variables as file:line."""
@@ -32,6 +35,24 @@ def check(
         typer.echo(f"{len(problems)} problem(s) in {folder}", err=True)
         raise typer.Exit(1)
     typer.echo(f"ok: {folder} ({', '.join(registry)} templates and label files)")
+
+
+@prompts_app.command("export")
+def export(
+    directory: Annotated[Path, typer.Argument(help="Folder to copy the default prompts into.")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite files that exist in DIR already.")
+    ] = False,
+) -> None:
+    """Copy the default templates and label files out of the package, to edit them and use
+    them with --prompts-dir DIR."""
+    from cdlm.reasoning.templates import export_prompts
+
+    written = export_prompts(directory, force=force)
+    typer.echo(
+        f"wrote {len(written)} files to {directory}; check them with `cdlm prompts check "
+        f"{directory}` and use them with --prompts-dir {directory}"
+    )
 
 
 def register(app: typer.Typer) -> None:

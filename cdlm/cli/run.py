@@ -236,6 +236,10 @@ def evaluate(
         str | None,
         typer.Option(help="With --llm gpt: OpenAI-compatible server URL."),
     ] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(help="With --llm: label file of the domain (see `cdlm predict --help`)."),
+    ] = None,
     config: Annotated[
         Path | None,
         typer.Option(help="With --llm: TOML config file (CLI flags win)."),
@@ -263,7 +267,13 @@ def evaluate(
         from cdlm.config import llm_run_config
         from cdlm.experiments.llm_eval import llm_eval, write_llm_results
 
-        cfg = llm_run_config(config, llm, model, base_url)
+        cfg = llm_run_config(
+            config,
+            llm,
+            model,
+            base_url,
+            {"reasoning.labels_file": str(labels) if labels else None},
+        )
         res = llm_eval(
             checkpoint,
             cfg,

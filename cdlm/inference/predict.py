@@ -6,7 +6,8 @@ unless ``checkpoint`` or ``model`` says otherwise) and returns one record per te
 ``{"text", "entities", "routing"}``, exactly as :meth:`CDLM.stream` makes them.
 
 LLM-only mode (``llm_only_records``, ``cdlm predict --checkpoint none --llm ...``) has no tagger:
-discovery proposes the mentions, and the types come from ``prompts/labels/<domain>.toml``. It is
+discovery proposes the mentions, and the types come from the domain's label file
+(``cdlm/prompts/labels/<domain>.toml`` or ``--labels FILE.toml``) or its data. It is
 only used when asked for by name; a missing model is an error, never a silent switch to it.
 """
 
@@ -30,18 +31,25 @@ if TYPE_CHECKING:
 
 
 def llm_only_types(cfg: CdlmConfig, domain: str) -> list[str]:
-    """The entity types of ``domain`` from its label file (LLM-only mode has no tagger labels)."""
+    """The entity types of ``domain`` in LLM-only mode (no tagger labels): from its label file
+    (``--labels`` or labels/<domain>.toml), else from the domain's label set (a CrossNER name or
+    a BIO folder) with empty descriptions (the stub)."""
+    from cdlm.data.registry import domain_labels
+    from cdlm.errors import DataError
     from cdlm.reasoning.templates import load_label_file
 
-    prompts = load_prompts(cfg.reasoning.prompts_dir)
-    path = prompts.directory / "labels" / f"{domain}.toml"
+    path = load_prompts(cfg.reasoning.prompts_dir, cfg.reasoning.labels_file).label_path(domain)
     types = list(load_label_file(path))
-    if not types:
+    if types:
+        return types
+    try:
+        labels = domain_labels(domain)
+    except DataError:
         raise ConfigError(
-            f"{path}: no entity types for domain '{domain}' (LLM-only mode takes the types from "
-            "this file; pass --domain with a file in prompts/labels/)"
-        )
-    return types
+            f"{path}: no entity types for domain '{domain}': LLM-only mode takes them from a "
+            "label file (--labels FILE.toml) or the domain's data; or give --checkpoint"
+        ) from None
+    return list(dict.fromkeys(lab[2:] for lab in labels if lab != "O"))
 
 
 def llm_only_records(

@@ -16,6 +16,7 @@ from cdlm.errors import ConfigError
 from cdlm.llm.base import LLMBackend
 from cdlm.llm.usage import UsageLog
 from cdlm.reasoning.discovery import DISCOVERY
+from cdlm.reasoning.fill import FILL
 from cdlm.reasoning.selfcheck import SELFCHECK
 from cdlm.reasoning.stage import Stage, Task
 from cdlm.reasoning.templates import PromptSet, open_prompts
@@ -32,14 +33,16 @@ def register(stage: Stage) -> Stage:
     return stage
 
 
-for _stage in (DISCOVERY, VOTE, SELFCHECK):  # the pipeline's order
+for _stage in (DISCOVERY, VOTE, SELFCHECK, FILL):  # the pipeline's order, then FactMix's
     register(_stage)
 
 
-def load_prompts(directory: Path | str | None = None) -> PromptSet:
-    """The prompts folder (``None`` = the repository's ``prompts/``) with every registered
-    stage's template present and parsing."""
-    return open_prompts(directory, [s.template for s in registry.values()])
+def load_prompts(
+    directory: Path | str | None = None, labels_file: Path | str | None = None
+) -> PromptSet:
+    """The prompts folder (``None`` = the defaults in the package) with every registered
+    stage's template present and parsing; ``labels_file`` is ``--labels FILE.toml``."""
+    return open_prompts(directory, [s.template for s in registry.values()], labels_file)
 
 
 def check_budgets(llm: LLMConfig) -> None:
@@ -64,7 +67,7 @@ def make_task(
     """A reasoning task from a config: the prompts first (a broken template is reported before
     a model loads), then the configured backend (``backend`` replaces it, e.g. a shared one)."""
     check_budgets(cfg.llm)
-    prompts = load_prompts(cfg.reasoning.prompts_dir)
+    prompts = load_prompts(cfg.reasoning.prompts_dir, cfg.reasoning.labels_file)
     if backend is None:
         from cdlm.llm.factory import make_backend
 

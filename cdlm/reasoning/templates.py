@@ -1,7 +1,10 @@
 """Prompt templates: one Jinja file per LLM stage, rendered in a sandbox.
 
-Users edit ``prompts/*.jinja`` in place or point ``--prompts-dir`` at a copy. Each template defines
-two blocks, ``system`` and ``user``, which become the two chat messages. Choices:
+The defaults ship inside the package (``cdlm/prompts/``, package data read with
+:mod:`importlib.resources`); users copy them out with ``cdlm prompts export DIR``, edit, and point
+``--prompts-dir`` at the copy. Each template defines two blocks, ``system`` and ``user``, which
+become the system and the last user message; a template may also set ``examples``, a list of
+``[user, assistant]`` pairs sent as earlier chat turns between the two (few-shot). Choices:
 
 - ``SandboxedEnvironment``: a template cannot reach Python internals (attributes starting with
   ``_``, unsafe callables), so a prompt file from elsewhere cannot run code.
@@ -9,8 +12,9 @@ two blocks, ``system`` and ``user``, which become the two chat messages. Choices
   that silently weakens the prompt.
 - No autoescape (prompts are not HTML); ``trim_blocks``/``lstrip_blocks`` so ``{% for %}`` lines do
   not leave blank lines that cost tokens.
-- Label descriptions live in ``prompts/labels/<domain>.toml`` (``[types] name = "description"``);
-  a type without a description is shown by name only.
+- Label descriptions live in ``labels/<domain>.toml`` of the prompts folder (``[types] name =
+  "description"``), or in the file given with ``--labels FILE.toml``. A domain without a label
+  file gets a stub: its types by name, with empty descriptions.
 
 The rendered text is part of the LLM cache key (the backend hashes the messages), so an edit to a
 template takes effect on the next run.
@@ -18,7 +22,9 @@ template takes effect on the next run.
 
 from __future__ import annotations
 
+import importlib.resources
 import re
+import shutil
 import tomllib
 import traceback
 from collections.abc import Iterable
@@ -37,8 +43,23 @@ BLOCKS = ("system", "user")
 
 
 def default_prompts_dir() -> Path:
-    """The repository's ``prompts/`` folder (the package is installed editable)."""
-    return Path(__file__).resolve().parents[2] / "prompts"
+    """The prompts shipped with the package (``cdlm/prompts/``, package data)."""
+    return Path(str(importlib.resources.files("cdlm").joinpath("prompts")))
+
+
+def export_prompts(dest: Path, *, force: bool = False) -> list[Path]:
+    """Copy the default templates and label files into ``dest`` for editing; an existing file
+    is an error unless ``force``. Returns the files written."""
+    source = default_prompts_dir()
+    files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix in (".jinja", ".toml"))
+    targets = [dest / p.relative_to(source) for p in files]
+    clash = [t for t in targets if t.exists()]
+    if clash and not force:
+        raise TemplateError(f"{clash[0]}: exists already (pass --force to overwrite the defaults)")
+    for src, dst in zip(files, targets, strict=True):
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+    return targets
 
 
 def environment(directory: Path) -> SandboxedEnvironment:
@@ -79,6 +100,7 @@ class PromptSet:
 
     directory: Path
     env: SandboxedEnvironment = field(repr=False)
+    labels_file: Path | None = None  # --labels FILE.toml: replaces labels/<domain>.toml
 
     def path(self, template: str) -> Path:
         return self.directory / template
@@ -98,37 +120,59 @@ class PromptSet:
         try:
             context = template.new_context(dict(variables))
             parts = {b: "".join(template.blocks[b](context)).strip() for b in BLOCKS}
+            examples = getattr(template.make_module(dict(variables)), "examples", [])
         except jinja2.TemplateError as exc:
             line = template_error_line(exc, template)
             raise TemplateError(f"{path}:{line or 1}: {exc}") from None
         return [
             Message(role="system", content=parts["system"]),
+            *_turns(examples, path),
             Message(role="user", content=parts["user"]),
         ]
 
+    def label_path(self, domain: str) -> Path:
+        """Where the descriptions of ``domain`` come from: ``--labels`` or labels/<domain>.toml."""
+        return self.labels_file or self.directory / "labels" / f"{domain}.toml"
+
     def labels(self, domain: str | None, types: list[str]) -> list[dict[str, str]]:
-        """``[{name, description}]`` for ``types`` (in order), from ``labels/<domain>.toml``."""
+        """``[{name, description}]`` for ``types`` (in order), from the domain's label file; a
+        type it does not describe (or a domain without one: the stub) has an empty description."""
         descriptions: dict[str, str] = {}
-        if domain:
-            descriptions = load_label_file(self.directory / "labels" / f"{domain}.toml")
+        if domain or self.labels_file:
+            descriptions = load_label_file(self.label_path(domain or ""))
         return [{"name": t, "description": descriptions.get(t, "")} for t in types]
 
     def domain_name(self, domain: str | None) -> str:
         """The human name of the domain (``domain = "..."`` in the label file), else its key."""
-        if not domain:
+        if not domain and not self.labels_file:
             return "general"
-        path = self.directory / "labels" / f"{domain}.toml"
+        path = self.label_path(domain or "")
         if path.is_file():
             data = _read_toml(path)
             if isinstance(data.get("domain"), str):
                 return data["domain"]
-        return domain
+        return domain or "general"
 
     def undeclared(self, template: str) -> tuple[str, set[str]]:
         """The template source and the variables it reads from its context."""
         path = self.path(template)
         source = path.read_text(encoding="utf-8")
         return source, meta.find_undeclared_variables(self.env.parse(source))
+
+
+def _turns(examples: Any, path: Path) -> list[Message]:
+    """A template's few-shot ``examples`` (``[[user, assistant], ...]``) as chat turns."""
+    pairs = list(examples) if isinstance(examples, list | tuple) else None
+    if pairs is None or not all(
+        isinstance(p, list | tuple) and len(p) == 2 and all(isinstance(x, str) for x in p)
+        for p in pairs
+    ):
+        raise TemplateError(f"{path}:1: 'examples' must be a list of [user, assistant] strings")
+    return [
+        Message(role=role, content=text)
+        for user, assistant in pairs
+        for role, text in (("user", user), ("assistant", assistant))
+    ]
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -149,14 +193,22 @@ def load_label_file(path: Path) -> dict[str, str]:
     return dict(types)
 
 
-def open_prompts(directory: Path | str | None, templates: Iterable[str]) -> PromptSet:
-    """Open a prompts folder (``None`` = the repository's ``prompts/``); each of ``templates``
+def open_prompts(
+    directory: Path | str | None, templates: Iterable[str], labels_file: Path | str | None = None
+) -> PromptSet:
+    """Open a prompts folder (``None`` = the defaults in the package); each of ``templates``
     must exist and parse, so a broken edit is reported before any LLM call. The stage registry
-    (:func:`cdlm.reasoning.stages.load_prompts`) names the templates."""
+    (:func:`cdlm.reasoning.stages.load_prompts`) names the templates. ``labels_file`` (``--labels``)
+    replaces the folder's ``labels/<domain>.toml`` and must exist."""
     folder = Path(directory) if directory is not None else default_prompts_dir()
     if not folder.is_dir():
         raise TemplateError(f"{folder}: prompts folder not found")
-    prompts = PromptSet(folder, environment(folder))
+    labels = Path(labels_file) if labels_file is not None else None
+    if labels is not None:
+        if not labels.is_file():
+            raise TemplateError(f"{labels}: label file not found (--labels FILE.toml)")
+        load_label_file(labels)  # a malformed file is reported now, not at the first call
+    prompts = PromptSet(folder, environment(folder), labels)
     names = list(templates)
     for name in names:
         path = prompts.path(name)

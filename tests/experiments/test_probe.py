@@ -79,7 +79,7 @@ def test_counterfactual_sentences_stay_valid_bio_and_change_one_entity(politics,
         if mode == "mask":
             assert set(cf.replacement) == {MASK_TOKEN}
         if mode == "swap" and base.pool(cf.label) == "other domains":
-            assert cf.replacement in base.other[cf.label]
+            assert cf.replacement in base.other.mentions[cf.label]
     # Draws are reproducible.
     again, _ = counterfactuals(sentences, gold, base, mode, seed=0)
     assert [c.replacement for c in again] == [c.replacement for c in cfs]
@@ -87,12 +87,20 @@ def test_counterfactual_sentences_stay_valid_bio_and_change_one_entity(politics,
     assert all(outcome(cf, cf.changed.tags) == "survived" for cf in cfs)
 
 
-def test_argmax_style_tags_still_give_valid_bio(politics):
+def test_argmax_style_stray_tags_are_no_entity(politics):
+    """A stray ``I-X`` (an argmax decoder can emit one) is no entity, as seqeval's strict mode
+    scores it: the probe builds no counterfactual for it, and the sentences it does build for
+    the real spans are valid IOB2."""
     sentences, base = politics
     sent = next(s for s in sentences if any(t.startswith("I-") for t in s.tags))
     stray = [t if t.startswith("I-") else "O" for t in sent.tags]  # I- without B-
-    cfs, _ = counterfactuals([sent], [stray], base, "nonce", seed=0)
-    assert cfs
+    cfs, skipped = counterfactuals([sent], [stray], base, "nonce", seed=0)
+    assert cfs == [] and not skipped
+    mixed = list(sent.tags)
+    at = next(i for i in range(1, len(mixed)) if mixed[i] == "O" and mixed[i - 1] == "O")
+    mixed[at] = "I-person"  # one stray tag beside the gold spans
+    cfs, _ = counterfactuals([sent], [mixed], base, "nonce", seed=0)
+    assert len(cfs) == len(bio_spans(sent.tags)) and all(cf.start != at for cf in cfs)
     text = format_bio([cf.changed for cf in cfs])
     assert len(parse_bio_lines(text.splitlines()).sentences) == len(cfs)
 
