@@ -160,6 +160,8 @@ def refused_url() -> Iterator[str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+
+
 # -- answers built from the request's JSON schema ----------------------------------------------
 def schema_answer(body: dict[str, Any]) -> str:
     """A compact, valid instance of the request's ``response_format`` schema; every choice

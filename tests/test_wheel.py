@@ -1,5 +1,6 @@
 """The built wheel works outside the checkout: prompts are package data, found from any working
-directory, and the CLI tags text.
+directory, the type hints ship (py.typed), and the CLI tags text: with a checkpoint, and with the
+default model in the user cache (that test skips, with the reason, when it is not built).
 
 The virtual environment is fresh for cdlm (the wheel is installed into it, with no link to the
 checkout) and borrows the heavy dependencies (torch, transformers...) from the running
@@ -13,11 +14,13 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+MERKEL = "Angela Merkel met Emmanuel Macron in Paris to discuss the European Union budget."
 
 
 def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -40,6 +43,9 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
         res = _run(build, root)
     assert res.returncode == 0, res.stderr
     (wheel,) = dist.glob("cdlm-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "cdlm/py.typed" in names and "cdlm/inference/model.py" in names
+    assert not any(n.startswith(("tests/", "evals/")) for n in names)
     env_dir = root / "venv"
     create = [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip"]
     res = _run([*create, str(env_dir)], root)
@@ -76,3 +82,24 @@ def test_wheel_cli_predicts(venv: Path, tiny_checkpoint: Path, tmp_path: Path) -
     assert record["text"] == text
     for ent in record["entities"]:
         assert text[ent["start"] : ent["end"]] == ent["text"] and ent["source"] == "tagger"
+
+
+def test_wheel_imports_light_and_answers_version(venv: Path, tmp_path: Path) -> None:
+    code = "import cdlm, sys; print('torch' in sys.modules)"
+    res = _run([str(venv / "bin" / "python"), "-c", code], tmp_path)
+    assert res.returncode == 0 and res.stdout.strip() == "False", res.stdout + res.stderr
+    res = _run([str(venv / "bin" / "cdlm"), "predict", "--version"], tmp_path)
+    assert res.returncode == 0 and res.stdout.startswith("cdlm "), res.stderr
+
+
+def test_wheel_predicts_with_the_default_model(
+    venv: Path, tmp_path: Path, default_model_dir: Path
+) -> None:
+    """`cdlm predict "TEXT"` from a folder outside the checkout: no checkpoint given."""
+    res = _run([str(venv / "bin" / "cdlm"), "predict", MERKEL], tmp_path)
+    assert res.returncode == 0, res.stderr
+    (record,) = [json.loads(line) for line in res.stdout.splitlines()]
+    found = {e["text"]: e["label"] for e in record["entities"]}
+    assert found.get("Angela Merkel") == "person" and found.get("Paris") == "location", found
+    assert all(MERKEL[e["start"] : e["end"]] == e["text"] for e in record["entities"])
+    assert record["routing"]["rule"] == "no LLM"

@@ -1,15 +1,19 @@
-"""``cdlm train``, ``cdlm eval`` and ``cdlm predict`` (registered by :mod:`cdlm.cli`)."""
+"""``cdlm train`` and ``cdlm eval`` (registered by :mod:`cdlm.cli`)."""
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
-from cdlm.errors import DataError
+from cdlm.cli.options import (
+    LLMChoice,
+    SplitChoice,
+    old_output_option,
+    output_option,
+    pick_output,
+)
 from cdlm.results import RESULTS_DIR
 
 
@@ -47,17 +51,22 @@ def train(
     source_seed: Annotated[
         int | None, typer.Option(help="Seed of the cached source pre-training (default: 1).")
     ] = None,
-    out: Annotated[
+    output: Annotated[
         Path | None,
-        typer.Option(help="Checkpoint folder (default: runs/<target>__<variant>__seed<N>)."),
+        output_option("Checkpoint folder (default: runs/<target>__<variant>__seed<N>)."),
     ] = None,
+    out: Annotated[Path | None, old_output_option("--out")] = None,
     encoder: Annotated[
         str | None,
         typer.Option(help="Hugging Face encoder name or folder (default: embedded MiniLM)."),
     ] = None,
     config: Annotated[Path | None, typer.Option(help="TOML config file (CLI flags win).")] = None,
     variant: Annotated[
-        str | None, typer.Option(help="Variant name for results (default: baseline).")
+        str | None,
+        typer.Option(
+            metavar="[baseline|gcn|causal|full|<v>+factmix|NAME]",
+            help="Model variant (default: baseline); a name not in the list only labels the run.",
+        ),
     ] = None,
     epochs: Annotated[int | None, typer.Option(help="Target epochs (default: 10).")] = None,
     source_epochs: Annotated[
@@ -83,14 +92,15 @@ def train(
         bool, typer.Option("--no-gcn", help="Switch off the label-graph GCN fusion.")
     ] = False,
     augment: Annotated[
-        str | None,
+        Literal["none", "factmix"] | None,
         typer.Option(
-            help="none or factmix: FactMix semi-facts of the target train set, filtered "
-            "by a tagger fine-tuned on the original set (default: none)."
+            help="FactMix semi-facts of the target train set, filtered by a tagger fine-tuned "
+            "on the original set (default: none)."
         ),
     ] = None,
 ) -> None:
     """Pre-train on the source domain (cached), fine-tune on the target, keep the best epoch."""
+    output = pick_output(output, out, "--out")
     from cdlm.config import VARIANTS, load_config
     from cdlm.experiments.train import train as run_training
 
@@ -128,7 +138,7 @@ def train(
         cfg.train.variant += "-no-gcn"
     if cfg.augment.method == "factmix" and not cfg.train.variant.endswith("+factmix"):
         cfg.train.variant += "+factmix"  # own checkpoint folder and results name
-    result = run_training(cfg, out, data_dir=data_dir, runs=runs_dir)
+    result = run_training(cfg, output, data_dir=data_dir, runs=runs_dir)
     print(f"checkpoint: {result.checkpoint}")
     src = "cached" if result.source_cached else f"{result.source_seconds:.0f} s"
     print(
@@ -138,6 +148,12 @@ def train(
     _print_scores(f"{result.target} dev (best epoch)", result.dev)
     if result.test is not None:
         _print_scores(f"{result.target} test", result.test)
+    else:
+        from cdlm.data.registry import split_path
+
+        print(
+            f"no test score: {split_path(cfg.train.target or target, 'test', data_dir)} not found"
+        )
     if result.augment is not None:
         chosen, stats = result.augment["grid"]["chosen"], result.augment["stats"]
         print(
@@ -150,17 +166,24 @@ def train(
 
 def evaluate(
     checkpoint: Annotated[
-        Path | None,
-        typer.Option(help="Checkpoint folder (default: runs/politics__baseline__seed1)."),
-    ] = None,
-    split: Annotated[str, typer.Option(help="train, dev or test.")] = "test",
+        str,
+        typer.Option(
+            help="Model: 'default' (the default model), a model folder or a `cdlm train` run."
+        ),
+    ] = "default",
+    split: Annotated[SplitChoice, typer.Option(help="Split to score.")] = "test",
     data_dir: Annotated[Path | None, typer.Option(help="CrossNER data folder.")] = None,
     domain: Annotated[
-        str | None, typer.Option(help="Evaluate on this domain instead of the checkpoint's target.")
+        str | None,
+        typer.Option(
+            help="Domain to score: a head of the model (news, politics, ...) or a BIO dataset "
+            "with the default head's labels (default: the default head's own data)."
+        ),
     ] = None,
-    results_dir: Annotated[
-        Path, typer.Option(help="Where the JSON and Markdown go.")
-    ] = RESULTS_DIR,
+    output: Annotated[
+        Path | None, output_option("Folder for the JSON and Markdown (default: evals/results).")
+    ] = None,
+    results_dir: Annotated[Path | None, old_output_option("--results-dir")] = None,
     suite: Annotated[
         Path | None,
         typer.Option(
@@ -177,8 +200,7 @@ def evaluate(
         typer.Option(help="With --suite: run only these of its domains (comma-separated)."),
     ] = None,
     llm: Annotated[
-        str,
-        typer.Option(help="none, llama or gpt: also score tagger + LLM reasoning."),
+        LLMChoice, typer.Option(help="Also score tagger + LLM reasoning with this backend.")
     ] = "none",
     calibrate: Annotated[
         bool,
@@ -236,6 +258,7 @@ def evaluate(
         from cdlm.errors import ConfigError
 
         raise ConfigError("--plot is not available with --llm yet; run without --llm to plot")
+    results_dir = pick_output(output, results_dir, "--results-dir") or RESULTS_DIR
     if suite is not None:
         from cdlm.experiments.suite import load_suite, run_suite, select_domains, select_variants
 
@@ -257,7 +280,6 @@ def evaluate(
             print(f"wrote {png}")
         return
     from cdlm.experiments.evaluate import evaluate_checkpoint, write_results
-    from cdlm.inference.tagging import default_checkpoint
 
     if llm != "none":
         from cdlm.config import llm_run_config
@@ -271,7 +293,7 @@ def evaluate(
             {"reasoning.labels_file": str(labels) if labels else None},
         )
         res = llm_eval(
-            checkpoint or default_checkpoint(),
+            checkpoint,
             cfg,
             subset=subset,
             seed=seed,
@@ -293,7 +315,7 @@ def evaluate(
         )
         return
 
-    result = evaluate_checkpoint(checkpoint or default_checkpoint(), split, data_dir, domain)
+    result = evaluate_checkpoint(checkpoint, split, data_dir, domain)
     _print_scores(f"{result.domain} {split} ({result.variant}, seed {result.seed})", result.scores)
     path = write_results(result, results_dir)
     print(f"{result.sentences} sentences, {result.sentences_per_s:.1f} sentences/s; wrote {path}")
@@ -307,158 +329,7 @@ def evaluate(
             print(f"no plot of the {why}")
 
 
-def _read_lines(source: str) -> list[str]:
-    """Lines of a file (or stdin for ``-``) without their line ends; bad UTF-8 names the line."""
-    data = sys.stdin.buffer.read() if source == "-" else None
-    name = "<stdin>" if source == "-" else source
-    if data is None:
-        try:
-            data = Path(source).read_bytes()
-        except OSError as exc:
-            raise DataError(f"{source}: cannot read input ({exc.strerror or exc})") from None
-    lines = []
-    for number, raw in enumerate(data.splitlines(), start=1):
-        try:
-            lines.append(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise DataError(f"{name}:{number}: not valid UTF-8") from None
-    return lines
-
-
-def _note_missing_labels(cfg, domain: str | None) -> None:  # cfg: cdlm.config.CdlmConfig
-    """Say when the LLM will see the domain's types by name only (no label descriptions)."""
-    from cdlm.reasoning.stages import load_prompts
-
-    path = load_prompts(cfg.reasoning.prompts_dir, cfg.reasoning.labels_file).label_path(
-        domain or ""
-    )
-    if domain and not path.is_file():
-        print(
-            f"note: no label descriptions for domain '{domain}' ({path}); the LLM sees the type "
-            "names only (give them with --labels FILE.toml)",
-            file=sys.stderr,
-        )
-
-
-def predict(
-    text: Annotated[
-        list[str] | None, typer.Argument(help="Texts to tag (one output line each).")
-    ] = None,
-    input: Annotated[
-        str | None,
-        typer.Option("--input", "-i", help="File with one text per line, or - for stdin."),
-    ] = None,
-    checkpoint: Annotated[
-        Path | None,
-        typer.Option(help="Checkpoint folder (default: runs/politics__baseline__seed1)."),
-    ] = None,
-    format: Annotated[str, typer.Option("--format", help="jsonl or conll.")] = "jsonl",
-    llm: Annotated[str, typer.Option(help="LLM for hard cases: none, llama or gpt.")] = "none",
-    explain: Annotated[
-        bool,
-        typer.Option(help="With --llm: add causal links, votes and self-check verdicts."),
-    ] = False,
-    prompts_dir: Annotated[
-        Path | None,
-        typer.Option(
-            help="With --llm: prompt templates folder (default: the ones inside the package; "
-            "copy them out with `cdlm prompts export DIR`)."
-        ),
-    ] = None,
-    labels: Annotated[
-        Path | None,
-        typer.Option(
-            help='With --llm: label file of your domain ([types] name = "description"); '
-            "default: labels/<domain>.toml of the prompts, else the type names alone."
-        ),
-    ] = None,
-    llm_budget: Annotated[
-        float | None,
-        typer.Option(help="With --llm: at most this share of texts goes to the LLM (0.2 = 20%)."),
-    ] = None,
-    llm_threshold: Annotated[
-        float | None,
-        typer.Option(
-            help="With --llm: route candidates whose tagger confidence is below this "
-            "(default: routing.threshold)."
-        ),
-    ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option(
-            help="With --llm: GGUF path (llama) or model name (gpt) (default: embedded "
-            "SmolLM2 / gpt-3.5-turbo-0125)."
-        ),
-    ] = None,
-    base_url: Annotated[
-        str | None,
-        typer.Option(help="With --llm gpt: OpenAI-compatible server URL."),
-    ] = None,
-    domain: Annotated[
-        str | None,
-        typer.Option(
-            help="With --llm and no checkpoint: domain whose types the LLM looks for "
-            "(default: politics)."
-        ),
-    ] = None,
-    config: Annotated[Path | None, typer.Option(help="TOML config file (CLI flags win).")] = None,
-) -> None:
-    """Tag raw text: one JSON object per input line with entity character offsets."""
-    from cdlm.config import check_llm_choice
-    from cdlm.errors import ConfigError
-    from cdlm.inference.tagging import conll_lines, load_tagger, tag_texts, tagger_record
-
-    if format not in ("jsonl", "conll"):
-        raise ConfigError(f"--format: expected jsonl or conll, got {format!r}")
-    check_llm_choice(llm)
-    texts = list(text or [])
-    if input is not None:
-        texts += _read_lines(input)
-    if not texts:
-        raise ConfigError("no input: give TEXT arguments or --input FILE (- for stdin)")
-    if llm != "none":
-        if format != "jsonl":
-            raise ConfigError("--format conll is not available with --llm; use jsonl")
-        from cdlm.config import llm_run_config
-        from cdlm.inference.predict import predict_with_llm
-        from cdlm.inference.tagging import default_checkpoint, optional_tagger
-
-        cfg = llm_run_config(
-            config,
-            llm,
-            model,
-            base_url,
-            {
-                "reasoning.prompts_dir": str(prompts_dir) if prompts_dir else None,
-                "reasoning.labels_file": str(labels) if labels else None,
-                "routing.budget": llm_budget,
-                "routing.threshold": llm_threshold,
-            },
-        )
-        # LLM-only mode: no --checkpoint and no default checkpoint on disk.
-        tagger = optional_tagger(checkpoint)
-        if tagger is None:
-            print(
-                f"note: no checkpoint at {default_checkpoint()}; LLM-only mode (discovery "
-                "proposes the spans)",
-                file=sys.stderr,
-            )
-        _note_missing_labels(cfg, domain or (tagger.config.train.target if tagger else None))
-        for record in predict_with_llm(texts, cfg, model=tagger, domain=domain, explain=explain):
-            print(json.dumps(record, ensure_ascii=False), flush=True)
-        return
-    model = load_tagger(checkpoint)
-    chunk = 256  # print as we go on long inputs
-    for k in range(0, len(texts), chunk):
-        for tagged in tag_texts(model, texts[k : k + chunk]):
-            if format == "jsonl":
-                print(json.dumps(tagger_record(tagged), ensure_ascii=False))
-            else:
-                print("\n".join([*conll_lines(tagged), ""]))
-
-
 def register(app: typer.Typer) -> None:
-    """Add train, eval and predict to the main app."""
+    """Add train and eval to the main app."""
     app.command()(train)
     app.command(name="eval")(evaluate)
-    app.command()(predict)

@@ -24,7 +24,7 @@ import hashlib
 import json
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,7 +63,7 @@ class TrainResult(BaseModel):
     target_seconds: float  # time of target fine-tuning (all epochs, dev evaluation included)
     best_epoch: int
     dev: SpanScores
-    test: SpanScores | None
+    test: SpanScores | None  # None: not asked for, or the dataset has no test split
     test_sentences_per_s: float | None
     history: list[EpochLog]
     # `--augment factmix`: grid points with dev F1, the chosen ratios, generated/kept counts.
@@ -132,7 +132,7 @@ def make_optimizer(model: Tagger, config: CdlmConfig, total_steps: int):
     return optimizer, scheduler
 
 
-def _progress(enabled: bool):
+def progress_bars(enabled: bool):
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -155,7 +155,7 @@ def _progress(enabled: bool):
     )
 
 
-def _plain(progress) -> bool:
+def plain_progress(progress) -> bool:
     """Progress is on but the output is a log file, where a live bar shows nothing."""
     return not progress.disable and not progress.console.is_terminal
 
@@ -171,30 +171,45 @@ def train_epoch(
     description: str,
 ) -> float:
     """One pass over ``sentences``; returns the mean training loss."""
+    steps = [(model, chunk) for chunk in batches(sentences, config.train.batch_size, rng)]
+    return train_steps(steps, model, config, optimizer, scheduler, progress, description)
+
+
+def train_steps(
+    steps: Sequence[tuple[Tagger, list[Sentence]]],
+    params: torch.nn.Module,
+    config: CdlmConfig,
+    optimizer,
+    scheduler,
+    progress,
+    description: str,
+) -> float:
+    """One optimiser step per ``(tagger, batch)`` (several taggers may share weights, as the
+    heads of a multi-domain model do; ``params`` holds them all, for gradient clipping);
+    returns the mean training loss."""
     import torch
 
-    model.train()
-    n_batches = (len(sentences) + config.train.batch_size - 1) // config.train.batch_size
-    task = progress.add_task(description, total=n_batches, status="")
-    total, steps = 0.0, 0
-    for chunk in batches(sentences, config.train.batch_size, rng):
+    task = progress.add_task(description, total=len(steps), status="")
+    total, done = 0.0, 0
+    for model, chunk in steps:
+        model.train()
         batch = model.builder([s.tokens for s in chunk], [s.tags for s in chunk])
         out = model(batch.to(model.device))
         assert out.loss is not None
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         if config.train.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
+            torch.nn.utils.clip_grad_norm_(params.parameters(), config.train.grad_clip)
         optimizer.step()
         scheduler.step()
         total += out.loss.item()
-        steps += 1
-        progress.update(task, advance=1, status=f"loss {total / steps:.4f}")
-        if _plain(progress) and steps % max(n_batches // 10, 1) == 0:
+        done += 1
+        progress.update(task, advance=1, status=f"loss {total / done:.4f}")
+        if plain_progress(progress) and done % max(len(steps) // 10, 1) == 0:
             # Logs and CI have no live bar: a line every 10% instead.
-            progress.console.print(f"{description}: {steps}/{n_batches} loss {total / steps:.4f}")
+            progress.console.print(f"{description}: {done}/{len(steps)} loss {total / done:.4f}")
     progress.remove_task(task)
-    return total / max(steps, 1)
+    return total / max(done, 1)
 
 
 def _key(config: CdlmConfig, source: str, data_dir: Path | str | None) -> str:
@@ -280,7 +295,7 @@ def _pretrain(
     optimizer, scheduler = make_optimizer(model, cfg, steps)
     rng = random.Random(cfg.train.seed)
     history = []
-    with _progress(progress) as bar:
+    with progress_bars(progress) as bar:
         for epoch in range(1, cfg.train.source_epochs + 1):
             loss = train_epoch(
                 model,
@@ -351,8 +366,37 @@ def _fusion_module(
     return build_fusion(config, graphs, source.head.weight, model.labels)
 
 
-def _state_copy(model: torch.nn.Module) -> dict[str, Any]:
+def state_copy(model: torch.nn.Module) -> dict[str, Any]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def keep_best(
+    model: torch.nn.Module,
+    epochs: int,
+    patience: int,
+    run_epoch: Callable[[int, Any], tuple[float, str]],
+    progress: bool = True,
+    label: str = "epoch",
+) -> int:
+    """Early stopping: ``run_epoch(epoch, bar)`` trains one epoch and returns (dev score, status
+    line); stop after ``patience`` epochs without a better score; leave the best epoch's weights
+    in ``model``. Returns the best epoch."""
+    best_epoch, best, best_state = 0, float("-inf"), None
+    with progress_bars(progress) as bar:
+        overall = bar.add_task(f"{label}s", total=epochs, status="")
+        for epoch in range(1, epochs + 1):
+            score, status = run_epoch(epoch, bar)
+            if best_state is None or score > best:
+                best_epoch, best, best_state = epoch, score, state_copy(model)
+            status = f"{status} (best {100 * best:.2f} @ {best_epoch})"
+            bar.update(overall, advance=1, status=status)
+            if plain_progress(bar):
+                bar.console.print(f"{label} {epoch}: {status}")
+            if epoch - best_epoch >= patience:
+                break
+    assert best_state is not None
+    model.load_state_dict(best_state)
+    return best_epoch
 
 
 def fit(
@@ -370,45 +414,23 @@ def fit(
     steps = t.target_epochs * ((len(train_sentences) + t.batch_size - 1) // t.batch_size)
     optimizer, scheduler = make_optimizer(model, config, steps)
     rng = random.Random(t.seed)
-    best_epoch, best_scores, best_state = 0, None, None
     history: list[EpochLog] = []
-    with _progress(progress) as bar:
-        overall = bar.add_task("target epochs", total=t.target_epochs, status="")
-        for epoch in range(1, t.target_epochs + 1):
-            start = time.perf_counter()
-            loss = train_epoch(
-                model,
-                train_sentences,
-                config,
-                optimizer,
-                scheduler,
-                rng,
-                bar,
-                f"target epoch {epoch}/{t.target_epochs}",
-            )
-            scores, _, _ = score_model(model, dev_sentences)
-            history.append(
-                EpochLog(
-                    epoch=epoch,
-                    train_loss=loss,
-                    dev_f1=scores.f1,
-                    seconds=time.perf_counter() - start,
-                )
-            )
-            if best_scores is None or scores.f1 > best_scores.f1:
-                best_epoch, best_scores, best_state = epoch, scores, _state_copy(model)
-            status = (
-                f"loss {loss:.4f} dev F1 {100 * scores.f1:.2f} "
-                f"(best {100 * best_scores.f1:.2f} @ {best_epoch})"
-            )
-            bar.update(overall, advance=1, status=status)
-            if _plain(bar):
-                bar.console.print(f"target epoch {epoch}: {status}")
-            if epoch - best_epoch >= t.patience:
-                break
-    assert best_state is not None and best_scores is not None
-    model.load_state_dict(best_state)
-    return best_epoch, best_scores, history
+    dev_scores: list[SpanScores] = []
+
+    def run_epoch(epoch: int, bar: Any) -> tuple[float, str]:
+        start = time.perf_counter()
+        description = f"target epoch {epoch}/{t.target_epochs}"
+        loss = train_epoch(
+            model, train_sentences, config, optimizer, scheduler, rng, bar, description
+        )
+        scores, _, _ = score_model(model, dev_sentences)
+        dev_scores.append(scores)
+        seconds = time.perf_counter() - start
+        history.append(EpochLog(epoch=epoch, train_loss=loss, dev_f1=scores.f1, seconds=seconds))
+        return scores.f1, f"loss {loss:.4f} dev F1 {100 * scores.f1:.2f}"
+
+    best_epoch = keep_best(model, t.target_epochs, t.patience, run_epoch, progress, "target epoch")
+    return best_epoch, dev_scores[best_epoch - 1], history
 
 
 def train(
@@ -444,7 +466,7 @@ def _train(
     progress: bool,
     evaluate_test: bool,
 ) -> TrainResult:
-    from cdlm.data.registry import domain_labels, domain_name, load_split
+    from cdlm.data.registry import domain_labels, domain_name, load_split, split_path
     from cdlm.data.sampling import k_shot
     from cdlm.experiments.evaluate import score_model
     from cdlm.provenance import stamp
@@ -487,13 +509,13 @@ def _train(
         _, _, dev_scores = sweep_alpha(model, dev_sents, config.causal.alpha_grid)
     target_seconds = time.perf_counter() - start
 
+    # Saved before any test scoring: a dataset without a test split still gets its model.
+    model.save(out, extra={"best_epoch": best_epoch, "dev_f1": dev_scores.f1})
     test_scores, test_speed = None, None
-    if evaluate_test:
+    if evaluate_test and split_path(target, "test", data_dir).is_file():
         test_sents = load_split(target, "test", data_dir)
         test_scores, seconds, _ = score_model(model, test_sents)
         test_speed = len(test_sents) / seconds if seconds > 0 else 0.0
-
-    model.save(out, extra={"best_epoch": best_epoch, "dev_f1": dev_scores.f1})
     result = TrainResult(
         checkpoint=str(out),
         target=domain_name(target),
