@@ -26,7 +26,7 @@ from cdlm.errors import ConfigError
 RUNS_ENV = "CDLM_RUNS_DIR"
 
 # Config sections and fields that do not change the trained model.
-_NOT_TRAINING = ("llm", "reasoning", "routing")
+_NOT_TRAINING = ("llm", "reasoning", "routing", "serve", "corpus")
 _NOT_TRAINING_FIELDS = (
     ("train", "threads"),
     ("train", "lock_poll_seconds"),
