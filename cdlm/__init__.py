@@ -1,6 +1,10 @@
 """cdlm: cross-domain NER with a label-graph + causal tagger and an LLM for the hard cases.
 
-Nothing heavy is imported here: ``cdlm.predict`` imports the inference layer on first use.
+    from cdlm import CDLM
+    CDLM.from_pretrained("default").predict("Angela Merkel met Emmanuel Macron in Paris.")
+
+Nothing heavy is imported here: ``cdlm.CDLM`` and ``cdlm.predict`` import the inference layer on
+first use.
 """
 
 from __future__ import annotations
@@ -10,10 +14,20 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from cdlm.config import CdlmConfig
+    from cdlm.inference.model import CDLM
     from cdlm.model.tagger import Tagger
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "predict"]
+__all__ = ["CDLM", "__version__", "predict"]
+
+
+def __getattr__(name: str) -> Any:
+    """``cdlm.CDLM`` loads the model layer when first asked for, not at ``import cdlm``."""
+    if name == "CDLM":
+        from cdlm.inference.model import CDLM
+
+        return CDLM
+    raise AttributeError(f"module 'cdlm' has no attribute {name!r}")
 
 
 def predict(
@@ -28,10 +42,9 @@ def predict(
     explain: bool = False,
     config: CdlmConfig | Path | str | None = None,
 ) -> list[dict[str, Any]]:
-    """GLiNER-style entry point, one record per text:
-    ``[{"text": ..., "entities": [{start, end, text, label, score, source}]}]``.
-
-    See :func:`cdlm.inference.predict.predict_texts` for the arguments."""
+    """One record per text, ``[{"text", "entities": [{start, end, text, label, score, source}],
+    "routing"}]``, from the default model unless ``checkpoint``/``model`` says otherwise; a
+    thin function over :class:`cdlm.CDLM` (see :func:`cdlm.inference.predict.predict_texts`)."""
     from cdlm.inference.predict import predict_texts
 
     return predict_texts(

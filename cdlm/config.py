@@ -7,6 +7,7 @@ belongs to one part of the data flow in DESIGN.md; CLI flags override fields, TO
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -14,6 +15,19 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cdlm.errors import ConfigError
+
+# Where cdlm keeps its per-user files (the default model, the LLM answer cache, downloaded data):
+# ``$CDLM_HOME`` when set, else the platform's user cache folder (``~/.cache/cdlm`` on Linux).
+HOME_ENV = "CDLM_HOME"
+
+
+def cache_home() -> Path:
+    """cdlm's per-user folder: ``$CDLM_HOME``, else ``platformdirs.user_cache_dir("cdlm")``."""
+    if os.environ.get(HOME_ENV):
+        return Path(os.environ[HOME_ENV]).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("cdlm"))
 
 
 class Section(BaseModel):
@@ -189,8 +203,12 @@ class ReasoningConfig(Section):
 
 class RoutingConfig(Section):
     # A sentence goes to the LLM if a candidate's top probability is below `threshold`, or its
-    # top-two margin is below `margin`; `budget` caps the routed share of sentences.
-    threshold: float = Field(0.0, ge=0.0, le=1.0)
+    # top-two margin is below `margin`; `budget` caps the routed share of sentences. The default
+    # asks about the spans the tagger gives less than 60% (and every likely missed one, whose
+    # p(O) is below reasoning.missed_o_max = 0.6): asking for an LLM then does something. A margin
+    # rule adds nothing to it: a confidence >= 0.6 leaves a margin >= 0.2. Calibration on dev
+    # (`cdlm eval --llm ... --calibrate`) found no share that helps with SmolLM2 (README).
+    threshold: float = Field(0.6, ge=0.0, le=1.0)
     margin: float = Field(0.0, ge=0.0, le=1.0)
     budget: float | None = Field(None, ge=0.0, le=1.0)
     # Calibration (`cdlm eval --calibrate`): routed shares of dev sentences tried (hardest
@@ -228,6 +246,34 @@ class AugmentConfig(Section):
     # `cdlm train --augment factmix`: augment the target train set before fine-tuning (the filter
     # tagger is fine-tuned on the original target set first; see cdlm/experiments/factmix.py).
     method: Literal["none", "factmix"] = "none"
+
+
+class DefaultModelConfig(Section):
+    """The default model (`cdlm model build-default`, cdlm/experiments/default_model.py): one
+    encoder pre-trained on the source (the cached source model of `cdlm train`), then a head per
+    domain fine-tuned jointly, batches of one domain at a time."""
+
+    # Head name -> data domain (CrossNER name or dataset folder). "news" is the source data.
+    domains: dict[str, str] = {
+        "news": "conll2003",
+        "politics": "politics",
+        "science": "science",
+        "music": "music",
+        "literature": "literature",
+        "ai": "ai",
+    }
+    default: str = "news"  # the head `cdlm predict` uses without --domain
+    seed: int = 1
+    epochs: int = Field(10, ge=1)  # joint fine-tuning epochs at most (one pass over each domain)
+    patience: int = Field(2, ge=1)  # epochs without a mean dev F1 gain before stopping
+    # Source (news) batches mixed into each epoch per target-domain batch, drawn in turn from
+    # the whole source train split, so the news head and the shared encoder keep their news
+    # skill while the encoder moves towards the new domains.
+    source_mix: float = Field(0.5, ge=0.0)
+    # Dev sentences per head scored after each epoch for early stopping (the first N; None =
+    # all): scoring all ~5,400 dev sentences every epoch would cost more than the training.
+    # The final scores use every dev and test sentence.
+    dev_sentences: int | None = Field(300, ge=1)
 
 
 class ServeConfig(Section):
@@ -271,6 +317,7 @@ class CdlmConfig(Section):
     reasoning: ReasoningConfig = ReasoningConfig()
     routing: RoutingConfig = RoutingConfig()
     augment: AugmentConfig = AugmentConfig()
+    default_model: DefaultModelConfig = DefaultModelConfig()
     serve: ServeConfig = ServeConfig()
     corpus: CorpusConfig = CorpusConfig()
 

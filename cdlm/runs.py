@@ -6,6 +6,8 @@ reused, and claims on a folder that several processes may want at once.
 - A run is *finished* when its ``scores.json`` exists (training writes it last) and its saved
   ``config.json`` holds the same training config (:func:`training_view`: the fields that shape
   the model); a suite keeps a run of another config apart in ``...__<config hash>``.
+- Models for everyone: ``<cdlm home>/models/<name>`` (:func:`model_dir`; the default model,
+  built by ``cdlm model build-default``, is ``models/default``), found from any working folder.
 - Claims: ``<folder>.lock`` holds the owner's pid; a lock whose process is gone is stale (two
   suites sharing a runs folder never train the same run, nor the same cached source model).
 """
@@ -20,13 +22,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from cdlm.config import CdlmConfig
+from cdlm.config import CdlmConfig, cache_home
 from cdlm.errors import ConfigError
 
 RUNS_ENV = "CDLM_RUNS_DIR"
+DEFAULT_MODEL = "default"
 
 # Config sections and fields that do not change the trained model.
-_NOT_TRAINING = ("llm", "reasoning", "routing", "serve", "corpus")
+_NOT_TRAINING = ("llm", "reasoning", "routing", "default_model", "serve", "corpus")
 _NOT_TRAINING_FIELDS = (
     ("train", "threads"),
     ("train", "lock_poll_seconds"),
@@ -40,6 +43,12 @@ _NOT_TRAINING_FIELDS = (
 def runs_dir(path: Path | str | None = None) -> Path:
     """Where checkpoints and the source cache go."""
     return Path(path or os.environ.get(RUNS_ENV) or "runs")
+
+
+def model_dir(name: str = DEFAULT_MODEL) -> Path:
+    """Where the named model lives in the user's cdlm home (``$CDLM_HOME`` or the user cache):
+    ``<home>/models/<name>``; ``CDLM.from_pretrained(name)`` looks there."""
+    return cache_home() / "models" / name
 
 
 def target_of(config: CdlmConfig) -> str:

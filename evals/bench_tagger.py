@@ -39,7 +39,6 @@ def main() -> None:
     import torch
 
     from cdlm.data.registry import load_split
-    from cdlm.inference.tagging import default_checkpoint
     from cdlm.model.encoder import encoder_label
     from cdlm.provenance import stamp
     from cdlm.results import write_results
@@ -48,7 +47,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     from cdlm.model.tagger import Tagger
 
-    checkpoint = args.checkpoint or default_checkpoint()
+    checkpoint = args.checkpoint or Path("runs/politics__baseline__seed1")
     model = Tagger.load(checkpoint)
     sentences = [list(s.tokens) for s in load_split(args.domain, args.split, args.data_dir)]
     size = model.config.train.eval_batch_size

@@ -1,15 +1,12 @@
-"""``cdlm train``, ``cdlm eval`` and ``cdlm predict`` (registered by :mod:`cdlm.cli`)."""
+"""``cdlm train`` and ``cdlm eval`` (registered by :mod:`cdlm.cli`)."""
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from cdlm.errors import DataError
 from cdlm.results import RESULTS_DIR
 
 
@@ -150,13 +147,19 @@ def train(
 
 def evaluate(
     checkpoint: Annotated[
-        Path | None,
-        typer.Option(help="Checkpoint folder (default: runs/politics__baseline__seed1)."),
-    ] = None,
+        str,
+        typer.Option(
+            help="Model: 'default' (the default model), a model folder or a `cdlm train` run."
+        ),
+    ] = "default",
     split: Annotated[str, typer.Option(help="train, dev or test.")] = "test",
     data_dir: Annotated[Path | None, typer.Option(help="CrossNER data folder.")] = None,
     domain: Annotated[
-        str | None, typer.Option(help="Evaluate on this domain instead of the checkpoint's target.")
+        str | None,
+        typer.Option(
+            help="Domain to score: a head of the model (news, politics, ...) or a BIO dataset "
+            "with the default head's labels (default: the default head's own data)."
+        ),
     ] = None,
     results_dir: Annotated[
         Path, typer.Option(help="Where the JSON and Markdown go.")
@@ -235,7 +238,6 @@ def evaluate(
         )
         return
     from cdlm.experiments.evaluate import evaluate_checkpoint, write_results
-    from cdlm.inference.tagging import default_checkpoint
 
     if llm != "none":
         from cdlm.config import llm_run_config
@@ -243,7 +245,7 @@ def evaluate(
 
         cfg = llm_run_config(config, llm, model, base_url)
         res = llm_eval(
-            checkpoint or default_checkpoint(),
+            checkpoint,
             cfg,
             subset=subset,
             seed=seed,
@@ -265,137 +267,13 @@ def evaluate(
         )
         return
 
-    result = evaluate_checkpoint(checkpoint or default_checkpoint(), split, data_dir, domain)
+    result = evaluate_checkpoint(checkpoint, split, data_dir, domain)
     _print_scores(f"{result.domain} {split} ({result.variant}, seed {result.seed})", result.scores)
     path = write_results(result, results_dir)
     print(f"{result.sentences} sentences, {result.sentences_per_s:.1f} sentences/s; wrote {path}")
 
 
-def _read_lines(source: str) -> list[str]:
-    """Lines of a file (or stdin for ``-``) without their line ends; bad UTF-8 names the line."""
-    data = sys.stdin.buffer.read() if source == "-" else None
-    name = "<stdin>" if source == "-" else source
-    if data is None:
-        try:
-            data = Path(source).read_bytes()
-        except OSError as exc:
-            raise DataError(f"{source}: cannot read input ({exc.strerror or exc})") from None
-    lines = []
-    for number, raw in enumerate(data.splitlines(), start=1):
-        try:
-            lines.append(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise DataError(f"{name}:{number}: not valid UTF-8") from None
-    return lines
-
-
-def predict(
-    text: Annotated[
-        list[str] | None, typer.Argument(help="Texts to tag (one output line each).")
-    ] = None,
-    input: Annotated[
-        str | None,
-        typer.Option("--input", "-i", help="File with one text per line, or - for stdin."),
-    ] = None,
-    checkpoint: Annotated[
-        Path | None,
-        typer.Option(help="Checkpoint folder (default: runs/politics__baseline__seed1)."),
-    ] = None,
-    format: Annotated[str, typer.Option("--format", help="jsonl or conll.")] = "jsonl",
-    llm: Annotated[str, typer.Option(help="LLM for hard cases: none, llama or gpt.")] = "none",
-    explain: Annotated[
-        bool,
-        typer.Option(help="With --llm: add causal links, votes and self-check verdicts."),
-    ] = False,
-    prompts_dir: Annotated[
-        Path | None,
-        typer.Option(help="With --llm: prompt templates folder (default: prompts/)."),
-    ] = None,
-    llm_budget: Annotated[
-        float | None,
-        typer.Option(help="With --llm: at most this share of texts goes to the LLM (0.2 = 20%)."),
-    ] = None,
-    llm_threshold: Annotated[
-        float | None,
-        typer.Option(
-            help="With --llm: route candidates whose tagger confidence is below this "
-            "(default: routing.threshold)."
-        ),
-    ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option(
-            help="With --llm: GGUF path (llama) or model name (gpt) (default: embedded "
-            "SmolLM2 / gpt-3.5-turbo-0125)."
-        ),
-    ] = None,
-    base_url: Annotated[
-        str | None,
-        typer.Option(help="With --llm gpt: OpenAI-compatible server URL."),
-    ] = None,
-    domain: Annotated[
-        str | None,
-        typer.Option(
-            help="With --llm and no checkpoint: domain whose types the LLM looks for "
-            "(default: politics)."
-        ),
-    ] = None,
-    config: Annotated[Path | None, typer.Option(help="TOML config file (CLI flags win).")] = None,
-) -> None:
-    """Tag raw text: one JSON object per input line with entity character offsets."""
-    from cdlm.config import check_llm_choice
-    from cdlm.errors import ConfigError
-    from cdlm.inference.tagging import conll_lines, load_tagger, tag_texts, tagger_record
-
-    if format not in ("jsonl", "conll"):
-        raise ConfigError(f"--format: expected jsonl or conll, got {format!r}")
-    check_llm_choice(llm)
-    texts = list(text or [])
-    if input is not None:
-        texts += _read_lines(input)
-    if not texts:
-        raise ConfigError("no input: give TEXT arguments or --input FILE (- for stdin)")
-    if llm != "none":
-        if format != "jsonl":
-            raise ConfigError("--format conll is not available with --llm; use jsonl")
-        from cdlm.config import llm_run_config
-        from cdlm.inference.predict import predict_with_llm
-        from cdlm.inference.tagging import default_checkpoint, optional_tagger
-
-        cfg = llm_run_config(
-            config,
-            llm,
-            model,
-            base_url,
-            {
-                "reasoning.prompts_dir": str(prompts_dir) if prompts_dir else None,
-                "routing.budget": llm_budget,
-                "routing.threshold": llm_threshold,
-            },
-        )
-        # LLM-only mode: no --checkpoint and no default checkpoint on disk.
-        tagger = optional_tagger(checkpoint)
-        if tagger is None:
-            print(
-                f"note: no checkpoint at {default_checkpoint()}; LLM-only mode (discovery "
-                "proposes the spans)",
-                file=sys.stderr,
-            )
-        for record in predict_with_llm(texts, cfg, model=tagger, domain=domain, explain=explain):
-            print(json.dumps(record, ensure_ascii=False), flush=True)
-        return
-    model = load_tagger(checkpoint)
-    chunk = 256  # print as we go on long inputs
-    for k in range(0, len(texts), chunk):
-        for tagged in tag_texts(model, texts[k : k + chunk]):
-            if format == "jsonl":
-                print(json.dumps(tagger_record(tagged), ensure_ascii=False))
-            else:
-                print("\n".join([*conll_lines(tagged), ""]))
-
-
 def register(app: typer.Typer) -> None:
-    """Add train, eval and predict to the main app."""
+    """Add train and eval to the main app."""
     app.command()(train)
     app.command(name="eval")(evaluate)
-    app.command()(predict)

@@ -27,9 +27,9 @@ ENV_VAR = "CDLM_DATA_DIR"
 
 def user_cache_dir() -> Path:
     """The per-user folder ``cdlm data download crossner`` writes to."""
-    import platformdirs
+    from cdlm.config import cache_home
 
-    return Path(platformdirs.user_cache_dir("cdlm")) / "crossner"
+    return cache_home() / "crossner"
 
 
 def checkout_data_dir() -> Path:

@@ -1,16 +1,17 @@
 """Scoring a tagger on a labelled split and writing the results files.
 
-``evaluate_checkpoint`` loads a saved tagger, tags one split of its target domain, scores it
-with strict IOB2 seqeval (:mod:`cdlm.metrics`) and times the tagging (sentences/s, tokenising
-included). ``write_results`` puts the JSON (the record of truth) and a Markdown rendering under
-``evals/results/<domain>__<variant>__seed<N>__<split>.{json,md}``.
+``evaluate_checkpoint`` loads a model through :class:`cdlm.CDLM` (the default model, a saved
+multi-domain model or a ``cdlm train`` run), tags one split of a domain with the matching head
+(``CDLM.tag_tokens``), scores it with strict IOB2 seqeval (:mod:`cdlm.metrics`) and times the
+tagging (sentences/s, tokenising included). ``write_results`` puts the JSON (the record of
+truth) and a Markdown rendering under ``evals/results/<domain>__<variant>__seed<N>__<split>.*``.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,10 @@ from cdlm.results import RESULTS_DIR
 from cdlm.results import write_results as write_record
 
 if TYPE_CHECKING:
+    from cdlm.inference.model import CDLM
     from cdlm.model.tagger import Tagger
+
+TagFn = Callable[[list[tuple[str, ...]]], list[list[str]]]
 
 
 class EvalResult(BaseModel):
@@ -45,15 +49,37 @@ class EvalResult(BaseModel):
     provenance: dict[str, Any]
 
 
-def score_model(
-    model: Tagger, sentences: Sequence[Sentence]
+def score_tagging(
+    tag: TagFn, sentences: Sequence[Sentence]
 ) -> tuple[SpanScores, float, list[list[str]]]:
-    """Tag ``sentences`` and score them: (scores, seconds spent tagging, predicted tags)."""
+    """Tag ``sentences`` with ``tag`` and score them: (scores, seconds tagging, predicted tags)."""
     start = time.perf_counter()
-    pred = model.predict_tags([s.tokens for s in sentences])
+    pred = tag([s.tokens for s in sentences])
     seconds = time.perf_counter() - start
     scores = span_scores([s.tags for s in sentences], pred)
     return scores, seconds, pred
+
+
+def score_model(
+    model: Tagger, sentences: Sequence[Sentence]
+) -> tuple[SpanScores, float, list[list[str]]]:
+    """A tagger in memory (training, the alpha sweep) on ``sentences``; see score_tagging."""
+    return score_tagging(model.predict_tags, sentences)
+
+
+def open_for_domain(checkpoint: Path | str, domain: str | None) -> tuple[CDLM, str, str]:
+    """The model, the head to use and the data domain to read for an evaluation on ``domain``:
+    a head's name or its data names that head; another dataset (a folder with the same label
+    set) uses the default head; ``None`` is the default head on its own data."""
+    from cdlm.errors import ConfigError
+    from cdlm.inference.model import CDLM
+
+    m = CDLM.from_pretrained(checkpoint)
+    try:
+        head = m.resolve(domain)
+    except ConfigError:
+        head = m.default_domain  # another dataset with this head's labels
+    return m, head, domain or m.data_domain(head)
 
 
 def evaluate_checkpoint(
@@ -62,36 +88,32 @@ def evaluate_checkpoint(
     data_dir: Path | str | None = None,
     domain: str | None = None,
 ) -> EvalResult:
-    """Score the tagger saved in ``checkpoint`` on ``split`` of its target domain (or of
-    ``domain``: a CrossNER name or a BIO dataset folder with the same label set)."""
+    """Score the model saved in ``checkpoint`` (a folder or ``"default"``) on ``split`` of a
+    domain (default: its default head's data; or a CrossNER name or a BIO dataset folder with
+    the same label set)."""
     from cdlm.data.registry import domain_name, load_split
     from cdlm.model.encoder import encoder_label
-    from cdlm.model.tagger import Tagger
     from cdlm.provenance import stamp
 
-    model = Tagger.load(checkpoint)
-    target = domain or model.config.train.target
-    if target is None:
-        from cdlm.errors import ConfigError
-
-        raise ConfigError(f"{checkpoint}: the checkpoint names no target domain; pass --domain")
+    m, head, target = open_for_domain(checkpoint, domain)
+    tagger = m.tagger(head)
     sentences = load_split(target, split, data_dir)
-    scores, seconds, _ = score_model(model, sentences)
-    config = model.config.model_dump(mode="json")
+    scores, seconds, _ = score_tagging(lambda tokens: m.tag_tokens(tokens, head), sentences)
+    config = tagger.config.model_dump(mode="json")
     return EvalResult(
         domain=domain_name(target),
-        variant=model.config.train.variant,
+        variant=tagger.config.train.variant,
         split=split,
-        seed=model.config.train.seed,
-        checkpoint=str(checkpoint),
-        encoder=encoder_label(model.encoder_name),
+        seed=tagger.config.train.seed,
+        checkpoint=str(m.path or checkpoint),
+        encoder=encoder_label(tagger.encoder_name),
         scores=scores,
         sentences=len(sentences),
         seconds=seconds,
         sentences_per_s=len(sentences) / seconds if seconds > 0 else 0.0,
         config=config,
-        training=training_record(checkpoint),
-        provenance=stamp(seed=model.config.train.seed, config=config),
+        training=training_record(m.path or checkpoint),
+        provenance=stamp(seed=tagger.config.train.seed, config=config),
     )
 
 

@@ -253,11 +253,11 @@ def llm_eval(
 ) -> LLMEvalResult:
     """Tagger alone vs tagger + LLM (see the module docstring); nothing is written here."""
     from cdlm.data.registry import load_split
-    from cdlm.model.tagger import Tagger
+    from cdlm.experiments.evaluate import open_for_domain
     from cdlm.provenance import stamp
 
-    model = Tagger.load(checkpoint)
-    target = domain or model.config.train.target
+    m, head, target = open_for_domain(checkpoint, domain)
+    model = m.tagger(head)
     types = list(dict.fromkeys(lab[2:] for lab in model.labels if lab != OUTSIDE))
     test = seeded_subset(load_split(target, "test", data_dir), subset, seed)
     test_views = tagger_views(model, test, cfg)

@@ -132,7 +132,7 @@ def make_optimizer(model: Tagger, config: CdlmConfig, total_steps: int):
     return optimizer, scheduler
 
 
-def _progress(enabled: bool):
+def progress_bars(enabled: bool):
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -155,7 +155,7 @@ def _progress(enabled: bool):
     )
 
 
-def _plain(progress) -> bool:
+def plain_progress(progress) -> bool:
     """Progress is on but the output is a log file, where a live bar shows nothing."""
     return not progress.disable and not progress.console.is_terminal
 
@@ -171,30 +171,45 @@ def train_epoch(
     description: str,
 ) -> float:
     """One pass over ``sentences``; returns the mean training loss."""
+    steps = [(model, chunk) for chunk in batches(sentences, config.train.batch_size, rng)]
+    return train_steps(steps, model, config, optimizer, scheduler, progress, description)
+
+
+def train_steps(
+    steps: Sequence[tuple[Tagger, list[Sentence]]],
+    params: torch.nn.Module,
+    config: CdlmConfig,
+    optimizer,
+    scheduler,
+    progress,
+    description: str,
+) -> float:
+    """One optimiser step per ``(tagger, batch)`` (several taggers may share weights, as the
+    heads of a multi-domain model do; ``params`` holds them all, for gradient clipping);
+    returns the mean training loss."""
     import torch
 
-    model.train()
-    n_batches = (len(sentences) + config.train.batch_size - 1) // config.train.batch_size
-    task = progress.add_task(description, total=n_batches, status="")
-    total, steps = 0.0, 0
-    for chunk in batches(sentences, config.train.batch_size, rng):
+    task = progress.add_task(description, total=len(steps), status="")
+    total, done = 0.0, 0
+    for model, chunk in steps:
+        model.train()
         batch = model.builder([s.tokens for s in chunk], [s.tags for s in chunk])
         out = model(batch.to(model.device))
         assert out.loss is not None
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         if config.train.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
+            torch.nn.utils.clip_grad_norm_(params.parameters(), config.train.grad_clip)
         optimizer.step()
         scheduler.step()
         total += out.loss.item()
-        steps += 1
-        progress.update(task, advance=1, status=f"loss {total / steps:.4f}")
-        if _plain(progress) and steps % max(n_batches // 10, 1) == 0:
+        done += 1
+        progress.update(task, advance=1, status=f"loss {total / done:.4f}")
+        if plain_progress(progress) and done % max(len(steps) // 10, 1) == 0:
             # Logs and CI have no live bar: a line every 10% instead.
-            progress.console.print(f"{description}: {steps}/{n_batches} loss {total / steps:.4f}")
+            progress.console.print(f"{description}: {done}/{len(steps)} loss {total / done:.4f}")
     progress.remove_task(task)
-    return total / max(steps, 1)
+    return total / max(done, 1)
 
 
 def _key(config: CdlmConfig, source: str, data_dir: Path | str | None) -> str:
@@ -280,7 +295,7 @@ def _pretrain(
     optimizer, scheduler = make_optimizer(model, cfg, steps)
     rng = random.Random(cfg.train.seed)
     history = []
-    with _progress(progress) as bar:
+    with progress_bars(progress) as bar:
         for epoch in range(1, cfg.train.source_epochs + 1):
             loss = train_epoch(
                 model,
@@ -351,7 +366,7 @@ def _fusion_module(
     return build_fusion(config, graphs, source.head.weight, model.labels)
 
 
-def _state_copy(model: torch.nn.Module) -> dict[str, Any]:
+def state_copy(model: torch.nn.Module) -> dict[str, Any]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
@@ -372,7 +387,7 @@ def fit(
     rng = random.Random(t.seed)
     best_epoch, best_scores, best_state = 0, None, None
     history: list[EpochLog] = []
-    with _progress(progress) as bar:
+    with progress_bars(progress) as bar:
         overall = bar.add_task("target epochs", total=t.target_epochs, status="")
         for epoch in range(1, t.target_epochs + 1):
             start = time.perf_counter()
@@ -396,13 +411,13 @@ def fit(
                 )
             )
             if best_scores is None or scores.f1 > best_scores.f1:
-                best_epoch, best_scores, best_state = epoch, scores, _state_copy(model)
+                best_epoch, best_scores, best_state = epoch, scores, state_copy(model)
             status = (
                 f"loss {loss:.4f} dev F1 {100 * scores.f1:.2f} "
                 f"(best {100 * best_scores.f1:.2f} @ {best_epoch})"
             )
             bar.update(overall, advance=1, status=status)
-            if _plain(bar):
+            if plain_progress(bar):
                 bar.console.print(f"target epoch {epoch}: {status}")
             if epoch - best_epoch >= t.patience:
                 break

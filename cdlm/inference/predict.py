@@ -1,58 +1,32 @@
-"""``cdlm.predict(...)`` and ``cdlm predict --llm llama|gpt``: raw texts in, merged tagger + LLM
-entities out.
+"""``cdlm.predict(...)`` (records in, records out, over :class:`~cdlm.inference.model.CDLM`) and
+the LLM-only mode.
 
-``predict_texts`` is the user-facing, GLiNER-like call: the tagger alone
-(:mod:`cdlm.inference.tagging`), or with an LLM :func:`predict_with_llm`. With a tagger, each text
-is tagged once (:func:`cdlm.inference.tagging.tag_texts`), the router picks the hard candidates and
-the LLM decides those; everything else keeps the tagger's answer. Without a tagger (LLM-only mode)
-every text goes through discovery, which proposes the mentions; the types then come from
-``prompts/labels/<domain>.toml``.
+``predict_texts`` is the function behind ``cdlm.predict``: it loads the model (the default one
+unless ``checkpoint`` or ``model`` says otherwise) and returns one record per text,
+``{"text", "entities", "routing"}``, exactly as :meth:`CDLM.stream` makes them.
 
-Each record is ``{"text", "entities": [{start, end, text, label, score, source}]}`` plus, with
-``explain``, each LLM entity's causal links, votes and self-check verdict, and a ``"llm"`` entry
-with what the sentence cost (fallbacks, dropped ungrounded spans).
+LLM-only mode (``llm_only_records``, ``cdlm predict --checkpoint none --llm ...``) has no tagger:
+discovery proposes the mentions, and the types come from ``prompts/labels/<domain>.toml``. It is
+only used when asked for by name; a missing model is an error, never a silent switch to it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cdlm.config import CdlmConfig, check_llm_choice, llm_run_config
 from cdlm.data.text import tokenize
 from cdlm.errors import ConfigError
-from cdlm.inference.tagging import load_tagger, optional_tagger, tag_texts, tagger_record
+from cdlm.inference.model import CDLM, llm_record
+from cdlm.inference.tagging import doc_of
 from cdlm.llm.usage import UsageLog
-from cdlm.reasoning.candidates import Doc, extract_candidates
-from cdlm.reasoning.pipeline import Outcome, reason, route
-from cdlm.reasoning.routing import Router
+from cdlm.reasoning.pipeline import Outcome, reason
 from cdlm.reasoning.stages import load_prompts, make_task
 
 if TYPE_CHECKING:
     from cdlm.model.tagger import Tagger
-
-
-def _doc(text: str, tokens: list[Any]) -> Doc:
-    return Doc(text, tuple(t.text for t in tokens), tuple((t.start, t.end) for t in tokens))
-
-
-def _record(doc: Doc, outcome: Outcome, explain: bool) -> dict[str, Any]:
-    for ent in outcome.entities:  # every span lies inside the input, by construction
-        assert doc.text[ent.start : ent.end] == ent.text
-    record: dict[str, Any] = {
-        "text": doc.text,
-        "entities": [e.to_json(explain) for e in outcome.entities],
-    }
-    if explain:
-        record["llm"] = {
-            "routed": outcome.routed,
-            "asked": outcome.asked,
-            "fallbacks": outcome.fallbacks,
-            "dropped_ungrounded": outcome.dropped,
-            "trace": outcome.trace,
-        }
-    return record
 
 
 def llm_only_types(cfg: CdlmConfig, domain: str) -> list[str]:
@@ -65,55 +39,58 @@ def llm_only_types(cfg: CdlmConfig, domain: str) -> list[str]:
     if not types:
         raise ConfigError(
             f"{path}: no entity types for domain '{domain}' (LLM-only mode takes the types from "
-            "this file; pass --domain with a file in prompts/labels/ or give --checkpoint)"
+            "this file; pass --domain with a file in prompts/labels/)"
         )
     return types
+
+
+def llm_only_records(
+    texts: Iterable[str],
+    cfg: CdlmConfig,
+    domain: str | None,
+    explain: bool = False,
+    log: UsageLog | None = None,
+) -> Iterator[dict[str, Any]]:
+    """LLM-only mode: one record per text, in order; discovery proposes every candidate."""
+    target = domain or "politics"
+    task = make_task(cfg, target, llm_only_types(cfg, target), log=log or UsageLog())
+    for text in texts:
+        doc = doc_of(text, tokenize(text))
+        outcome = reason(task, doc, None) if doc.tokens else Outcome([])
+        for ent in outcome.entities:  # every span lies inside the input, by construction
+            assert doc.text[ent.start : ent.end] == ent.text
+        record: dict[str, Any] = {
+            "text": text,
+            "entities": [e.to_json(explain) for e in outcome.entities],
+            "routing": {
+                "candidates": outcome.asked,
+                "routed": outcome.asked,
+                "rule": "LLM-only mode: discovery proposes every candidate",
+                "forced": True,
+            },
+        }
+        if explain:
+            record["llm"] = llm_record(outcome)
+        yield record
 
 
 def predict_with_llm(
     texts: list[str],
     cfg: CdlmConfig,
     *,
-    model: Any | None,
+    model: Tagger | None,
     domain: str | None,
     explain: bool = False,
     log: UsageLog | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """One record per text, in order (a generator, so long inputs print as they go)."""
-    log = log or UsageLog()
+    """Tagger + LLM records (``model``), or LLM-only mode when ``model`` is ``None``."""
     if model is None:
-        target = domain or "politics"
-        task = make_task(cfg, target, llm_only_types(cfg, target), log=log)
-        for text in texts:
-            doc = _doc(text, tokenize(text))
-            outcome = reason(task, doc, None) if doc.tokens else Outcome([])
-            yield _record(doc, outcome, explain)
+        yield from llm_only_records(texts, cfg, domain, explain, log)
         return
-
-    labels = list(model.labels)
-    types = list(dict.fromkeys(lab[2:] for lab in labels if lab != "O"))
-    task = make_task(cfg, domain or model.config.train.target, types, log=log)
-    router = Router.from_config(cfg.routing)
-    chunk = 64
-    for k in range(0, len(texts), chunk):
-        tagged = tag_texts(model, texts[k : k + chunk])
-        docs = [_doc(t.text, t.tokens) for t in tagged]
-        cands = [
-            extract_candidates(
-                d,
-                t.probs,
-                labels,
-                tags=t.tags,
-                top_k=cfg.reasoning.top_k,
-                missed_o_max=cfg.reasoning.missed_o_max,
-            )
-            if d.tokens
-            else []
-            for d, t in zip(docs, tagged, strict=True)
-        ]
-        hard = router.select(cands)  # a budget applies per chunk of texts
-        for doc, c, h in zip(docs, cands, hard, strict=True):
-            yield _record(doc, route(task, doc, c, h), explain)
+    m = CDLM.from_tagger(model, config=cfg)
+    if log is not None:
+        m.usage = log
+    yield from m.stream(texts, llm=cfg.llm, explain=explain)
 
 
 def predict_texts(
@@ -128,23 +105,23 @@ def predict_texts(
     explain: bool = False,
     config: CdlmConfig | Path | str | None = None,
 ) -> list[dict[str, Any]]:
-    """``[{"text": ..., "entities": [{start, end, text, label, score, source}]}]``, one per text.
+    """``[{"text", "entities": [{start, end, text, label, score, source}], "routing"}]``, one
+    record per text.
 
-    ``model`` (an already loaded tagger) takes precedence over ``checkpoint``. ``llm="llama"``
-    or ``"gpt"`` adds the LLM reasoning on the hard candidates exactly as ``cdlm predict --llm``
-    does (``llm_model``: GGUF path or API model name; ``config``: a config or TOML path for the
-    reasoning, routing and LLM settings; ``explain``: causal links, votes and self-check). With
-    an LLM and no tagger at all (no ``checkpoint``, ``model`` or default checkpoint) discovery
-    proposes the spans (LLM-only mode, types from ``prompts/labels/<domain>.toml``).
+    ``model`` (a tagger in memory) wins over ``checkpoint`` (a folder or model name; default:
+    the default model). ``llm="llama"`` or ``"gpt"`` adds the LLM on the hard candidates as
+    ``cdlm predict --llm`` does (``llm_model``: GGUF path or API model name; ``config``: a
+    config or TOML path for the reasoning, routing and LLM settings; ``explain``: causal links,
+    votes and self-check). For more (streams, thresholds, routing), use
+    :class:`cdlm.CDLM` directly.
     """
     check_llm_choice(llm)
     if isinstance(texts, str):
         texts = [texts]
-    if llm == "none":
-        model = model or load_tagger(checkpoint)
-        return [tagger_record(t) for t in tag_texts(model, list(texts))]
-
     cfg = llm_run_config(config, llm, llm_model, base_url)
-    if model is None:
-        model = optional_tagger(checkpoint)
-    return list(predict_with_llm(list(texts), cfg, model=model, domain=domain, explain=explain))
+    if model is not None:
+        m = CDLM.from_tagger(model, config=cfg)
+    else:
+        m = CDLM.from_pretrained(checkpoint or "default", config=cfg)
+    spec = cfg.llm if llm != "none" else None
+    return list(m.stream(texts, domain=domain, llm=spec, explain=explain))

@@ -1,24 +1,30 @@
-"""Raw text in, tagger entities with character offsets out.
+"""Raw text in, the tagger's view of it out: tokens with offsets, word probabilities, tags,
+candidates and entities.
 
-``tag_texts`` is the tagging step on its own (tokens with offsets, word-level probabilities,
-decoded tags, entities) so the LLM reasoning stage can start from it
-(:mod:`cdlm.inference.predict`); it is also what ``cdlm predict`` prints without ``--llm``.
+``tag_texts`` is the tagging step of :class:`cdlm.inference.model.CDLM` (and the start of its
+LLM stage). Each input text is tagged as one sequence (long texts are windowed by the tagger,
+never cut). ``types`` restricts the decoding to some entity types: the other types' B/I
+probabilities are set to zero and each word's row renormalised before the Viterbi decoding, so
+a span the tagger saw as another type gets the best allowed type or none.
 
-Each input text is tagged as one sequence (long texts are windowed by the tagger, never cut).
-An entity's ``score`` is the mean probability of the tags chosen for its words.
+An entity's ``score`` is its span's probability of its type: the mean over its words of
+``p(B-type) + p(I-type)`` (the candidates' ``confidence``, :mod:`cdlm.reasoning.candidates`), so
+the number a user thresholds is the number the LLM router reads.
 """
 
 from __future__ import annotations
 
-import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cdlm.data.spans import Entity, bio_spans
+from cdlm.data.spans import OUTSIDE, Entity
 from cdlm.data.text import Token, tokenize
+from cdlm.errors import ConfigError
+from cdlm.reasoning.candidates import Candidate, Doc, extract_candidates
+from cdlm.reasoning.pipeline import tagger_entities
 
 if TYPE_CHECKING:
     from cdlm.model.tagger import Tagger
@@ -32,73 +38,85 @@ class TaggedText:
     tokens: list[Token]
     probs: np.ndarray  # [W, L] softmax over the tagger's labels
     tags: list[str]
-    entities: list[Entity]
+    labels: list[str]  # the tagger's BIO labels (the columns of probs)
+
+    @property
+    def doc(self) -> Doc:
+        return doc_of(self.text, self.tokens)
+
+    def candidates(self, top_k: int = 3, missed_o_max: float = 0.0) -> list[Candidate]:
+        """The tagger's spans (and, with ``missed_o_max`` > 0, the likely missed ones) with
+        their top-k types: what the router and the LLM stages see."""
+        if not self.tokens:
+            return []
+        return extract_candidates(
+            self.doc,
+            self.probs,
+            self.labels,
+            tags=self.tags,
+            top_k=top_k,
+            missed_o_max=missed_o_max,
+        )
+
+    @property
+    def entities(self) -> list[Entity]:
+        return tagger_entities(self.doc, self.candidates())
 
 
-def default_checkpoint() -> Path:
-    """What ``cdlm train --target politics`` writes by default."""
-    from cdlm.config import load_config
-    from cdlm.runs import default_out_dir
-
-    return default_out_dir(load_config(None, {"train.target": "politics"}))
+def doc_of(text: str, tokens: Sequence[Token]) -> Doc:
+    return Doc(text, tuple(t.text for t in tokens), tuple((t.start, t.end) for t in tokens))
 
 
-@functools.lru_cache(maxsize=2)
-def _load(path: str) -> Tagger:
-    from cdlm.model.tagger import Tagger
-
-    return Tagger.load(path)
+def entity_types(labels: Sequence[str]) -> list[str]:
+    """The entity types of a BIO label set, in label order."""
+    return list(dict.fromkeys(lab[2:] for lab in labels if lab != OUTSIDE))
 
 
-def load_tagger(checkpoint: Path | str | None = None) -> Tagger:
-    """The tagger in ``checkpoint`` (default: the politics baseline); loaded once per process."""
-    return _load(str(Path(checkpoint or default_checkpoint()).resolve()))
+def restrict(probs: np.ndarray, labels: Sequence[str], types: Sequence[str]) -> np.ndarray:
+    """``probs`` with every type outside ``types`` at zero, rows renormalised."""
+    keep = np.array([lab == OUTSIDE or lab[2:] in types for lab in labels])
+    out = np.where(keep, probs, 0.0)
+    return out / np.clip(out.sum(axis=-1, keepdims=True), 1e-12, None)
 
 
-def optional_tagger(checkpoint: Path | str | None) -> Tagger | None:
-    """The tagger at ``checkpoint``; without one, the default checkpoint if it was trained, else
-    ``None`` (the LLM-only mode of ``--llm``)."""
-    if checkpoint is not None:
-        return load_tagger(checkpoint)
-    path = default_checkpoint()
-    return load_tagger(path) if (path / "config.json").is_file() else None
+def check_types(types: Sequence[str], labels: Sequence[str], domain: str) -> None:
+    """An unknown type is an error naming the known ones (it could never be predicted)."""
+    known = entity_types(labels)
+    unknown = [t for t in types if t not in known]
+    if unknown:
+        raise ConfigError(
+            f"labels: {', '.join(map(repr, unknown))} not in domain {domain!r} "
+            f"(its types: {', '.join(known)})"
+        )
 
 
 def entities_from(
     text: str, tokens: list[Token], probs: np.ndarray, tags: list[str], labels: list[str]
 ) -> list[Entity]:
-    """The tagger's entities over the text: ``text[start:end]`` is the entity's text by
-    construction; its score is the mean probability of the tags chosen for its words."""
-    index = {label: i for i, label in enumerate(labels)}
-    out = []
-    for span in bio_spans(tags):
-        start, end = tokens[span.start].start, tokens[span.end - 1].end
-        score = float(np.mean([probs[w, index[tags[w]]] for w in range(span.start, span.end)]))
-        out.append(
-            Entity(start, end, text[start:end], span.label, score, "tagger", span.start, span.end)
-        )
-    return out
+    """The tagger's entities over the text (``text[start:end]`` is the entity's text by
+    construction; the score is the span's probability of its type)."""
+    return TaggedText(text, tokens, probs, tags, list(labels)).entities
 
 
-def tag_texts(model: Tagger, texts: list[str]) -> list[TaggedText]:
-    """Tokenise, tag and decode every text; nothing is dropped (empty texts give no tokens)."""
+def tag_texts(
+    model: Tagger,
+    texts: Sequence[str],
+    types: Sequence[str] | None = None,
+    batch_size: int | None = None,
+) -> list[TaggedText]:
+    """Tokenise, tag and decode every text; nothing is dropped (empty texts give no tokens).
+    ``types``: decode only these entity types (see the module docstring)."""
     from cdlm.model.decode import decode
 
     token_lists = [tokenize(t) for t in texts]
-    probs = model.predict_proba([[tok.text for tok in toks] for toks in token_lists])
+    probs = model.predict_proba([[tok.text for tok in toks] for toks in token_lists], batch_size)
     out = []
     for text, toks, p in zip(texts, token_lists, probs, strict=True):
+        if types is not None:
+            p = restrict(p, model.labels, types)
         tags = decode(p, model.labels, model.config.tagger.decode)
-        out.append(
-            TaggedText(text, toks, p, tags, entities_from(text, toks, p, tags, model.labels))
-        )
+        out.append(TaggedText(text, toks, p, tags, list(model.labels)))
     return out
-
-
-def tagger_record(tagged: TaggedText) -> dict[str, Any]:
-    """``{"text", "entities": [{start, end, text, label, score, source}]}`` of one text (the
-    ``--format jsonl`` output of the tagger alone)."""
-    return {"text": tagged.text, "entities": [e.to_json() for e in tagged.entities]}
 
 
 def conll_lines(tagged: TaggedText) -> list[str]:

@@ -16,13 +16,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-import platformdirs
-
+from cdlm.config import cache_home
 from cdlm.llm.base import Message
 
 
 def default_cache_dir() -> Path:
-    return Path(platformdirs.user_cache_dir("cdlm")) / "llm"
+    return cache_home() / "llm"
 
 
 def cache_key(

@@ -35,7 +35,10 @@ from cdlm.results import write_json
 
 IGNORE = -100  # tag id of padding words, skipped by the loss
 CHECKPOINT_FORMAT = 1
-HOW_TO_MAKE = "make one with `cdlm train --target politics` (or pass --checkpoint DIR)"
+HOW_TO_MAKE = (
+    "build the default model with `cdlm model build-default`, or train one with "
+    "`cdlm train --target DOMAIN` and pass its folder"
+)
 
 
 @dataclass
@@ -292,8 +295,7 @@ class Tagger(nn.Module):
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
         save_model(self, str(path / "model.safetensors"))
-        self.tokenizer.save_pretrained(str(path / "encoder"))
-        self.encoder.config.save_pretrained(str(path / "encoder"))
+        save_encoder(path, self.tokenizer, self.encoder)
         meta = {
             "format": CHECKPOINT_FORMAT,
             "labels": self.labels,
@@ -307,8 +309,11 @@ class Tagger(nn.Module):
         return path
 
     @staticmethod
-    def read_meta(directory: Path | str) -> dict[str, Any]:
-        """The checkpoint's ``config.json``; a clear error when missing or unreadable."""
+    def read_meta(
+        directory: Path | str, formats: tuple[int, ...] = (CHECKPOINT_FORMAT,)
+    ) -> dict[str, Any]:
+        """The checkpoint's ``config.json``; a clear error when missing, unreadable or of
+        another format than ``formats`` (1 = one tagger, 2 = a bundle of domain heads)."""
         path = Path(directory)
         meta_file = path / "config.json"
         if not meta_file.is_file():
@@ -319,50 +324,89 @@ class Tagger(nn.Module):
             raise ModelNotFoundError(
                 f"{meta_file}: corrupt checkpoint ({exc}); {HOW_TO_MAKE}"
             ) from None
-        if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
+        if not isinstance(meta, dict) or meta.get("format") not in formats:
             raise ModelNotFoundError(f"{meta_file}: not a cdlm checkpoint (format); {HOW_TO_MAKE}")
         return meta
 
     @classmethod
     def load(cls, directory: Path | str, device: str | torch.device = "cpu") -> Tagger:
         """Rebuild a tagger saved by :meth:`save` (no network access, no pre-trained weights)."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_model
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
-
         path = Path(directory)
         meta = cls.read_meta(path)
-        try:
-            config = CdlmConfig.model_validate(meta["config"])
-            labels = list(meta["labels"])
-        except (KeyError, TypeError, ValidationError) as exc:
-            first = str(exc).splitlines()[0]
-            raise ModelNotFoundError(
-                f"{path / 'config.json'}: corrupt checkpoint ({first})"
-            ) from None
-        try:
-            enc_config = AutoConfig.from_pretrained(str(path / "encoder"))
-            tokenizer = AutoTokenizer.from_pretrained(str(path / "encoder"), use_fast=True)
-        except (OSError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise ModelNotFoundError(
-                f"{path / 'encoder'}: encoder files missing or corrupt ({first}); {HOW_TO_MAKE}"
-            ) from None
-        encoder = AutoModel.from_config(enc_config)
+        config, labels = saved_config(path, meta), saved_labels(path, meta)
+        encoder, tokenizer = load_saved_encoder(path)
         model = cls(config, labels, encoder, tokenizer, meta.get("encoder_name"))
         weights = path / "model.safetensors"
-        if not weights.is_file():
-            raise ModelNotFoundError(f"{weights}: weights missing; {HOW_TO_MAKE}")
-        try:
-            if config.fusion.enabled:  # shapes come from the saved graph buffers
-                from cdlm.model.fusion import empty_for_checkpoint
+        if config.fusion.enabled and weights.is_file():  # shapes come from the saved graph buffers
+            from safetensors import SafetensorError
 
+            from cdlm.model.fusion import empty_for_checkpoint
+
+            try:
                 model.fusion = empty_for_checkpoint(weights, model.hidden_size, labels, config)
-            load_model(model, str(weights), device=str(device))
-        except (SafetensorError, RuntimeError, OSError) as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise ModelNotFoundError(
-                f"{weights}: corrupt weights ({first}); {HOW_TO_MAKE}"
-            ) from None
-        model.eval()
-        return model.to(device)
+            except (SafetensorError, RuntimeError, OSError) as exc:
+                raise _corrupt(weights, exc) from None
+        load_weights(model, weights, device)
+        return model
+
+
+def _corrupt(path: Path, exc: Exception) -> ModelNotFoundError:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ModelNotFoundError(f"{path}: corrupt checkpoint ({first}); {HOW_TO_MAKE}")
+
+
+def saved_config(path: Path, meta: dict[str, Any]) -> CdlmConfig:
+    """The full config saved in a checkpoint's ``config.json``."""
+    try:
+        return CdlmConfig.model_validate(meta["config"])
+    except (KeyError, TypeError, ValidationError) as exc:
+        raise _corrupt(path / "config.json", exc) from None
+
+
+def saved_labels(path: Path, meta: dict[str, Any], key: str = "labels") -> list[str]:
+    try:
+        labels = meta[key]
+        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+            raise TypeError(f"'{key}' is not a list of tags")
+        return list(labels)
+    except (KeyError, TypeError) as exc:
+        raise _corrupt(path / "config.json", exc) from None
+
+
+def load_saved_encoder(path: Path) -> tuple[nn.Module, Any]:
+    """The encoder architecture (random weights; the checkpoint's weights come next) and the
+    tokenizer saved in ``path/encoder``."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    try:
+        enc_config = AutoConfig.from_pretrained(str(path / "encoder"))
+        tokenizer = AutoTokenizer.from_pretrained(str(path / "encoder"), use_fast=True)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ModelNotFoundError(
+            f"{path / 'encoder'}: encoder files missing or corrupt ({first}); {HOW_TO_MAKE}"
+        ) from None
+    return AutoModel.from_config(enc_config), tokenizer
+
+
+def save_encoder(path: Path, tokenizer: Any, encoder: nn.Module) -> None:
+    """The tokenizer and the encoder's architecture, so a checkpoint folder loads alone."""
+    tokenizer.save_pretrained(str(path / "encoder"))
+    encoder.config.save_pretrained(str(path / "encoder"))
+
+
+def load_weights(model: nn.Module, weights: Path, device: str | torch.device = "cpu") -> None:
+    """``model.safetensors`` into ``model`` (strict: every tensor must match), then eval mode on
+    ``device``; a missing or corrupt file is a one-line error."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_model
+
+    if not weights.is_file():
+        raise ModelNotFoundError(f"{weights}: weights missing; {HOW_TO_MAKE}")
+    try:
+        load_model(model, str(weights), device=str(device))
+    except (SafetensorError, RuntimeError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ModelNotFoundError(f"{weights}: corrupt weights ({first}); {HOW_TO_MAKE}") from None
+    model.eval()
+    model.to(device)

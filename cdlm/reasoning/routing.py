@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from cdlm.config import RoutingConfig
 from cdlm.reasoning.candidates import Candidate
 
+EVERYTHING = 1.0 + 1e-9  # a threshold above every confidence
+
 
 def difficulty(cands: Sequence[Candidate]) -> float:
     """A sentence's hardness as the tagger's lowest confidence (1.0 = nothing to ask)."""
@@ -36,6 +38,23 @@ class Router:
     def from_config(cls, cfg: RoutingConfig) -> Router:
         return cls(cfg.threshold, cfg.margin, cfg.budget)
 
+    @classmethod
+    def everything(cls) -> Router:
+        """Every candidate is hard (a confidence is at most 1)."""
+        return cls(threshold=EVERYTHING)
+
+    def rule(self) -> str:
+        """The rule in words, as output records state it: ``confidence < 0.60 or margin < 0.10``."""
+        if self.threshold >= EVERYTHING:
+            return "every candidate"
+        parts = [f"confidence < {self.threshold:.2f}"] if self.threshold > 0 else []
+        parts += [f"margin < {self.margin:.2f}"] if self.margin > 0 else []
+        if self.budget is None:
+            return " or ".join(parts) or "nothing (routing.threshold and routing.margin are 0)"
+        return (" or ".join(parts) or "any candidate") + (
+            f", at most {self.budget:.0%} of the texts of a batch, hardest first"
+        )
+
     def is_hard(self, cand: Candidate, threshold: float | None = None) -> bool:
         threshold = self.threshold if threshold is None else threshold
         # margin 0 disables the margin rule (a likely-missed span's margin can be negative)
@@ -45,7 +64,7 @@ class Router:
         """The hard candidates of every sentence (an empty list = not routed)."""
         threshold = self.threshold
         if self.budget is not None and threshold == 0.0 and self.margin == 0.0:
-            threshold = 1.0 + 1e-9  # budget alone: every sentence with candidates is eligible
+            threshold = EVERYTHING  # budget alone: every sentence with candidates is eligible
         hard = [[c for c in cands if self.is_hard(c, threshold)] for cands in sentences]
         if self.budget is not None:
             cap = int(self.budget * len(sentences) + 1e-9)

@@ -65,7 +65,8 @@ def test_every_reader_drops_a_stray_inside_tag() -> None:
 
     assert bio_spans(tags) == expected
     entities = entities_from(text, tokens, probs, tags, labels)
-    assert entities == [Entity(0, 6, "Merkel", "politician", 0.6, "tagger", 0, 1)]
+    # score: p(B-politician) + p(I-politician) of its one word
+    assert entities == [Entity(0, 6, "Merkel", "politician", 0.7, "tagger", 0, 1)]
     doc = Doc(text, tuple(t.text for t in tokens), tuple((t.start, t.end) for t in tokens))
     cands = extract_candidates(doc, probs, labels, tags=tags, missed_o_max=0.0)
     assert [(c.start, c.end, c.tagger_type) for c in cands] == expected

@@ -69,20 +69,22 @@ def test_entities_slice_the_input_with_unicode_and_spacing(tiny_tagger: Tagger) 
     for w, tag in enumerate(tags):
         probs[w, labels.index(tag)] = 0.5
     entities = entities_from(text, tokens, probs, tags, labels)
+    # a span's score is its probability of its type: p(B-t) + p(I-t), averaged over its words
+    score = round(0.5 + 0.5 / (len(labels) - 1), 4)
     assert [(e.text, e.label) for e in entities] == [
         ("Zoë   Saldaña", "person"),
         ("François Hollande", "politician"),
         ("France", "country"),
     ]
     for e in entities:
-        assert text[e.start : e.end] == e.text and e.score == 0.5
+        assert text[e.start : e.end] == e.text and e.score == score
         assert e.source == "tagger"
         assert e.to_json() == {
             "start": e.start,
             "end": e.end,
             "text": e.text,
             "label": e.label,
-            "score": 0.5,
+            "score": score,
             "source": "tagger",
         }
 
@@ -154,10 +156,11 @@ def test_cli_predict_jsonl_and_conll(tiny_checkpoint: Path, tmp_path: Path) -> N
     import typer
     from typer.testing import CliRunner
 
-    from cdlm.cli import run as run_cli
+    from cdlm.cli import predict as predict_cli
 
     app = typer.Typer()
-    run_cli.register(app)
+    predict_cli.register(app)
+    app.command()(lambda: None)  # a second command keeps `predict` a subcommand
     res = CliRunner().invoke(
         app,
         ["predict", "--checkpoint", str(tiny_checkpoint), "--format", "conll", "-i", "-"],

@@ -40,7 +40,7 @@ def test_round_trip_gives_identical_outputs(tiny_tagger: Tagger, tmp_path: Path)
 
 
 def test_missing_checkpoint(tmp_path: Path) -> None:
-    with pytest.raises(ModelNotFoundError, match="cdlm train --target politics"):
+    with pytest.raises(ModelNotFoundError, match="cdlm model build-default"):
         Tagger.load(tmp_path / "nothing-here")
 
 
@@ -73,5 +73,5 @@ def test_cli_missing_checkpoint_is_one_line_exit_2(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: no checkpoint at"), proc.stderr
-    assert "cdlm train --target politics" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("error: no model at"), proc.stderr
+    assert "cdlm model build-default" in lines[0] and "cdlm train" in lines[0]

@@ -1,0 +1,102 @@
+"""``cdlm model build-default|info``: the default model (:mod:`cdlm.experiments.default_model`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+model_app = typer.Typer(
+    help="The default model (news + the five CrossNER domains, one encoder): build, inspect.",
+    no_args_is_help=True,
+)
+
+
+@model_app.command("build-default")
+def build_default(
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Model folder (default: <cdlm home>/models/default)."),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Rebuild even if the same recipe is built.")] = False,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="CrossNER data folder.")] = None,
+    runs_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where the cached source model is (default: $CDLM_RUNS_DIR or ./runs)."),
+    ] = None,
+    results_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where default_model.json/.md go (default: evals/results)."),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="TOML config file ([default_model], [train], ...).")
+    ] = None,
+    skip_without_data: Annotated[
+        bool,
+        typer.Option(
+            help="Without the CrossNER data, say so in one line and exit 0 (the install script)."
+        ),
+    ] = False,
+) -> None:
+    """Build the default model (seeded; skipped when the same recipe is built already)."""
+    from cdlm.config import load_config
+    from cdlm.data.registry import find_data_dir
+    from cdlm.errors import DataError
+    from cdlm.experiments.default_model import RESULTS_NAME, build_default
+    from cdlm.results import RESULTS_DIR
+
+    cfg = load_config(config, {"train.threads": threads})
+    try:
+        find_data_dir(data_dir)
+    except DataError as exc:
+        if not skip_without_data:
+            raise
+        typer.echo(f"default model not built: {exc}, then `cdlm model build-default`", err=True)
+        return
+    result = build_default(
+        cfg, output, data_dir=data_dir, runs=runs_dir, results_dir=results_dir or RESULTS_DIR
+    )
+    if result.skipped:
+        typer.echo(f"default model up to date: {result.path} (recipe {result.recipe})")
+        return
+    for head in result.heads:
+        test = f"{100 * head.test.f1:.2f}" if head.test is not None else "-"
+        typer.echo(f"{head.domain:<11} dev F1 {100 * head.dev.f1:6.2f}  test F1 {test:>6}")
+    results = Path(results_dir or RESULTS_DIR) / f"{RESULTS_NAME}.json"
+    typer.echo(
+        f"default model: {result.path} (best epoch {result.best_epoch}, built in "
+        f"{result.build_seconds:.0f} s); scores in {results}"
+    )
+
+
+@model_app.command("info")
+def info(
+    name: Annotated[
+        str, typer.Argument(help="'default', a model name or a model folder.")
+    ] = "default",
+) -> None:
+    """Where a model is, its domains and their entity types, and its scores if recorded."""
+    import json
+
+    from cdlm.inference.model import CDLM
+
+    m = CDLM.from_pretrained(name)
+    typer.echo(f"model: {m.path}")
+    typer.echo(f"default domain: {m.default_domain}")
+    scores = {}
+    scores_file = Path(str(m.path)) / "scores.json"
+    if scores_file.is_file():
+        record = json.loads(scores_file.read_text(encoding="utf-8"))
+        scores = {h["domain"]: h for h in record.get("heads", [])}
+    for domain in m.domains:
+        line = f"{domain}: {', '.join(m.labels(domain))}"
+        if domain in scores and scores[domain].get("test"):
+            line += f"  (test F1 {100 * scores[domain]['test']['f1']:.2f})"
+        typer.echo(line)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``cdlm model ...`` to the main app."""
+    app.add_typer(model_app, name="model")

@@ -1,0 +1,417 @@
+"""The default model: one encoder, a head per domain (news + the five CrossNER domains), built by
+``cdlm model build-default`` into ``<cdlm home>/models/default``.
+
+The recipe (``default_model`` in :mod:`cdlm.config`), seeded:
+
+1. **Source pre-training** on CoNLL-2003: the cached source model of ``cdlm train``
+   (:func:`cdlm.experiments.train.pretrain_source`), so a machine that trained any target
+   before reuses it. Its head becomes the news head.
+2. **Joint fine-tuning** of a :class:`~cdlm.model.bundle.TaggerBundle`: each step is one batch
+   of one domain through that domain's head; an epoch is every target train sentence once, plus
+   ``source_mix`` CoNLL batches per target batch (drawn in turn from the whole CoNLL train
+   split) so the news head stays valid while the shared encoder learns the new domains; the
+   order of the batches is shuffled. Dev F1 of every head after each epoch (on the first
+   ``dev_sentences`` of each dev split); the epoch with the best *mean* dev F1 is
+   kept, and ``patience`` epochs without a gain stop it.
+3. Every head is scored on its full dev and test splits; the scores go into the model folder
+   (``scores.json``) and into ``evals/results/default_model.{json,md}`` with the command,
+   config, seed and commit.
+
+Idempotent: the folder's ``recipe.json`` holds a hash of the recipe, the training config, the
+encoder and the SHA-256 of every data file used; the same hash is a skip (``force`` rebuilds).
+The model is written to a temporary folder and moved into place at the end, so an interrupted
+build never leaves a half model where ``cdlm predict`` would find it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from cdlm.config import CdlmConfig
+from cdlm.data.bio import Sentence
+from cdlm.errors import ConfigError
+from cdlm.experiments.evaluate import scores_markdown
+from cdlm.experiments.train import (
+    batches,
+    make_optimizer,
+    plain_progress,
+    pretrain_source,
+    progress_bars,
+    set_seed,
+    state_copy,
+    train_steps,
+)
+from cdlm.metrics import SpanScores, span_scores
+from cdlm.results import RESULTS_DIR, write_json, write_results
+from cdlm.runs import model_dir
+
+if TYPE_CHECKING:
+    from cdlm.model.bundle import TaggerBundle
+
+RECIPE_FILE = "recipe.json"
+SCORES_FILE = "scores.json"
+RESULTS_NAME = "default_model"
+
+
+class HeadScores(BaseModel):
+    domain: str  # head name
+    data: str  # data domain
+    dev: SpanScores
+    test: SpanScores | None  # None when the dataset has no test split
+
+
+class EpochLog(BaseModel):
+    epoch: int
+    train_loss: float
+    dev_f1: dict[str, float]  # per head, on the early-stopping dev subsets
+    mean_dev_f1: float
+    seconds: float
+
+
+class BuildResult(BaseModel):
+    """What a build did (or that it was skipped), where the model is and how good each head is."""
+
+    path: str
+    skipped: bool
+    recipe: str  # hash of everything that shapes the model
+    heads: list[HeadScores] = []
+    best_epoch: int = 0
+    history: list[EpochLog] = []
+    source_checkpoint: str | None = None
+    source_cached: bool = False
+    source_seconds: float = 0.0  # pre-training time, as recorded when the source was trained
+    fine_tune_seconds: float = 0.0
+    build_seconds: float = 0.0  # this command's wall time (source pre-training if not cached)
+
+
+def data_files(cfg: CdlmConfig, data_dir: Path | str | None) -> dict[str, Path]:
+    """Every split file the recipe reads, by ``<head>/<split>``; a missing data folder is the
+    registry's one-line error (it names ``cdlm data download crossner``)."""
+    from cdlm.data.registry import SPLITS, domain_dir
+
+    files = {}
+    for name, data in cfg.default_model.domains.items():
+        folder = domain_dir(data, data_dir)
+        for split in SPLITS:
+            if (folder / f"{split}.txt").is_file():
+                files[f"{name}/{split}"] = folder / f"{split}.txt"
+    return files
+
+
+def recipe_hash(cfg: CdlmConfig, files: dict[str, Path]) -> str:
+    """Hash of the recipe, the training config, the encoder and the data's bytes."""
+    from cdlm import __version__
+    from cdlm.model.encoder import encoder_label
+    from cdlm.runs import training_view
+
+    digests = {key: hashlib.sha256(path.read_bytes()).hexdigest() for key, path in files.items()}
+    material = {
+        "recipe": cfg.default_model.model_dump(mode="json"),
+        "training": training_view(cfg),
+        "encoder": encoder_label(cfg.encoder.name),
+        "data": digests,
+        "format": __version__,
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def is_built(out: Path, recipe: str) -> bool:
+    """The folder holds a finished model built from exactly this recipe."""
+    try:
+        saved = json.loads((out / RECIPE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return saved.get("recipe") == recipe and (out / "model.safetensors").is_file()
+
+
+def bundle_config(cfg: CdlmConfig) -> CdlmConfig:
+    """The config saved with the model: a plain tagger, variant ``default``."""
+    out = cfg.model_copy(deep=True)
+    out.fusion.enabled = False
+    out.causal.explicit = out.causal.implicit = False
+    out.augment.method = "none"
+    out.train.variant = "default"
+    out.train.seed = cfg.default_model.seed
+    out.train.target = None
+    return out
+
+
+def build_default(
+    cfg: CdlmConfig,
+    out: Path | str | None = None,
+    *,
+    data_dir: Path | str | None = None,
+    runs: Path | str | None = None,
+    results_dir: Path | str | None = RESULTS_DIR,
+    force: bool = False,
+    progress: bool = True,
+) -> BuildResult:
+    """Build the default model into ``out`` (default: ``<cdlm home>/models/default``) unless
+    the same recipe is built there already (see the module docstring)."""
+    import torch
+
+    start = time.perf_counter()
+    out = Path(out) if out is not None else model_dir()
+    recipe = cfg.default_model
+    if recipe.default not in recipe.domains:
+        raise ConfigError(
+            f"field 'default_model.default': {recipe.default!r} is not one of "
+            f"{', '.join(recipe.domains)}"
+        )
+    if cfg.train.source not in recipe.domains.values():
+        raise ConfigError(
+            f"field 'default_model.domains': needs a head on the source {cfg.train.source!r}"
+        )
+    files = data_files(cfg, data_dir)
+    key = recipe_hash(cfg, files)
+    if not force and is_built(out, key):
+        return BuildResult(path=str(out), skipped=True, recipe=key)
+    threads = torch.get_num_threads()
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    try:
+        result = _build(cfg, out, key, data_dir, runs, progress, start)
+    finally:
+        torch.set_num_threads(threads)
+    if results_dir is not None:
+        write_build_results(result, cfg, Path(results_dir) / f"{RESULTS_NAME}.json")
+    return result
+
+
+def _build(
+    cfg: CdlmConfig,
+    out: Path,
+    key: str,
+    data_dir: Path | str | None,
+    runs: Path | str | None,
+    progress: bool,
+    start: float,
+) -> BuildResult:
+    from cdlm.data.registry import domain_labels, load_split
+    from cdlm.model.bundle import Head, TaggerBundle
+
+    recipe = cfg.default_model
+    # The data first: a bad file fails before minutes of training.
+    heads = {
+        name: Head(labels=domain_labels(d, data_dir), data=d) for name, d in recipe.domains.items()
+    }
+    cap = cfg.train.max_train_sentences  # quick runs and tests: the first N of each train split
+    train = {name: load_split(d, "train", data_dir)[:cap] for name, d in recipe.domains.items()}
+    dev = {name: load_split(d, "dev", data_dir) for name, d in recipe.domains.items()}
+    source_head = next(n for n, d in recipe.domains.items() if d == cfg.train.source)
+    early_dev = {name: sents[: recipe.dev_sentences] for name, sents in dev.items()}
+
+    source, source_dir, source_seconds, cached = pretrain_source(cfg, data_dir, runs, progress)
+    if cached and source_dir is not None:
+        meta = json.loads((source_dir / "config.json").read_text(encoding="utf-8"))
+        source_seconds = float(meta.get("train_seconds") or 0.0)
+
+    fine_start = time.perf_counter()
+    set_seed(recipe.seed)
+    bundle = TaggerBundle.create(bundle_config(cfg), heads, source, default=recipe.default)
+    del source
+    best_epoch, history = fit_joint(bundle, train, early_dev, source_head, cfg, progress)
+    fine_seconds = time.perf_counter() - fine_start
+
+    scores = []
+    for name, head in heads.items():
+        view = bundle.tagger(name)
+        dev_scores = _score(view, dev[name])
+        test_split = split_or_none(head.data, "test", data_dir)
+        test_scores = _score(view, test_split) if test_split is not None else None
+        scores.append(HeadScores(domain=name, data=head.data, dev=dev_scores, test=test_scores))
+
+    result = BuildResult(
+        path=str(out),
+        skipped=False,
+        recipe=key,
+        heads=scores,
+        best_epoch=best_epoch,
+        history=history,
+        source_checkpoint=str(source_dir) if source_dir else None,
+        source_cached=cached,
+        source_seconds=source_seconds,
+        fine_tune_seconds=fine_seconds,
+        build_seconds=time.perf_counter() - start,
+    )
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    bundle.save(tmp, extra={"recipe": key})
+    record = {**result.model_dump(mode="json"), "provenance": provenance(cfg)}
+    write_json(tmp / SCORES_FILE, record)
+    write_json(tmp / RECIPE_FILE, {"recipe": key, "config": cfg.model_dump(mode="json")})
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.replace(out)
+    return result
+
+
+def split_or_none(domain: str, split: str, data_dir: Path | str | None) -> list[Sentence] | None:
+    from cdlm.data.registry import domain_dir, load_split
+
+    if not (domain_dir(domain, data_dir) / f"{split}.txt").is_file():
+        return None
+    return load_split(domain, split, data_dir)
+
+
+def _score(model, sentences: list[Sentence]) -> SpanScores:
+    pred = model.predict_tags([s.tokens for s in sentences])
+    return span_scores([s.tags for s in sentences], pred)
+
+
+def epoch_steps(
+    bundle: TaggerBundle,
+    train: dict[str, list[Sentence]],
+    source_head: str,
+    source_order: list[int],
+    cursor: int,
+    cfg: CdlmConfig,
+    rng: random.Random,
+) -> tuple[list[tuple[Any, list[Sentence]]], int]:
+    """One epoch's (head view, batch) steps, shuffled, and where the source cursor stops."""
+    size = cfg.train.batch_size
+    steps = [
+        (bundle.tagger(name), chunk)
+        for name, sentences in train.items()
+        if name != source_head
+        for chunk in batches(sentences, size, rng)
+    ]
+    n_source = round(cfg.default_model.source_mix * len(steps)) if len(train) > 1 else None
+    source = train[source_head]
+    if n_source is None:  # the source is the only domain: a plain epoch
+        n_source = (len(source) + size - 1) // size
+    picked = []
+    for _ in range(n_source * size):
+        picked.append(source[source_order[cursor % len(source_order)]])
+        cursor += 1
+    view = bundle.tagger(source_head)
+    steps += [(view, picked[k : k + size]) for k in range(0, len(picked), size)]
+    rng.shuffle(steps)
+    return steps, cursor
+
+
+def fit_joint(
+    bundle: TaggerBundle,
+    train: dict[str, list[Sentence]],
+    dev: dict[str, list[Sentence]],
+    source_head: str,
+    cfg: CdlmConfig,
+    progress: bool = True,
+) -> tuple[int, list[EpochLog]]:
+    """Joint fine-tuning with early stopping on the mean dev F1 of the heads; leaves the best
+    epoch's weights in ``bundle``. Returns (best epoch, history)."""
+    recipe = cfg.default_model
+    rng = random.Random(recipe.seed)
+    source_order = list(range(len(train[source_head])))
+    rng.shuffle(source_order)
+    cursor = 0
+    first, cursor_after = epoch_steps(bundle, train, source_head, source_order, 0, cfg, rng)
+    total_steps = recipe.epochs * len(first)
+    optimizer, scheduler = make_optimizer(bundle, cfg, total_steps)
+    best_epoch, best_f1, best_state = 0, -1.0, None
+    history: list[EpochLog] = []
+    with progress_bars(progress) as bar:
+        overall = bar.add_task("joint epochs", total=recipe.epochs, status="")
+        for epoch in range(1, recipe.epochs + 1):
+            t0 = time.perf_counter()
+            if epoch == 1:
+                steps, cursor = first, cursor_after
+            else:
+                steps, cursor = epoch_steps(
+                    bundle, train, source_head, source_order, cursor, cfg, rng
+                )
+            loss = train_steps(
+                steps, bundle, cfg, optimizer, scheduler, bar, f"epoch {epoch}/{recipe.epochs}"
+            )
+            f1 = {name: _score(bundle.tagger(name), sents).f1 for name, sents in dev.items()}
+            mean = sum(f1.values()) / len(f1)
+            history.append(
+                EpochLog(
+                    epoch=epoch,
+                    train_loss=loss,
+                    dev_f1=f1,
+                    mean_dev_f1=mean,
+                    seconds=time.perf_counter() - t0,
+                )
+            )
+            if mean > best_f1:
+                best_epoch, best_f1, best_state = epoch, mean, state_copy(bundle)
+            per_head = " ".join(f"{n} {100 * v:.1f}" for n, v in f1.items())
+            status = (
+                f"loss {loss:.4f} mean dev F1 {100 * mean:.2f} "
+                f"(best {100 * best_f1:.2f} @ {best_epoch}); {per_head}"
+            )
+            bar.update(overall, advance=1, status=status)
+            if plain_progress(bar):
+                bar.console.print(f"epoch {epoch}: {status}")
+            if epoch - best_epoch >= recipe.patience:
+                break
+    assert best_state is not None
+    bundle.load_state_dict(best_state)
+    bundle.eval()
+    return best_epoch, history
+
+
+def results_markdown(result: BuildResult, cfg: CdlmConfig, provenance: dict[str, Any]) -> str:
+    """The per-domain table of the default model, then each head's per-type table."""
+    rows = [
+        "| domain | data | dev F1 | test F1 | test P | test R | test gold spans |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for h in result.heads:
+        t = h.test
+        rows.append(
+            f"| {h.domain} | {h.data} | {100 * h.dev.f1:.2f} | "
+            + (
+                f"{100 * t.f1:.2f} | {100 * t.precision:.2f} | {100 * t.recall:.2f} | {t.support} |"
+                if t is not None
+                else "- | - | - | - |"
+            )
+        )
+    src = (
+        f"cached source model, pre-trained in {result.source_seconds:.0f} s when it was built"
+        if result.source_cached
+        else f"source pre-training {result.source_seconds:.0f} s"
+    )
+    md = [
+        "# The default model",
+        "",
+        f"One encoder (`{cfg.encoder.name or 'embedded all-MiniLM-L6-v2'}`), a head per domain; "
+        f"strict IOB2 span micro-F1. Best epoch {result.best_epoch} of {len(result.history)} "
+        f"(mean dev F1, early stopping).",
+        "",
+        *rows,
+        "",
+        f"- build wall time: {result.build_seconds:.0f} s ({src}; joint fine-tuning "
+        f"{result.fine_tune_seconds:.0f} s; the rest is loading and scoring)",
+        f"- recipe: `{result.recipe}`, seed {cfg.default_model.seed}",
+        f"- command: `{provenance.get('command', '')}`",
+        f"- commit: `{provenance.get('commit', '')}`",
+        f"- time: {provenance.get('time', '')}, {provenance.get('machine', '')}",
+        "",
+    ]
+    for h in result.heads:
+        if h.test is not None:
+            md += [f"## {h.domain} test", "", scores_markdown(h.test), ""]
+    return "\n".join(md)
+
+
+def provenance(cfg: CdlmConfig) -> dict[str, Any]:
+    from cdlm.provenance import stamp
+
+    return stamp(seed=cfg.default_model.seed, config=cfg.model_dump(mode="json"))
+
+
+def write_build_results(result: BuildResult, cfg: CdlmConfig, path: Path) -> Path:
+    """``evals/results/default_model.{json,md}``: the scores with command, config, seed, commit."""
+    prov = provenance(cfg)
+    record = {**result.model_dump(mode="json"), "provenance": prov}
+    return write_results(path, record, results_markdown(result, cfg, prov))

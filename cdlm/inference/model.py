@@ -1,0 +1,399 @@
+"""The cdlm model object: taggers (a head per domain) + the LLM router + the reasoning stages.
+
+    from cdlm import CDLM
+    m = CDLM.from_pretrained("default")          # or a folder: save_pretrained / cdlm train
+    m.predict("Angela Merkel met Emmanuel Macron in Paris.")
+    # [{'start': 0, 'end': 13, 'text': 'Angela Merkel', 'label': 'person', 'score': 0.98,
+    #   'source': 'tagger'}, ...]
+
+Conventions, as Hugging Face pipelines and GLiNER users expect them:
+
+- ``predict(str)`` gives a list of entity dicts, ``predict(list)`` a list of such lists; an
+  entity is ``{start, end, text, label, score, source}`` with ``text == input[start:end]``
+  (character offsets; ``source`` is ``tagger`` or ``llm``).
+- ``predict_entities(text, labels, threshold)`` is GLiNER's call.
+- ``stream(texts_or_records)`` is the generator for corpora: constant memory, one output record
+  ``{..., "text", "entities", "routing"}`` per input, in order, other input fields kept.
+- ``from_pretrained`` / ``save_pretrained`` as in Hugging Face.
+
+Which model: ``"default"`` (or another bare name) is ``<cdlm home>/models/<name>``
+(:func:`cdlm.runs.model_dir`; built by ``cdlm model build-default``), anything else a folder:
+one written by :meth:`CDLM.save_pretrained` or a ``cdlm train`` run (one domain).
+
+The LLM: with ``llm=...`` the router picks the *hard* candidates of each text (``route="hard"``,
+the rule of ``routing.*``; ``"all"`` forces every candidate, ``"none"`` none) and the stages
+decide those; every record says how many candidates there were, how many were routed and by
+which rule. The tagger's answer stands for everything else.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from cdlm.config import CdlmConfig, LLMConfig, llm_run_config, load_config
+from cdlm.errors import ConfigError, DataError, ModelNotFoundError
+from cdlm.inference.tagging import TaggedText, check_types, entity_types, tag_texts
+from cdlm.llm.usage import UsageLog
+from cdlm.reasoning import pipeline
+from cdlm.reasoning.pipeline import Outcome
+from cdlm.reasoning.routing import Router
+from cdlm.runs import DEFAULT_MODEL, model_dir
+
+if TYPE_CHECKING:
+    from cdlm.llm.base import LLMBackend
+    from cdlm.model.bundle import TaggerBundle
+    from cdlm.model.tagger import Tagger
+    from cdlm.reasoning.stage import Task
+
+Route = Literal["hard", "all", "none"]
+ROUTES: tuple[str, ...] = ("hard", "all", "none")
+# What `llm=` takes: a backend name, an LLMConfig, or a ready backend object.
+LLMSpec = str | LLMConfig | Any | None
+Item = str | dict[str, Any]
+
+
+def runtime_config(config: CdlmConfig | Path | str | None) -> CdlmConfig:
+    """The settings for routing, reasoning and the LLM: a config, a TOML path or the defaults."""
+    if isinstance(config, CdlmConfig):
+        return config
+    return load_config(Path(config) if config is not None else None)
+
+
+def resolve_path(name_or_path: Path | str) -> Path:
+    """A folder as given, else a bare name (``"default"``) in the user's models folder."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    name = str(name_or_path)
+    if "/" not in name and "\\" not in name and not name.startswith("."):
+        folder = model_dir(name)
+        if (folder / "config.json").is_file():
+            return folder
+        if name == DEFAULT_MODEL:
+            raise ModelNotFoundError(
+                f"no default model at {folder}; build it with `cdlm model build-default` "
+                "(it needs the CrossNER data: `cdlm data download crossner`), or pass a "
+                "model folder"
+            )
+    raise ModelNotFoundError(
+        f"no model at {path} (not a folder, nor a model name in {model_dir(name).parent}); "
+        "build the default one with `cdlm model build-default` or train one with `cdlm train`"
+    )
+
+
+class CDLM:
+    """A cdlm model: a tagger per domain (one shared encoder), the router and the LLM stages.
+
+    Build it with :meth:`from_pretrained` (or :meth:`from_tagger` around a tagger in memory).
+    ``config`` holds the routing, reasoning and LLM settings used at prediction time.
+    """
+
+    def __init__(
+        self,
+        model: TaggerBundle | Tagger,
+        *,
+        config: CdlmConfig | Path | str | None = None,
+        path: Path | None = None,
+    ) -> None:
+        from cdlm.model.bundle import TaggerBundle
+
+        self.config = runtime_config(config)
+        self.path = path
+        self.usage = UsageLog()  # what the LLM calls of this object cost, per stage
+        self._model = model
+        self._tasks: dict[tuple[Any, ...], Task] = {}
+        self._backends: dict[Any, LLMBackend] = {}
+        if isinstance(model, TaggerBundle):
+            self._heads = {name: head.data for name, head in model.specs.items()}
+            self._default = model.default
+        else:
+            from cdlm.data.registry import domain_name
+
+            target = model.config.train.target or "custom"
+            self._heads = {domain_name(target): target}
+            self._default = domain_name(target)
+
+    # --- loading and saving -----------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: Path | str = DEFAULT_MODEL,
+        *,
+        device: str = "cpu",
+        config: CdlmConfig | Path | str | None = None,
+    ) -> CDLM:
+        """``"default"`` (the default model in the user's cdlm home), another model name there,
+        or a folder written by :meth:`save_pretrained` or by ``cdlm train``."""
+        from cdlm.model.bundle import BUNDLE_FORMAT, TaggerBundle
+        from cdlm.model.tagger import CHECKPOINT_FORMAT, Tagger
+
+        path = resolve_path(name_or_path)
+        meta = Tagger.read_meta(path, formats=(CHECKPOINT_FORMAT, BUNDLE_FORMAT))
+        model: TaggerBundle | Tagger
+        if meta["format"] == BUNDLE_FORMAT:
+            model = TaggerBundle.load(path, device)
+        else:
+            model = Tagger.load(path, device)
+        return cls(model, config=config, path=path)
+
+    @classmethod
+    def from_tagger(cls, tagger: Tagger, *, config: CdlmConfig | Path | str | None = None) -> CDLM:
+        """Wrap a tagger already in memory (one domain, its training target)."""
+        return cls(tagger, config=config)
+
+    def save_pretrained(self, directory: Path | str) -> Path:
+        """Write the model to ``directory``; :meth:`from_pretrained` reads it back."""
+        return self._model.save(directory)
+
+    # --- what the model knows ---------------------------------------------------------------
+
+    @property
+    def domains(self) -> list[str]:
+        """The domains this model has a head for (``--domain`` choices)."""
+        return list(self._heads)
+
+    @property
+    def default_domain(self) -> str:
+        return self._default
+
+    def resolve(self, domain: str | None) -> str:
+        """A head name from a head name or its data domain (``conll2003`` is ``news``)."""
+        if domain is None:
+            return self._default
+        if domain in self._heads:
+            return domain
+        for name, data in self._heads.items():
+            if domain == data:
+                return name
+        raise ConfigError(f"unknown domain {domain!r}: this model has {', '.join(self._heads)}")
+
+    def data_domain(self, domain: str | None = None) -> str:
+        """The data a head was trained on (a CrossNER name or a dataset folder)."""
+        return self._heads[self.resolve(domain)]
+
+    def tagger(self, domain: str | None = None) -> Tagger:
+        """The tagger of one domain (a view sharing the encoder, for a multi-domain model)."""
+        name = self.resolve(domain)
+        if hasattr(self._model, "specs"):
+            return self._model.tagger(name)  # type: ignore[union-attr]
+        return self._model  # type: ignore[return-value]
+
+    def labels(self, domain: str | None = None) -> list[str]:
+        """The entity types of a domain (``person``, ``politician``, ...), not its BIO tags."""
+        return entity_types(self.tagger(domain).labels)
+
+    def tag_tokens(
+        self, token_lists: Sequence[Sequence[str]], domain: str | None = None
+    ) -> list[list[str]]:
+        """IOB2 tags for pre-tokenised sentences (evaluation on BIO files); no LLM."""
+        return self.tagger(domain).predict_tags([list(t) for t in token_lists])
+
+    # --- prediction -------------------------------------------------------------------------
+
+    def predict(
+        self,
+        texts: str | Sequence[str],
+        domain: str | None = None,
+        threshold: float | None = None,
+        llm: LLMSpec = None,
+        batch_size: int = 32,
+        explain: bool = False,
+        route: Route | None = None,
+        *,
+        labels: Sequence[str] | None = None,
+    ) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
+        """Entities of one text (a list of dicts) or of each text (a list of lists).
+
+        ``domain``: which head (default: the model's default domain, see :attr:`domains`).
+        ``threshold``: drop tagger entities scored below it (LLM decisions are kept).
+        ``llm``: ``None`` (tagger alone), ``"llama"`` (llama.cpp, embedded SmolLM2 unless
+        ``llm.model`` says otherwise), ``"gpt"`` (OpenAI-compatible), an :class:`LLMConfig` or
+        a backend object. ``route``: ``"hard"`` (default with an LLM: the ``routing.*`` rule),
+        ``"all"`` or ``"none"``. ``explain``: each LLM entity's causal links, votes and
+        self-check. ``labels``: decode only these types (see :meth:`predict_entities`).
+        """
+        single = isinstance(texts, str)
+        records = self.stream(
+            [texts] if single else texts,
+            domain=domain,
+            threshold=threshold,
+            llm=llm,
+            batch_size=batch_size,
+            explain=explain,
+            route=route,
+            labels=labels,
+        )
+        out = [r["entities"] for r in records]
+        return out[0] if single else out
+
+    def predict_entities(
+        self,
+        text: str,
+        labels: Sequence[str] | None = None,
+        threshold: float = 0.5,
+        *,
+        domain: str | None = None,
+        llm: LLMSpec = None,
+    ) -> list[dict[str, Any]]:
+        """GLiNER's call: the entities of ``text`` whose type is in ``labels`` and whose score
+        is at least ``threshold``.
+
+        ``labels`` restricts the decoding to those types of the chosen domain (a span the
+        tagger read as another type gets the best listed type, or none); ``None`` keeps all.
+        The model has a fixed set of types per domain (:meth:`labels`), so an unknown label
+        is an error (:class:`cdlm.errors.ConfigError` naming it and the domain's types), not
+        silently nothing.
+        """
+        out = self.predict(text, domain=domain, threshold=threshold, llm=llm, labels=labels)
+        return out  # type: ignore[return-value]
+
+    def stream(
+        self,
+        items: Iterable[Item],
+        domain: str | None = None,
+        threshold: float | None = None,
+        llm: LLMSpec = None,
+        batch_size: int = 32,
+        explain: bool = False,
+        route: Route | None = None,
+        *,
+        labels: Sequence[str] | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """One output record per input, in order, reading ``items`` ``batch_size`` at a time
+        (constant memory on any stream).
+
+        An item is a text or a record with a ``"text"`` field (e.g. a JSON Lines row); a
+        record keeps its other fields (``id`` ...). Output: ``{**record, "text", "entities",
+        "routing": {"candidates", "routed", "rule", "forced"}}``, plus ``"llm"`` (what the
+        sentence cost, the trace) with ``explain`` and an LLM. Arguments as in :meth:`predict`.
+        """
+        if batch_size < 1:
+            raise ConfigError(f"batch_size: expected at least 1, got {batch_size}")
+        name = self.resolve(domain)
+        tagger = self.tagger(name)
+        types = list(labels) if labels is not None else None
+        if types is not None:
+            check_types(types, tagger.labels, name)
+        task = self._task(llm, name, types or entity_types(tagger.labels))
+        router, rule, forced = self._router(route, task)
+        it = iter(items)
+        position = 0
+        while chunk := list(itertools.islice(it, batch_size)):
+            texts = [_text_of(item, position + k) for k, item in enumerate(chunk)]
+            position += len(chunk)
+            tagged = tag_texts(tagger, texts, types)
+            yield from self._records(chunk, tagged, task, router, rule, forced, threshold, explain)
+
+    def _records(
+        self,
+        chunk: list[Item],
+        tagged: list[TaggedText],
+        task: Task | None,
+        router: Router | None,
+        rule: str,
+        forced: bool,
+        threshold: float | None,
+        explain: bool,
+    ) -> Iterator[dict[str, Any]]:
+        r = self.config.reasoning
+        cands = [t.candidates(r.top_k, r.missed_o_max) for t in tagged]
+        hard = router.select(cands) if router is not None else [[] for _ in cands]
+        for item, t, c, h in zip(chunk, tagged, cands, hard, strict=True):
+            doc = t.doc
+            outcome = pipeline.route(task, doc, c, h)
+            kept = [
+                e
+                for e in outcome.entities
+                if threshold is None or e.source != "tagger" or e.score >= threshold
+            ]
+            for e in kept:  # every span lies inside the input, by construction
+                assert doc.text[e.start : e.end] == e.text
+            record = dict(item) if isinstance(item, dict) else {}
+            record["text"] = t.text
+            record["entities"] = [e.to_json(explain) for e in kept]
+            record["routing"] = {
+                "candidates": len(c),
+                "routed": len(h),
+                "rule": rule,
+                "forced": forced,
+            }
+            if explain and task is not None:
+                record["llm"] = llm_record(outcome)
+            yield record
+
+    # --- the LLM side -----------------------------------------------------------------------
+
+    def _router(self, route: Route | None, task: Task | None) -> tuple[Router | None, str, bool]:
+        """The router of a call, its rule in words, and whether the user forced it."""
+        if route is not None and route not in ROUTES:
+            raise ConfigError(f"route: expected one of {', '.join(ROUTES)}, got {route!r}")
+        if task is None:
+            if route in ("hard", "all"):
+                raise ConfigError(f"route={route!r} needs an LLM (llm='llama' or 'gpt')")
+            return None, "no LLM", route == "none"
+        if route == "all":
+            return Router.everything(), "every candidate (route=all)", True
+        if route == "none":
+            return None, "no candidate (route=none)", True
+        router = Router.from_config(self.config.routing)
+        return router, router.rule(), False
+
+    def _task(self, llm: LLMSpec, domain: str, types: list[str]) -> Task | None:
+        """The reasoning task for ``llm`` on a domain (``None`` without an LLM); backends and
+        tasks are built once per object (loading a GGUF takes seconds)."""
+        from cdlm.reasoning.stages import make_task
+
+        if llm is None or llm == "none":
+            return None
+        backend: LLMBackend | None = None
+        if isinstance(llm, str):
+            cfg, key = llm_run_config(self.config, llm), llm
+        elif isinstance(llm, LLMConfig):
+            cfg = self.config.model_copy(update={"llm": llm})
+            key = llm.model_dump_json()
+        elif callable(getattr(llm, "complete", None)):
+            backend = llm
+            name = getattr(llm, "name", "llama")
+            cfg = llm_run_config(self.config, name if name in ("llama", "gpt") else "llama")
+            key = id(llm)
+        else:
+            raise ConfigError(
+                f"llm: expected None, 'llama', 'gpt', an LLMConfig or a backend, got {llm!r}"
+            )
+        task_key = (key, domain, tuple(types))
+        if task_key not in self._tasks:
+            backend = backend or self._backends.get(key)
+            task = make_task(cfg, self.data_domain(domain), types, log=self.usage, backend=backend)
+            self._backends[key] = task.backend
+            self._tasks[task_key] = task
+        return self._tasks[task_key]
+
+
+def _text_of(item: Item, index: int) -> str:
+    """The text of a stream item (a string, or a record's ``text`` field)."""
+    if isinstance(item, str):
+        return item
+    if isinstance(item, dict):
+        text = item.get("text")
+        if isinstance(text, str):
+            return text
+        raise DataError(f"record {index + 1}: field 'text': expected a string, got {text!r:.60}")
+    raise DataError(
+        f"record {index + 1}: expected a text or a record with a 'text' field, "
+        f"got {type(item).__name__}"
+    )
+
+
+def llm_record(outcome: Outcome) -> dict[str, Any]:
+    """What the LLM did for one text (``--explain``): routed?, asked, fallbacks, trace."""
+    return {
+        "routed": outcome.routed,
+        "asked": outcome.asked,
+        "fallbacks": outcome.fallbacks,
+        "dropped_ungrounded": outcome.dropped,
+        "trace": outcome.trace,
+    }
