@@ -182,10 +182,20 @@ class CorpusResult:
     already: int  # records the output held when the run started
     torn_bytes: int  # bytes of a torn last line that were cut off and written again
     seconds: float
+    # Seconds until the first batch was written and its size: what model loading and worker
+    # start-up cost; the steady rate leaves them out.
+    first_write_s: float = 0.0
+    first_batch: int = 0
 
     @property
     def records_per_s(self) -> float:
         return self.written / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def steady_records_per_s(self) -> float:
+        """Records per second after the first batch was written (start-up left out)."""
+        span = self.seconds - self.first_write_s
+        return (self.written - self.first_batch) / span if span > 0 else 0.0
 
 
 @dataclass
@@ -271,7 +281,8 @@ def predict_corpus(
     if lines is None and source != STDIN and Path(source).is_file():
         size = Path(source).stat().st_size
     start = time.perf_counter()
-    written = 0
+    written = first_batch = 0
+    first_write_s = 0.0
     skipped = [0]
     with _progress(progress, size) as bar, open(output, "ab") as out:
         task = bar.add_task(f"predict {Path(source).name}", total=size, records=0, rate="")
@@ -298,6 +309,8 @@ def predict_corpus(
         for lines_out, position, skipped_here in chunks:
             out.write(b"".join(lines_out))
             out.flush()
+            if not written and lines_out:
+                first_write_s, first_batch = time.perf_counter() - start, len(lines_out)
             written += len(lines_out)
             skipped[0] += skipped_here
             rate = written / max(time.perf_counter() - start, 1e-9)
@@ -309,4 +322,6 @@ def predict_corpus(
         already=already,
         torn_bytes=state.torn_bytes,
         seconds=time.perf_counter() - start,
+        first_write_s=first_write_s,
+        first_batch=first_batch,
     )

@@ -88,9 +88,7 @@ def test_byte_ranges_read_every_line_once(tmp_path: Path) -> None:
     path.write_bytes(b"".join(lines))
     size = path.stat().st_size
     for chunk in (1, 2, 7, 64, 1000, size, size + 5):
-        got = [
-            raw for a, b in byte_ranges(size, chunk) for _, raw in line_range(str(path), a, b)
-        ]
+        got = [raw for a, b in byte_ranges(size, chunk) for _, raw in line_range(str(path), a, b)]
         assert got == lines, chunk
     ends = [end for end, _ in line_range(str(path), 0, size)]
     assert ends[-1] == size and ends == sorted(ends)
