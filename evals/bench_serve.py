@@ -35,7 +35,7 @@ TARGET_SPEEDUP_AT_8 = 2.0
 def start(model: str, flags: list[str]) -> tuple[subprocess.Popen, str]:
     from cdlm.serve.server import LISTENING
 
-    cmd = [sys.executable, "-m", "cdlm", "serve", "--model", model, "--port", "0", *flags]
+    cmd = [sys.executable, "-m", "cdlm", "serve", "--checkpoint", model, "--port", "0", *flags]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in proc.stdout:  # type: ignore[union-attr]
         if line.startswith(LISTENING):

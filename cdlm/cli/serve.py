@@ -11,8 +11,8 @@ QuantizeChoice = Literal["none", "int8"]
 
 
 def serve(
-    model: Annotated[
-        str, typer.Option(help="'default', a model name or a model folder (as for predict).")
+    checkpoint: Annotated[
+        str, typer.Option(help="Model: 'default', a model name or a model folder (as predict).")
     ] = "default",
     host: Annotated[
         str | None,
@@ -59,8 +59,8 @@ def serve(
         import torch
 
         torch.set_num_threads(threads)
-    m = CDLM.from_pretrained(model, config=cfg, quantize=quantize)
-    app = create_app(m, cfg.serve, name=model)
+    m = CDLM.from_pretrained(checkpoint, config=cfg, quantize=quantize)
+    app = create_app(m, cfg.serve, name=checkpoint)
     run(app, cfg.serve.host, cfg.serve.port)
 
 

@@ -30,7 +30,7 @@ class Served:
 
 
 def _start(checkpoint: Path, config: Path, *flags: str) -> Served:
-    cmd = [sys.executable, "-m", "cdlm", "serve", "--model", str(checkpoint), "--port", "0"]
+    cmd = [sys.executable, "-m", "cdlm", "serve", "--checkpoint", str(checkpoint), "--port", "0"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
         [*cmd, "--config", str(config), *flags],
