@@ -49,8 +49,11 @@ def stop(proc: subprocess.Popen) -> None:
     proc.wait(timeout=120)
 
 
-async def drive(url: str, texts: list[str], n: int, concurrency: int, domain: str | None):
-    """(latencies in s, wall s, answers) of ``n`` one-text requests, ``concurrency`` at once."""
+async def drive(
+    url: str, texts: list[str], n: int, concurrency: int, domain: str | None, warm_up: bool = True
+):
+    """(latencies in s, wall s, answers) of ``n`` one-text requests, ``concurrency`` at once
+    (after one warm-up request, unless ``warm_up`` is false)."""
     import httpx
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -73,7 +76,8 @@ async def drive(url: str, texts: list[str], n: int, concurrency: int, domain: st
                 payload = reply.json() if reply.status_code == 200 else reply.text
                 answers.append((reply.status_code, text, payload))
 
-        await client.post(f"{url}/predict", json={"texts": [texts[0]]})  # warm-up
+        if warm_up:
+            await client.post(f"{url}/predict", json={"texts": [texts[0]]})
         start_t = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - start_t
@@ -105,7 +109,7 @@ def health(url: str) -> dict[str, Any]:
 
 def load_test(url: str, texts: list[str], n: int, concurrency: int, domain: str | None):
     before = health(url)
-    latencies, wall, answers = asyncio.run(drive(url, texts, n, concurrency, domain))
+    latencies, wall, answers = asyncio.run(drive(url, texts, n, concurrency, domain, False))
     after = health(url)
     ok = 0
     for status, text, payload in answers:
