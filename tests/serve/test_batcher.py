@@ -44,7 +44,9 @@ def test_concurrent_requests_share_calls_and_get_their_own_results() -> None:
     async def main():
         batcher = MicroBatcher(run, max_batch_texts=8, max_wait_s=0.0)
         await batcher.start()
-        tasks = [asyncio.create_task(batcher.submit([f"t{k}a", f"t{k}b"], "x")) for k in range(10)]
+        tasks = [
+            asyncio.create_task(batcher.submit([f"t{k}{s}" for s in "abc"], "x")) for k in range(10)
+        ]
         while batcher.stats.requests < 10:
             await asyncio.sleep(0)
         run.gate.set()
@@ -54,12 +56,12 @@ def test_concurrent_requests_share_calls_and_get_their_own_results() -> None:
 
     results, stats = asyncio.run(main())
     for k, result in enumerate(results):
-        assert [r[0]["text"] for r in result] == [f"t{k}a", f"t{k}b"]
-    assert stats.requests == stats.answered == 10 and stats.texts == 20
+        assert [r[0]["text"] for r in result] == [f"t{k}a", f"t{k}b", f"t{k}c"]
+    assert stats.requests == stats.answered == 10 and stats.texts == 30
     assert len(run.calls) == stats.calls < 10  # merged, never more than max_batch_texts
-    assert all(len(texts) <= 8 for texts, _ in run.calls)
+    assert all(len(texts) <= 8 for texts, _ in run.calls)  # 3 + 3 fit, a third waits
     assert [t for texts, _ in run.calls for t in texts] == [
-        f"t{k}{s}" for k in range(10) for s in "ab"
+        f"t{k}{s}" for k in range(10) for s in "abc"
     ]  # arrival order
 
 
