@@ -149,8 +149,11 @@ def peak_rss(cmd: list[str], out: Path, stop_after: int | None) -> tuple[int, in
     return peak, records
 
 
-def memory(model: str, domain: str | None, texts: list[str], big_mb: int) -> dict[str, Any]:
-    """Peak RSS of `cdlm predict` on a 1 MB JSONL and on a ``big_mb`` MB one (same records)."""
+def memory(
+    model: str, domain: str | None, texts: list[str], big_mb: int, small_kb: int = 1024
+) -> dict[str, Any]:
+    """Peak RSS of `cdlm predict` on a ``small_kb`` KB JSONL and on a ``big_mb`` MB one (the
+    big run stopped after as many records as the small one has)."""
     tmp = Path(tempfile.mkdtemp(prefix="cdlm-bench-memory-"))
     small, big = tmp / "small.jsonl", tmp / "big.jsonl"
     line = 0
@@ -163,7 +166,7 @@ def memory(model: str, domain: str | None, texts: list[str], big_mb: int) -> dic
                 line += 1
 
     try:
-        fill(small, 1 << 20)
+        fill(small, small_kb << 10)
         line = 0
         fill(big, big_mb << 20)
         base = [sys.executable, "-m", "cdlm", "predict", "--checkpoint", model, "--no-progress"]
@@ -270,6 +273,11 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=4000)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--big-mb", type=int, default=1024)
+    parser.add_argument("--small-kb", type=int, default=1024)
+    parser.add_argument("--batch-size", type=int, default=None, help="corpus.batch_size")
+    parser.add_argument(
+        "--test-sentences", type=int, default=None, help="F1 on the first N (default: all)"
+    )
     parser.add_argument("--skip-ray", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("evals/results/bench_corpus.json"))
@@ -284,6 +292,8 @@ def main() -> None:
 
     torch.set_num_threads(1)
     config = CorpusConfig()
+    if args.batch_size:
+        config = CorpusConfig(batch_size=args.batch_size)
     test, sentences = _sentences(args.domain, args.split, args.data_dir, args.sentences)
     texts = [" ".join(s.tokens) for s in sentences]
     work = Path(tempfile.mkdtemp(prefix="cdlm-bench-corpus-"))
@@ -325,6 +335,7 @@ def main() -> None:
             flush=True,
         )
     speed = {name: statistics.median(v) for name, v in rates.items()}
+    test = test[: args.test_sentences] if args.test_sentences else test
     int8 = {
         "test_sentences": len(test),
         "fp32": f1_and_speed(args.model, args.domain, test, "none"),
@@ -349,7 +360,7 @@ def main() -> None:
         "int8": int8,
     }
     if not args.skip_memory:
-        record["memory"] = memory(args.model, args.domain, texts, args.big_mb)
+        record["memory"] = memory(args.model, args.domain, texts, args.big_mb, args.small_kb)
         ratios["memory_big_vs_small"] = record["memory"]["ratio"]
     record["ratios"] = ratios
     record["targets"] = {k: TARGETS[k] for k in ratios}
