@@ -7,6 +7,8 @@ whose message is one self-contained line naming the file and line, or the field.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class CdlmError(Exception):
     """Base class: a problem the user can fix, reported as one line."""
@@ -40,3 +42,20 @@ class ContextOverflowError(LLMError):
 
 class TemplateError(CdlmError):
     """A prompt template that does not render or uses unknown variables."""
+
+
+class MissingExtraError(CdlmError):
+    """An optional dependency (an extra of the cdlm package) is not installed."""
+
+
+def optional_import(module: str, extra: str, what: str) -> Any:
+    """``import module``, or a one-line error naming the extra that installs it (``llama``,
+    ``plot``): core cdlm does not pull llama-cpp-python or matplotlib."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingExtraError(
+            f"{what} needs the '{module}' package: pip install 'cdlm[{extra}]'"
+        ) from None

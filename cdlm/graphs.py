@@ -246,8 +246,9 @@ def draw(graphs: LabelGraphs, out: Path) -> Path:
     of the same label set has the same layout), node size grows with the tag's token count
     (grey = no tokens), and edge width and opacity grow with the weight.
     """
-    import matplotlib
+    from cdlm.errors import optional_import
 
+    matplotlib = optional_import("matplotlib", "plot", "drawing label graphs")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import networkx as nx

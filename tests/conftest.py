@@ -92,3 +92,56 @@ def tiny_tagger(tiny_checkpoint: Path):
     from cdlm.model.tagger import Tagger
 
     return Tagger.load(tiny_checkpoint)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle_config() -> dict:
+    """The dotted config overrides of ``tiny_bundle``."""
+    return dict(TINY_BUNDLE)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(small_crossner: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A two-head model (``news`` on conll2003, ``politics``) built by the default-model recipe
+    in seconds: 16 train sentences per domain, one joint epoch, no source pre-training. Real
+    weights and label sets, useless accuracy (it tests the multi-domain code, not quality)."""
+    from cdlm.config import load_config
+    from cdlm.experiments.default_model import build_default
+
+    out = tmp_path_factory.mktemp("tiny_bundle") / "model"
+    config = load_config(None, TINY_BUNDLE)
+    build_default(
+        config,
+        out,
+        data_dir=small_crossner,
+        runs=out.parent / "runs",
+        results_dir=out.parent / "results",
+        progress=False,
+    )
+    return out
+
+
+TINY_BUNDLE = {
+    "train.source_epochs": 0,
+    "train.max_train_sentences": 16,
+    "train.batch_size": 8,
+    "train.head_lr": 3e-3,
+    "train.threads": 1,
+    "default_model.domains": {"news": "conll2003", "politics": "politics"},
+    "default_model.epochs": 1,
+    "default_model.dev_sentences": 8,
+}
+
+
+@pytest.fixture(scope="session")
+def default_model_dir() -> Path:
+    """The real default model (``cdlm model build-default``); skips when it is not built."""
+    from cdlm.runs import model_dir
+
+    folder = model_dir()
+    if not (folder / "model.safetensors").is_file():
+        pytest.skip(
+            f"the default model is not built at {folder} (run `cdlm model build-default`; "
+            "scripts/install.sh does)"
+        )
+    return folder

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from cdlm.cli.options import old_output_option, output_option, pick_output
+
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the main app."""
@@ -20,13 +22,13 @@ def augment(
             help="Target domain (CrossNER name or a BIO folder); its train split is augmented."
         ),
     ],
-    out: Annotated[
-        Path,
-        typer.Option(
-            help="Output BIO file; FILE.jsonl (sidecar) and "
-            "FILE.summary.json are written beside it."
+    output: Annotated[
+        Path | None,
+        output_option(
+            "Output BIO file (required); FILE.jsonl (sidecar) and FILE.summary.json are "
+            "written beside it."
         ),
-    ],
+    ] = None,
     checkpoint: Annotated[
         Path | None,
         typer.Option(
@@ -65,8 +67,14 @@ def augment(
     ] = None,
     config: Annotated[Path | None, typer.Option(help="TOML config file.")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="CrossNER data folder.")] = None,
+    out: Annotated[Path | None, old_output_option("--out")] = None,
 ) -> None:
     """Generate FactMix entity- and context-level semi-facts for a target training set."""
+    out = pick_output(output, out, "--out")
+    if out is None:
+        from cdlm.errors import ConfigError
+
+        raise ConfigError("--output: the output BIO file is required")
     from rich.console import Console
     from rich.progress import Progress
 

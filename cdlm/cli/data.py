@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from cdlm.cli.options import old_output_option, output_option, pick_output
 from cdlm.errors import DataError
 
 data_app = typer.Typer(
@@ -35,10 +36,11 @@ def _entity_counts(sentences) -> Counter[str]:
 @data_app.command("download")
 def download(
     dataset: Annotated[str, typer.Argument(help="Dataset to fetch; only 'crossner' for now.")],
-    dest: Annotated[
+    output: Annotated[
         Path | None,
-        typer.Option(help="Destination folder (default: the user cache, found automatically)."),
+        output_option("Destination folder (default: the user cache, found automatically)."),
     ] = None,
+    dest: Annotated[Path | None, old_output_option("--dest")] = None,
     base_url: Annotated[
         str | None,
         typer.Option(
@@ -52,6 +54,7 @@ def download(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the server.")] = 30.0,
 ) -> None:
     """Fetch the labelled CrossNER splits (18 files, checksums verified)."""
+    dest = pick_output(output, dest, "--dest")
     from cdlm.data.download import CROSSNER_BASE_URL, download_crossner
     from cdlm.data.registry import user_cache_dir
 
@@ -74,11 +77,13 @@ def check(
     repair: Annotated[
         bool, typer.Option(help="Turn an I- that starts an entity into B- (counted).")
     ] = False,
-    out: Annotated[
-        Path | None, typer.Option(help="Write the (repaired) sentences to this BIO file.")
+    output: Annotated[
+        Path | None, output_option("Write the (repaired) sentences to this BIO file.")
     ] = None,
+    out: Annotated[Path | None, old_output_option("--out")] = None,
 ) -> None:
     """Validate a BIO file; print sentence, token and entity counts per type."""
+    out = pick_output(output, out, "--out")
     from rich.console import Console
     from rich.table import Table
 

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from cdlm.cli.options import old_output_option, output_option, pick_output
 from cdlm.errors import ConfigError
 
 graphs_app = typer.Typer(
@@ -35,12 +36,13 @@ def build(
     config: Annotated[Path | None, typer.Option("--config", help="TOML config file.")] = None,
     tau: Annotated[float | None, typer.Option(help="Temperature (fusion.tau).")] = None,
     theta: Annotated[float | None, typer.Option(help="Edge threshold (fusion.theta).")] = None,
-    out: Annotated[
+    output: Annotated[
         Path | None,
-        typer.Option(
-            help="Output JSON for one target (default: <graphs_dir>/<source>__<target>.json)."
+        output_option(
+            "Output JSON for one target (default: <graphs_dir>/<source>__<target>.json)."
         ),
     ] = None,
+    out: Annotated[Path | None, old_output_option("--out")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="CrossNER data folder.")] = None,
     runs_dir: Annotated[Path | None, typer.Option(help="Runs folder (source cache).")] = None,
 ) -> None:
@@ -54,8 +56,9 @@ def build(
     from cdlm.model.tagger import Tagger
     from cdlm.provenance import stamp
 
+    out = pick_output(output, out, "--out")
     if out is not None and len(target) > 1:
-        raise ConfigError("--out: give a single --target with --out")
+        raise ConfigError("--output: give a single --target with --output")
     cfg = load_config(config, {"fusion.tau": tau, "fusion.theta": theta, "train.source": source})
     if checkpoint is None:
         tagger, checkpoint, _, _ = pretrain_source(cfg, data_dir, runs_dir)
@@ -87,12 +90,14 @@ def build(
 @graphs_app.command("show")
 def show(
     file: Annotated[Path, typer.Argument(help="A graph file written by `cdlm graphs build`.")],
-    out: Annotated[Path | None, typer.Option(help="Draw the graphs into this PNG.")] = None,
+    output: Annotated[Path | None, output_option("Draw the graphs into this PNG.")] = None,
+    out: Annotated[Path | None, old_output_option("--out")] = None,
     theta: Annotated[
         float | None, typer.Option(help="Redraw the edges for another threshold.")
     ] = None,
 ) -> None:
-    """Print a summary (tags, token counts, closest source tag, edges); draw a PNG with --out."""
+    """Print a summary (tags, token counts, closest source tag, edges); draw a PNG with --output."""
+    out = pick_output(output, out, "--out")
     from cdlm.graphs import LabelGraphs, draw
 
     graphs = LabelGraphs.load(file)

@@ -30,7 +30,8 @@ PING_TEXT = "Marie Curie moved from Warsaw to Paris."
 @llm_app.command("ping")
 def ping(
     llm: Annotated[
-        str, typer.Option("--llm", help="Backend: llama (GGUF) or gpt (OpenAI API).")
+        Literal["llama", "gpt"],
+        typer.Option("--llm", help="Backend: llama (GGUF) or gpt (OpenAI API)."),
     ] = "llama",
     model: Annotated[
         str | None,

@@ -31,7 +31,7 @@ def build_default(
         typer.Option(help="Where default_model.json/.md go (default: evals/results)."),
     ] = None,
     config: Annotated[
-        Path | None, typer.Option(help="TOML config file ([default_model], [train], ...).")
+        Path | None, typer.Option(help="TOML config file (sections default_model, train, ...).")
     ] = None,
     skip_without_data: Annotated[
         bool,

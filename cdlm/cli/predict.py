@@ -9,7 +9,8 @@ from typing import Annotated, Literal
 
 import typer
 
-LLMChoice = Literal["none", "llama", "gpt"]
+from cdlm.cli.options import LLMChoice
+
 RouteChoice = Literal["hard", "all", "none"]
 FormatChoice = Literal["jsonl", "conll"]
 InputFormatChoice = Literal["auto", "text", "jsonl"]

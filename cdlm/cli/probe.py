@@ -4,9 +4,11 @@ checkpoint."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
+
+from cdlm.cli.options import output_option
 
 
 def probe(
@@ -22,7 +24,7 @@ def probe(
         Path | None, typer.Option(help="CrossNER data folder (default: see `cdlm data`).")
     ] = None,
     placeholder: Annotated[
-        str | None,
+        Literal["nonce", "mask"] | None,
         typer.Option(
             help="nonce (casing-preserving made-up words) or mask (the token ENT in brackets)."
         ),
@@ -33,7 +35,7 @@ def probe(
     ] = None,
     output: Annotated[
         Path | None,
-        typer.Option(help="Results JSON (default evals/results/probe__DOMAIN__VARIANT.json)."),
+        output_option("Results JSON (default evals/results/probe__DOMAIN__VARIANT.json)."),
     ] = None,
 ) -> None:
     """Replace each predicted entity by a same-type name from another domain and by a

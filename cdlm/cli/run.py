@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
+from cdlm.cli.options import (
+    LLMChoice,
+    SplitChoice,
+    old_output_option,
+    output_option,
+    pick_output,
+)
 from cdlm.results import RESULTS_DIR
 
 
@@ -44,17 +51,22 @@ def train(
     source_seed: Annotated[
         int | None, typer.Option(help="Seed of the cached source pre-training (default: 1).")
     ] = None,
-    out: Annotated[
+    output: Annotated[
         Path | None,
-        typer.Option(help="Checkpoint folder (default: runs/<target>__<variant>__seed<N>)."),
+        output_option("Checkpoint folder (default: runs/<target>__<variant>__seed<N>)."),
     ] = None,
+    out: Annotated[Path | None, old_output_option("--out")] = None,
     encoder: Annotated[
         str | None,
         typer.Option(help="Hugging Face encoder name or folder (default: embedded MiniLM)."),
     ] = None,
     config: Annotated[Path | None, typer.Option(help="TOML config file (CLI flags win).")] = None,
     variant: Annotated[
-        str | None, typer.Option(help="Variant name for results (default: baseline).")
+        str | None,
+        typer.Option(
+            metavar="[baseline|gcn|causal|full|<v>+factmix|NAME]",
+            help="Model variant (default: baseline); a name not in the list only labels the run.",
+        ),
     ] = None,
     epochs: Annotated[int | None, typer.Option(help="Target epochs (default: 10).")] = None,
     source_epochs: Annotated[
@@ -80,14 +92,15 @@ def train(
         bool, typer.Option("--no-gcn", help="Switch off the label-graph GCN fusion.")
     ] = False,
     augment: Annotated[
-        str | None,
+        Literal["none", "factmix"] | None,
         typer.Option(
-            help="none or factmix: FactMix semi-facts of the target train set, filtered "
-            "by a tagger fine-tuned on the original set (default: none)."
+            help="FactMix semi-facts of the target train set, filtered by a tagger fine-tuned "
+            "on the original set (default: none)."
         ),
     ] = None,
 ) -> None:
     """Pre-train on the source domain (cached), fine-tune on the target, keep the best epoch."""
+    output = pick_output(output, out, "--out")
     from cdlm.config import VARIANTS, load_config
     from cdlm.experiments.train import train as run_training
 
@@ -125,7 +138,7 @@ def train(
         cfg.train.variant += "-no-gcn"
     if cfg.augment.method == "factmix" and not cfg.train.variant.endswith("+factmix"):
         cfg.train.variant += "+factmix"  # own checkpoint folder and results name
-    result = run_training(cfg, out, data_dir=data_dir, runs=runs_dir)
+    result = run_training(cfg, output, data_dir=data_dir, runs=runs_dir)
     print(f"checkpoint: {result.checkpoint}")
     src = "cached" if result.source_cached else f"{result.source_seconds:.0f} s"
     print(
@@ -135,6 +148,12 @@ def train(
     _print_scores(f"{result.target} dev (best epoch)", result.dev)
     if result.test is not None:
         _print_scores(f"{result.target} test", result.test)
+    else:
+        from cdlm.data.registry import split_path
+
+        print(
+            f"no test score: {split_path(cfg.train.target or target, 'test', data_dir)} not found"
+        )
     if result.augment is not None:
         chosen, stats = result.augment["grid"]["chosen"], result.augment["stats"]
         print(
@@ -152,7 +171,7 @@ def evaluate(
             help="Model: 'default' (the default model), a model folder or a `cdlm train` run."
         ),
     ] = "default",
-    split: Annotated[str, typer.Option(help="train, dev or test.")] = "test",
+    split: Annotated[SplitChoice, typer.Option(help="Split to score.")] = "test",
     data_dir: Annotated[Path | None, typer.Option(help="CrossNER data folder.")] = None,
     domain: Annotated[
         str | None,
@@ -161,9 +180,10 @@ def evaluate(
             "with the default head's labels (default: the default head's own data)."
         ),
     ] = None,
-    results_dir: Annotated[
-        Path, typer.Option(help="Where the JSON and Markdown go.")
-    ] = RESULTS_DIR,
+    output: Annotated[
+        Path | None, output_option("Folder for the JSON and Markdown (default: evals/results).")
+    ] = None,
+    results_dir: Annotated[Path | None, old_output_option("--results-dir")] = None,
     suite: Annotated[
         Path | None,
         typer.Option(
@@ -180,8 +200,7 @@ def evaluate(
         typer.Option(help="With --suite: run only these of its domains (comma-separated)."),
     ] = None,
     llm: Annotated[
-        str,
-        typer.Option(help="none, llama or gpt: also score tagger + LLM reasoning."),
+        LLMChoice, typer.Option(help="Also score tagger + LLM reasoning with this backend.")
     ] = "none",
     calibrate: Annotated[
         bool,
@@ -223,6 +242,7 @@ def evaluate(
     ] = None,
 ) -> None:
     """Strict IOB2 span P/R/F1 and a per-type table, written to evals/results/ (JSON + Markdown)."""
+    results_dir = pick_output(output, results_dir, "--results-dir") or RESULTS_DIR
     if suite is not None:
         from cdlm.experiments.suite import load_suite, run_suite, select_domains, select_variants
 

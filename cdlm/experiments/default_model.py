@@ -41,12 +41,10 @@ from cdlm.errors import ConfigError
 from cdlm.experiments.evaluate import scores_markdown
 from cdlm.experiments.train import (
     batches,
+    keep_best,
     make_optimizer,
-    plain_progress,
     pretrain_source,
-    progress_bars,
     set_seed,
-    state_copy,
     train_steps,
 )
 from cdlm.metrics import SpanScores, span_scores
@@ -312,50 +310,28 @@ def fit_joint(
     rng = random.Random(recipe.seed)
     source_order = list(range(len(train[source_head])))
     rng.shuffle(source_order)
-    cursor = 0
-    first, cursor_after = epoch_steps(bundle, train, source_head, source_order, 0, cfg, rng)
-    total_steps = recipe.epochs * len(first)
-    optimizer, scheduler = make_optimizer(bundle, cfg, total_steps)
-    best_epoch, best_f1, best_state = 0, -1.0, None
+    # The first epoch is planned up front: its length sizes the learning-rate schedule.
+    steps, cursor = epoch_steps(bundle, train, source_head, source_order, 0, cfg, rng)
+    optimizer, scheduler = make_optimizer(bundle, cfg, recipe.epochs * len(steps))
     history: list[EpochLog] = []
-    with progress_bars(progress) as bar:
-        overall = bar.add_task("joint epochs", total=recipe.epochs, status="")
-        for epoch in range(1, recipe.epochs + 1):
-            t0 = time.perf_counter()
-            if epoch == 1:
-                steps, cursor = first, cursor_after
-            else:
-                steps, cursor = epoch_steps(
-                    bundle, train, source_head, source_order, cursor, cfg, rng
-                )
-            loss = train_steps(
-                steps, bundle, cfg, optimizer, scheduler, bar, f"epoch {epoch}/{recipe.epochs}"
-            )
-            f1 = {name: _score(bundle.tagger(name), sents).f1 for name, sents in dev.items()}
-            mean = sum(f1.values()) / len(f1)
-            history.append(
-                EpochLog(
-                    epoch=epoch,
-                    train_loss=loss,
-                    dev_f1=f1,
-                    mean_dev_f1=mean,
-                    seconds=time.perf_counter() - t0,
-                )
-            )
-            if mean > best_f1:
-                best_epoch, best_f1, best_state = epoch, mean, state_copy(bundle)
-            per_head = " ".join(f"{n} {100 * v:.1f}" for n, v in f1.items())
-            status = (
-                f"loss {loss:.4f} mean dev F1 {100 * mean:.2f} "
-                f"(best {100 * best_f1:.2f} @ {best_epoch}); {per_head}"
-            )
-            bar.update(overall, advance=1, status=status)
-            if plain_progress(bar):
-                bar.console.print(f"epoch {epoch}: {status}")
-            if epoch - best_epoch >= recipe.patience:
-                break
-    assert best_state is not None
-    bundle.load_state_dict(best_state)
+
+    def run_epoch(epoch: int, bar: Any) -> tuple[float, str]:
+        nonlocal steps, cursor
+        t0 = time.perf_counter()
+        if epoch > 1:
+            steps, cursor = epoch_steps(bundle, train, source_head, source_order, cursor, cfg, rng)
+        description = f"epoch {epoch}/{recipe.epochs}"
+        loss = train_steps(steps, bundle, cfg, optimizer, scheduler, bar, description)
+        f1 = {name: _score(bundle.tagger(name), sents).f1 for name, sents in dev.items()}
+        mean = sum(f1.values()) / len(f1)
+        seconds = time.perf_counter() - t0
+        history.append(
+            EpochLog(epoch=epoch, train_loss=loss, dev_f1=f1, mean_dev_f1=mean, seconds=seconds)
+        )
+        per_head = " ".join(f"{n} {100 * v:.1f}" for n, v in f1.items())
+        return mean, f"loss {loss:.4f} mean dev F1 {100 * mean:.2f}; {per_head}"
+
+    best_epoch = keep_best(bundle, recipe.epochs, recipe.patience, run_epoch, progress, "epoch")
     bundle.eval()
     return best_epoch, history
 

@@ -24,7 +24,7 @@ import hashlib
 import json
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,7 +63,7 @@ class TrainResult(BaseModel):
     target_seconds: float  # time of target fine-tuning (all epochs, dev evaluation included)
     best_epoch: int
     dev: SpanScores
-    test: SpanScores | None
+    test: SpanScores | None  # None: not asked for, or the dataset has no test split
     test_sentences_per_s: float | None
     history: list[EpochLog]
     # `--augment factmix`: grid points with dev F1, the chosen ratios, generated/kept counts.
@@ -370,6 +370,35 @@ def state_copy(model: torch.nn.Module) -> dict[str, Any]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def keep_best(
+    model: torch.nn.Module,
+    epochs: int,
+    patience: int,
+    run_epoch: Callable[[int, Any], tuple[float, str]],
+    progress: bool = True,
+    label: str = "epoch",
+) -> int:
+    """Early stopping: ``run_epoch(epoch, bar)`` trains one epoch and returns (dev score, status
+    line); stop after ``patience`` epochs without a better score; leave the best epoch's weights
+    in ``model``. Returns the best epoch."""
+    best_epoch, best, best_state = 0, float("-inf"), None
+    with progress_bars(progress) as bar:
+        overall = bar.add_task(f"{label}s", total=epochs, status="")
+        for epoch in range(1, epochs + 1):
+            score, status = run_epoch(epoch, bar)
+            if best_state is None or score > best:
+                best_epoch, best, best_state = epoch, score, state_copy(model)
+            status = f"{status} (best {100 * best:.2f} @ {best_epoch})"
+            bar.update(overall, advance=1, status=status)
+            if plain_progress(bar):
+                bar.console.print(f"{label} {epoch}: {status}")
+            if epoch - best_epoch >= patience:
+                break
+    assert best_state is not None
+    model.load_state_dict(best_state)
+    return best_epoch
+
+
 def fit(
     model: Tagger,
     train_sentences: Sequence[Sentence],
@@ -385,45 +414,23 @@ def fit(
     steps = t.target_epochs * ((len(train_sentences) + t.batch_size - 1) // t.batch_size)
     optimizer, scheduler = make_optimizer(model, config, steps)
     rng = random.Random(t.seed)
-    best_epoch, best_scores, best_state = 0, None, None
     history: list[EpochLog] = []
-    with progress_bars(progress) as bar:
-        overall = bar.add_task("target epochs", total=t.target_epochs, status="")
-        for epoch in range(1, t.target_epochs + 1):
-            start = time.perf_counter()
-            loss = train_epoch(
-                model,
-                train_sentences,
-                config,
-                optimizer,
-                scheduler,
-                rng,
-                bar,
-                f"target epoch {epoch}/{t.target_epochs}",
-            )
-            scores, _, _ = score_model(model, dev_sentences)
-            history.append(
-                EpochLog(
-                    epoch=epoch,
-                    train_loss=loss,
-                    dev_f1=scores.f1,
-                    seconds=time.perf_counter() - start,
-                )
-            )
-            if best_scores is None or scores.f1 > best_scores.f1:
-                best_epoch, best_scores, best_state = epoch, scores, state_copy(model)
-            status = (
-                f"loss {loss:.4f} dev F1 {100 * scores.f1:.2f} "
-                f"(best {100 * best_scores.f1:.2f} @ {best_epoch})"
-            )
-            bar.update(overall, advance=1, status=status)
-            if plain_progress(bar):
-                bar.console.print(f"target epoch {epoch}: {status}")
-            if epoch - best_epoch >= t.patience:
-                break
-    assert best_state is not None and best_scores is not None
-    model.load_state_dict(best_state)
-    return best_epoch, best_scores, history
+    dev_scores: list[SpanScores] = []
+
+    def run_epoch(epoch: int, bar: Any) -> tuple[float, str]:
+        start = time.perf_counter()
+        description = f"target epoch {epoch}/{t.target_epochs}"
+        loss = train_epoch(
+            model, train_sentences, config, optimizer, scheduler, rng, bar, description
+        )
+        scores, _, _ = score_model(model, dev_sentences)
+        dev_scores.append(scores)
+        seconds = time.perf_counter() - start
+        history.append(EpochLog(epoch=epoch, train_loss=loss, dev_f1=scores.f1, seconds=seconds))
+        return scores.f1, f"loss {loss:.4f} dev F1 {100 * scores.f1:.2f}"
+
+    best_epoch = keep_best(model, t.target_epochs, t.patience, run_epoch, progress, "target epoch")
+    return best_epoch, dev_scores[best_epoch - 1], history
 
 
 def train(
@@ -459,7 +466,7 @@ def _train(
     progress: bool,
     evaluate_test: bool,
 ) -> TrainResult:
-    from cdlm.data.registry import domain_labels, domain_name, load_split
+    from cdlm.data.registry import domain_labels, domain_name, load_split, split_path
     from cdlm.data.sampling import k_shot
     from cdlm.experiments.evaluate import score_model
     from cdlm.provenance import stamp
@@ -502,13 +509,13 @@ def _train(
         _, _, dev_scores = sweep_alpha(model, dev_sents, config.causal.alpha_grid)
     target_seconds = time.perf_counter() - start
 
+    # Saved before any test scoring: a dataset without a test split still gets its model.
+    model.save(out, extra={"best_epoch": best_epoch, "dev_f1": dev_scores.f1})
     test_scores, test_speed = None, None
-    if evaluate_test:
+    if evaluate_test and split_path(target, "test", data_dir).is_file():
         test_sents = load_split(target, "test", data_dir)
         test_scores, seconds, _ = score_model(model, test_sents)
         test_speed = len(test_sents) / seconds if seconds > 0 else 0.0
-
-    model.save(out, extra={"best_epoch": best_epoch, "dev_f1": dev_scores.f1})
     result = TrainResult(
         checkpoint=str(out),
         target=domain_name(target),

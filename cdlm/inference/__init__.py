@@ -1,6 +1,7 @@
-"""Applications floor: tagging raw text with a trained tagger, alone or with the LLM stages.
+"""Applications floor: the cdlm model object and raw-text prediction.
 
-``tagging`` (tokenise, tag, decode, entities with character offsets) and ``predict`` (the
-user-facing ``predict_texts`` behind ``cdlm.predict`` and ``cdlm predict``, and the tagger + LLM
-pipeline ``predict_with_llm``). Nothing is imported here, so importing is free.
+``model`` (:class:`~cdlm.inference.model.CDLM`: taggers per domain + router + LLM stages; what
+``cdlm predict``, ``cdlm.predict`` and checkpoint evaluation are thin layers over), ``tagging``
+(tokenise, tag, decode, candidates and entities with character offsets) and ``predict``
+(``cdlm.predict`` and the LLM-only mode). Nothing is imported here, so importing is free.
 """

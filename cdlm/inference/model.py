@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -104,6 +105,7 @@ class CDLM:
         self.path = path
         self.usage = UsageLog()  # what the LLM calls of this object cost, per stage
         self._model = model
+        self._bundle = model if isinstance(model, TaggerBundle) else None
         self._tasks: dict[tuple[Any, ...], Task] = {}
         self._backends: dict[Any, LLMBackend] = {}
         if isinstance(model, TaggerBundle):
@@ -115,6 +117,10 @@ class CDLM:
             target = model.config.train.target or "custom"
             self._heads = {domain_name(target): target}
             self._default = domain_name(target)
+
+    def __repr__(self) -> str:
+        where = f"'{self.path}'" if self.path else "in memory"
+        return f"CDLM({where}, domains={self.domains}, default_domain='{self._default}')"
 
     # --- loading and saving -----------------------------------------------------------------
 
@@ -194,8 +200,8 @@ class CDLM:
     def tagger(self, domain: str | None = None) -> Tagger:
         """The tagger of one domain (a view sharing the encoder, for a multi-domain model)."""
         name = self.resolve(domain)
-        if hasattr(self._model, "specs"):
-            return self._model.tagger(name)  # type: ignore[union-attr]
+        if self._bundle is not None:
+            return self._bundle.tagger(name)
         return self._model  # type: ignore[return-value]
 
     def labels(self, domain: str | None = None) -> list[str]:
@@ -296,48 +302,45 @@ class CDLM:
             check_types(types, tagger.labels, name)
         task = self._task(llm, name, types or entity_types(tagger.labels))
         router, rule, forced = self._router(route, task)
-        it = iter(items)
+        call = _Call(tagger, types, task, router, rule, forced, threshold, explain)
+        # The checks above run now; the records come as the caller reads them.
+        return self._stream(iter(items), batch_size, call)
+
+    def _stream(
+        self, items: Iterator[Item], batch_size: int, call: _Call
+    ) -> Iterator[dict[str, Any]]:
         position = 0
-        while chunk := list(itertools.islice(it, batch_size)):
+        while chunk := list(itertools.islice(items, batch_size)):
             texts = [_text_of(item, position + k) for k, item in enumerate(chunk)]
             position += len(chunk)
-            tagged = tag_texts(tagger, texts, types)
-            yield from self._records(chunk, tagged, task, router, rule, forced, threshold, explain)
+            yield from self._records(chunk, tag_texts(call.tagger, texts, call.types), call)
 
     def _records(
-        self,
-        chunk: list[Item],
-        tagged: list[TaggedText],
-        task: Task | None,
-        router: Router | None,
-        rule: str,
-        forced: bool,
-        threshold: float | None,
-        explain: bool,
+        self, chunk: list[Item], tagged: list[TaggedText], call: _Call
     ) -> Iterator[dict[str, Any]]:
         r = self.config.reasoning
         cands = [t.candidates(r.top_k, r.missed_o_max) for t in tagged]
-        hard = router.select(cands) if router is not None else [[] for _ in cands]
+        hard = call.router.select(cands) if call.router is not None else [[] for _ in cands]
         for item, t, c, h in zip(chunk, tagged, cands, hard, strict=True):
             doc = t.doc
-            outcome = pipeline.route(task, doc, c, h)
+            outcome = pipeline.route(call.task, doc, c, h)
             kept = [
                 e
                 for e in outcome.entities
-                if threshold is None or e.source != "tagger" or e.score >= threshold
+                if call.threshold is None or e.source != "tagger" or e.score >= call.threshold
             ]
             for e in kept:  # every span lies inside the input, by construction
                 assert doc.text[e.start : e.end] == e.text
             record = dict(item) if isinstance(item, dict) else {}
             record["text"] = t.text
-            record["entities"] = [e.to_json(explain) for e in kept]
+            record["entities"] = [e.to_json(call.explain) for e in kept]
             record["routing"] = {
                 "candidates": len(c),
                 "routed": len(h),
-                "rule": rule,
-                "forced": forced,
+                "rule": call.rule,
+                "forced": call.forced,
             }
-            if explain and task is not None:
+            if call.explain and call.task is not None:
                 record["llm"] = llm_record(outcome)
             yield record
 
@@ -387,6 +390,20 @@ class CDLM:
             self._backends[key] = task.backend
             self._tasks[task_key] = task
         return self._tasks[task_key]
+
+
+@dataclass(frozen=True)
+class _Call:
+    """The settings of one ``stream`` call, checked before the first record."""
+
+    tagger: Tagger
+    types: list[str] | None  # decode only these entity types (None = all)
+    task: Task | None  # the LLM stages (None = tagger alone)
+    router: Router | None  # None = nothing routed
+    rule: str  # the routing rule in words, as records state it
+    forced: bool  # route="all"/"none" given by the user
+    threshold: float | None
+    explain: bool
 
 
 def _text_of(item: Item, index: int) -> str:

@@ -23,7 +23,7 @@ from typing import Any, TextIO
 from pydantic import BaseModel
 
 from cdlm.config import LLMConfig
-from cdlm.errors import ContextOverflowError, LLMError, ModelNotFoundError
+from cdlm.errors import ContextOverflowError, LLMError, ModelNotFoundError, optional_import
 from cdlm.llm.base import Message
 from cdlm.llm.cache import AnswerCache
 from cdlm.llm.embedded import NOTICE, embedded_gguf_path
@@ -97,7 +97,7 @@ class LlamaBackend(SerialBackend):
         self.llm = self._load()
 
     def _load(self) -> Any:
-        import llama_cpp
+        llama_cpp = optional_import("llama_cpp", "llama", "--llm llama")
 
         cfg = self.cfg
         try:

@@ -28,17 +28,16 @@ from torch import nn
 
 from cdlm.config import CdlmConfig
 from cdlm.errors import ConfigError, ModelNotFoundError
-from cdlm.model.encoder import encoder_label, load_pretrained
+from cdlm.model.encoder import load_pretrained
 from cdlm.model.features import CasingFeatures
 from cdlm.model.tagger import (
     HOW_TO_MAKE,
     Tagger,
     load_saved_encoder,
     load_weights,
-    save_encoder,
+    save_checkpoint,
     saved_config,
 )
-from cdlm.results import write_json
 
 BUNDLE_FORMAT = 2
 
@@ -130,23 +129,13 @@ class TaggerBundle(nn.Module):
 
     def save(self, directory: Path | str, extra: dict[str, Any] | None = None) -> Path:
         """Weights, ``config.json`` and ``encoder/`` (see the module docstring)."""
-        from safetensors.torch import save_model
-
-        path = Path(directory)
-        path.mkdir(parents=True, exist_ok=True)
-        save_model(self, str(path / "model.safetensors"))
-        save_encoder(path, self.tokenizer, self.encoder)
         meta = {
             "format": BUNDLE_FORMAT,
             "heads": {name: head.model_dump() for name, head in self.specs.items()},
             "default": self.default,
-            "encoder": encoder_label(self.encoder_name),
-            "encoder_name": self.encoder_name,
-            "config": self.config.model_dump(mode="json"),
             **(extra or {}),
         }
-        write_json(path / "config.json", meta)
-        return path
+        return save_checkpoint(directory, self, meta)
 
     @classmethod
     def load(cls, directory: Path | str, device: str | torch.device = "cpu") -> TaggerBundle:

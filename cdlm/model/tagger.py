@@ -25,7 +25,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from cdlm.config import CdlmConfig
+from cdlm.config import CdlmConfig, one_line
 from cdlm.errors import ConfigError, DataError, ModelNotFoundError
 from cdlm.model.decode import decode
 from cdlm.model.encoder import encoder_label, load_pretrained
@@ -290,23 +290,13 @@ class Tagger(nn.Module):
     def save(self, directory: Path | str, extra: dict[str, Any] | None = None) -> Path:
         """Weights (``model.safetensors``), ``config.json`` (full CdlmConfig, labels, encoder)
         and the encoder's tokenizer and architecture (``encoder/``), so the folder loads alone."""
-        from safetensors.torch import save_model
-
-        path = Path(directory)
-        path.mkdir(parents=True, exist_ok=True)
-        save_model(self, str(path / "model.safetensors"))
-        save_encoder(path, self.tokenizer, self.encoder)
         meta = {
             "format": CHECKPOINT_FORMAT,
             "labels": self.labels,
-            "encoder": encoder_label(self.encoder_name),
-            "encoder_name": self.encoder_name,
             "domain": self.config.train.target,
-            "config": self.config.model_dump(mode="json"),
             **(extra or {}),
         }
-        write_json(path / "config.json", meta)
-        return path
+        return save_checkpoint(directory, self, meta)
 
     @staticmethod
     def read_meta(
@@ -359,7 +349,12 @@ def saved_config(path: Path, meta: dict[str, Any]) -> CdlmConfig:
     """The full config saved in a checkpoint's ``config.json``."""
     try:
         return CdlmConfig.model_validate(meta["config"])
-    except (KeyError, TypeError, ValidationError) as exc:
+    except ValidationError as exc:  # e.g. written by a cdlm with other config fields
+        where = one_line(exc, str(path / "config.json"))
+        raise ModelNotFoundError(
+            f"{where} (saved by another cdlm version?); {HOW_TO_MAKE}"
+        ) from None
+    except (KeyError, TypeError) as exc:
         raise _corrupt(path / "config.json", exc) from None
 
 
@@ -389,10 +384,25 @@ def load_saved_encoder(path: Path) -> tuple[nn.Module, Any]:
     return AutoModel.from_config(enc_config), tokenizer
 
 
-def save_encoder(path: Path, tokenizer: Any, encoder: nn.Module) -> None:
-    """The tokenizer and the encoder's architecture, so a checkpoint folder loads alone."""
-    tokenizer.save_pretrained(str(path / "encoder"))
-    encoder.config.save_pretrained(str(path / "encoder"))
+def save_checkpoint(directory: Path | str, model: nn.Module, meta: dict[str, Any]) -> Path:
+    """A folder that loads alone: the weights (``model.safetensors``), the encoder's tokenizer
+    and architecture (``encoder/``) and ``config.json`` (``meta`` plus the encoder and the full
+    config). ``model`` has ``encoder``, ``tokenizer``, ``encoder_name`` and ``config``."""
+    from safetensors.torch import save_model
+
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    save_model(model, str(path / "model.safetensors"))
+    model.tokenizer.save_pretrained(str(path / "encoder"))
+    model.encoder.config.save_pretrained(str(path / "encoder"))
+    meta = {
+        **meta,
+        "encoder": encoder_label(model.encoder_name),
+        "encoder_name": model.encoder_name,
+        "config": model.config.model_dump(mode="json"),
+    }
+    write_json(path / "config.json", meta)
+    return path
 
 
 def load_weights(model: nn.Module, weights: Path, device: str | torch.device = "cpu") -> None:

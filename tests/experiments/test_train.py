@@ -97,3 +97,31 @@ def test_cli_variant_is_not_undone_by_unset_flags(monkeypatch, args, method, fus
     assert cfg.augment.method == method
     assert cfg.fusion.enabled is fusion
     assert cfg.train.variant == variant
+
+
+def test_user_folder_without_test_split(small_crossner: Path, tmp_path: Path) -> None:
+    """`cdlm train --target DIR` on a folder with train.txt and dev.txt only: the model is saved
+    and loads, there is no test score, and the output says so."""
+    import shutil
+
+    import typer
+    from typer.testing import CliRunner
+
+    from cdlm.cli import run as run_cli
+    from cdlm.inference.model import CDLM
+
+    folder = tmp_path / "mydata"
+    folder.mkdir()
+    for split in ("train", "dev"):
+        shutil.copy(small_crossner / "politics" / f"{split}.txt", folder / f"{split}.txt")
+    app = typer.Typer()
+    run_cli.register(app)
+    out = tmp_path / "model"
+    args = ["train", "--target", str(folder), "--source-epochs", "0", "--epochs", "1"]
+    args += ["--max-train-sentences", "8", "--threads", "1", "--out", str(out)]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert f"no test score: {folder / 'test.txt'} not found" in res.output
+    scores = json.loads((out / "scores.json").read_text())
+    assert scores["test"] is None and scores["dev"]["sentences"] > 0
+    assert CDLM.from_pretrained(out).domains == ["mydata"]

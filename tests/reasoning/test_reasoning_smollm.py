@@ -63,7 +63,8 @@ def test_injected_instruction_cannot_change_format_or_add_outside_spans(
     (record,) = list(
         predict_with_llm([text], cfg, model=None, domain="politics", explain=True, log=log)
     )
-    assert set(record) == {"text", "entities", "llm"} and record["text"] == text
+    assert set(record) == {"text", "entities", "routing", "llm"} and record["text"] == text
+    assert record["routing"]["forced"] and record["routing"]["routed"] == record["llm"]["asked"]
     for ent in record["entities"]:
         assert set(ent) == {"start", "end", "text", "label", "score", "source", "explanation"}
         assert 0 <= ent["start"] < ent["end"] <= len(text)

@@ -1,0 +1,92 @@
+"""The default-model recipe on a tiny scale: what the build writes, that the same recipe is
+skipped, and what happens without data. (The real build takes minutes; it is not run here.)"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cdlm.config import load_config
+from cdlm.experiments.default_model import build_default, data_files, recipe_hash
+
+
+def test_build_writes_model_scores_and_results(tiny_bundle: Path) -> None:
+    meta = json.loads((tiny_bundle / "config.json").read_text())
+    assert meta["format"] == 2 and meta["default"] == "news"
+    assert {name: h["data"] for name, h in meta["heads"].items()} == {
+        "news": "conll2003",
+        "politics": "politics",
+    }
+    scores = json.loads((tiny_bundle / "scores.json").read_text())
+    assert [h["domain"] for h in scores["heads"]] == ["news", "politics"]
+    for head in scores["heads"]:
+        assert head["dev"]["sentences"] > 0 and head["test"]["sentences"] > 0
+    assert scores["best_epoch"] == 1 and len(scores["history"]) == 1
+    assert set(scores["history"][0]["dev_f1"]) == {"news", "politics"}
+    assert scores["provenance"]["commit"] and scores["provenance"]["seed"] == 1
+    results = tiny_bundle.parent / "results" / "default_model.json"
+    record = json.loads(results.read_text())
+    assert record["heads"] == scores["heads"] and record["recipe"] == scores["recipe"]
+    assert record["provenance"]["config"]["default_model"]["epochs"] == 1
+    assert record["provenance"]["command"]
+    md = results.with_suffix(".md").read_text()
+    assert "| news | conll2003 |" in md and "| politics | politics |" in md
+    assert not (tiny_bundle.parent / "model.tmp").exists()
+
+
+def test_same_recipe_is_skipped(
+    tiny_bundle: Path, tiny_bundle_config: dict, small_crossner: Path
+) -> None:
+    weights = tiny_bundle / "model.safetensors"
+    before = weights.stat().st_mtime_ns
+    again = build_default(
+        load_config(None, tiny_bundle_config),
+        tiny_bundle,
+        data_dir=small_crossner,
+        results_dir=None,
+        progress=False,
+    )
+    assert again.skipped and again.path == str(tiny_bundle)
+    assert weights.stat().st_mtime_ns == before
+
+
+def test_recipe_hash_follows_recipe_config_and_data(
+    tiny_bundle_config: dict, small_crossner: Path, tmp_path: Path
+) -> None:
+    tiny = tiny_bundle_config
+    cfg = load_config(None, tiny)
+    base = recipe_hash(cfg, data_files(cfg, small_crossner))
+    assert base == recipe_hash(cfg, data_files(cfg, small_crossner))
+    more = load_config(None, {**tiny, "default_model.epochs": 2})
+    assert recipe_hash(more, data_files(more, small_crossner)) != base
+    lr = load_config(None, {**tiny, "train.lr": 1e-4})
+    assert recipe_hash(lr, data_files(lr, small_crossner)) != base
+    threads = load_config(None, {**tiny, "train.threads": 2})  # does not shape the model
+    assert recipe_hash(threads, data_files(threads, small_crossner)) == base
+    edited = tmp_path / "data"
+    shutil.copytree(small_crossner, edited)
+    dev = edited / "politics" / "dev.txt"
+    dev.write_text(dev.read_text(encoding="utf-8").replace("\tO\n", "\tB-misc\n", 1))
+    assert recipe_hash(cfg, data_files(cfg, edited)) != base
+
+
+def test_no_data_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cdlm.cli import main
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    args = ["model", "build-default", "--data-dir", str(empty), "--output", str(tmp_path / "m")]
+    with pytest.raises(SystemExit) as caught:
+        main(args)
+    _, err = capsys.readouterr()
+    assert caught.value.code == 2 and err.count("\n") == 1
+    assert err.startswith("error: ") and "cdlm data download crossner" in err
+    with pytest.raises(SystemExit) as caught:
+        main([*args, "--skip-without-data"])
+    _, err = capsys.readouterr()
+    assert caught.value.code == 0 and err.count("\n") == 1
+    assert err.startswith("default model not built: ") and "cdlm model build-default" in err
+    assert not (tmp_path / "m").exists()
