@@ -310,6 +310,37 @@ class DefaultModelConfig(Section):
     dev_sentences: int | None = Field(300, ge=1)
 
 
+class ServeConfig(Section):
+    """``cdlm serve`` (cdlm/serve/): where it listens, what it accepts, how it batches."""
+
+    host: str = "127.0.0.1"  # loopback only unless the user says otherwise
+    port: int = Field(8000, ge=0, le=65535)  # 0 = any free port (the server prints it)
+    max_body_bytes: int = Field(1_000_000, ge=1)  # larger request bodies are answered 413
+    max_texts: int = Field(64, ge=1)  # texts in one request, more is 413
+    max_text_chars: int = Field(10_000, ge=1)  # characters of one text, more is 413
+    # Concurrent requests are queued and merged into one forward pass of at most
+    # `max_batch_texts` texts, waiting at most `max_wait_ms` for more to arrive after the first;
+    # `micro_batch = false` runs each request on its own (the one-by-one baseline).
+    micro_batch: bool = True
+    max_batch_texts: int = Field(64, ge=1)
+    max_wait_ms: float = Field(5.0, ge=0.0)
+    max_queue: int = Field(1024, ge=1)  # requests waiting beyond this are answered 503
+    batch_size: int = Field(32, ge=1)  # texts per forward pass inside one model call
+
+
+class CorpusConfig(Section):
+    """``cdlm predict --input FILE --output FILE`` on corpora (cdlm/inference/corpus.py)."""
+
+    batch_size: int = Field(64, ge=1)  # records per model call (and per task sent to a worker)
+    # Batches queued per worker process beyond the one it works on: enough to keep it busy,
+    # few enough that memory stays constant.
+    prefetch: int = Field(2, ge=1)
+    # Ray Data: `ray.init(address=...)`; None starts a local Ray (or joins $RAY_ADDRESS).
+    ray_address: str | None = None
+    # Bytes of the input file per Ray read task (each streams its lines in batch_size blocks).
+    ray_chunk_bytes: int = Field(16 * 1024 * 1024, ge=1)
+
+
 class CdlmConfig(Section):
     encoder: EncoderConfig = EncoderConfig()
     tagger: TaggerConfig = TaggerConfig()
@@ -321,6 +352,8 @@ class CdlmConfig(Section):
     routing: RoutingConfig = RoutingConfig()
     augment: AugmentConfig = AugmentConfig()
     default_model: DefaultModelConfig = DefaultModelConfig()
+    serve: ServeConfig = ServeConfig()
+    corpus: CorpusConfig = CorpusConfig()
 
 
 # Named model variants: `cdlm train --variant NAME` / suite `variants = [...]` apply these

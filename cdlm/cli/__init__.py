@@ -37,9 +37,9 @@ def _register() -> None:
     if _registered:
         return
     _registered.append(True)
-    from cdlm.cli import augment, data, graphs, llm, model, predict, probe, prompts, run
+    from cdlm.cli import augment, data, graphs, llm, model, predict, probe, prompts, run, serve
 
-    for module in (data, run, predict, model, graphs, probe, llm, prompts, augment):
+    for module in (data, run, predict, serve, model, graphs, probe, llm, prompts, augment):
         module.register(app)
 
 

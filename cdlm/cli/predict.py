@@ -10,28 +10,12 @@ from typing import Annotated, Literal
 import typer
 
 from cdlm.cli.options import LLMChoice
-from cdlm.errors import DataError
 
 RouteChoice = Literal["hard", "all", "none"]
 FormatChoice = Literal["jsonl", "conll"]
-
-
-def read_lines(source: str) -> list[str]:
-    """Lines of a file (or stdin for ``-``) without their line ends; bad UTF-8 names the line."""
-    data = sys.stdin.buffer.read() if source == "-" else None
-    name = "<stdin>" if source == "-" else source
-    if data is None:
-        try:
-            data = Path(source).read_bytes()
-        except OSError as exc:
-            raise DataError(f"{source}: cannot read input ({exc.strerror or exc})") from None
-    lines = []
-    for number, raw in enumerate(data.splitlines(), start=1):
-        try:
-            lines.append(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise DataError(f"{name}:{number}: not valid UTF-8") from None
-    return lines
+InputFormatChoice = Literal["auto", "text", "jsonl"]
+EngineChoice = Literal["local", "ray"]
+QuantizeChoice = Literal["none", "int8"]
 
 
 def predict(
@@ -40,8 +24,51 @@ def predict(
     ] = None,
     input: Annotated[
         str | None,
-        typer.Option("--input", "-i", help="File with one text per line, or - for stdin."),
+        typer.Option(
+            "--input",
+            "-i",
+            help="File (or - for stdin): one text per line, or JSON Lines records with a "
+            "'text' field (.jsonl; other fields such as 'id' are kept). Read as a stream.",
+        ),
     ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Write JSON Lines here instead of stdout; an existing file is resumed (records "
+            "already there are skipped, a torn last line is cut and redone).",
+        ),
+    ] = None,
+    input_format: Annotated[
+        InputFormatChoice,
+        typer.Option(help="Input format; auto = jsonl for .jsonl/.ndjson files, else text."),
+    ] = "auto",
+    workers: Annotated[
+        int, typer.Option(help="With --output: processes (or Ray actors) predicting.", min=1)
+    ] = 1,
+    threads: Annotated[
+        int | None,
+        typer.Option(help="torch threads per worker (default: 1 with --workers > 1).", min=1),
+    ] = None,
+    engine: Annotated[
+        EngineChoice,
+        typer.Option(help="With --output: local processes, or Ray Data (pip install 'cdlm[ray]')."),
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(help="With --engine ray: cluster address (default: $RAY_ADDRESS or local)."),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="With --output: start the file afresh instead of resuming.")
+    ] = False,
+    progress: Annotated[
+        bool, typer.Option(help="With --output: show a progress bar on stderr.")
+    ] = True,
+    quantize: Annotated[
+        QuantizeChoice,
+        typer.Option(help="int8: quantized encoder, faster on CPU (see evals/bench_corpus)."),
+    ] = "none",
     checkpoint: Annotated[
         str,
         typer.Option(
@@ -116,13 +143,12 @@ def predict(
     from cdlm.config import llm_run_config
     from cdlm.errors import ConfigError
 
-    texts = list(text or [])
-    if input is not None:
-        texts += read_lines(input)
-    if not texts:
+    if not text and input is None:
         raise ConfigError("no input: give TEXT arguments or --input FILE (- for stdin)")
     if llm != "none" and format != "jsonl":
         raise ConfigError("--format conll is not available with --llm; use jsonl")
+    if output is None and (workers > 1 or engine != "local"):
+        raise ConfigError("--workers and --engine need --output FILE")
     cfg = llm_run_config(
         config,
         llm,
@@ -133,39 +159,111 @@ def predict(
             "reasoning.labels_file": str(labels) if labels else None,
             "routing.budget": llm_budget,
             "routing.threshold": llm_threshold,
+            "corpus.ray_address": ray_address,
         },
     )
+    if output is not None:
+        _predict_corpus(
+            input, output, text, checkpoint, cfg, domain=domain, threshold=threshold, llm=llm,
+            route=route, explain=explain, batch_size=batch_size, input_format=input_format,
+            format=format, workers=workers, threads=threads, engine=engine, overwrite=overwrite,
+            progress=progress, quantize=quantize,
+        )  # fmt: skip
+        return
+    records = _records(text or [], input, input_format)
     if checkpoint == "none":  # LLM-only mode, only when asked for by name
         if llm == "none":
             raise ConfigError("--checkpoint none needs --llm (LLM-only mode)")
         from cdlm.inference.predict import llm_only_records
 
         _note_missing_labels(cfg, domain or "politics")
-        _print_records(llm_only_records(texts, cfg, domain, explain))
+        _print_records(llm_only_records([r["text"] for r in records], cfg, domain, explain))
         return
     from cdlm.inference.model import CDLM
 
-    m = CDLM.from_pretrained(checkpoint, config=cfg)
+    m = CDLM.from_pretrained(checkpoint, config=cfg, quantize=quantize)
     if llm != "none":
         _note_missing_labels(cfg, m.data_domain(domain))
     if format == "conll":
+        import itertools
+
         from cdlm.inference.tagging import conll_lines, tag_texts
 
         tagger = m.tagger(domain)
-        for k in range(0, len(texts), batch_size):
-            for tagged in tag_texts(tagger, texts[k : k + batch_size]):
+        while chunk := list(itertools.islice(records, batch_size)):
+            for tagged in tag_texts(tagger, [r["text"] for r in chunk]):
                 print("\n".join([*conll_lines(tagged), ""]))
         return
-    records = m.stream(
-        texts,
-        domain=domain,
-        threshold=threshold,
-        llm=cfg.llm if llm != "none" else None,
-        batch_size=batch_size,
-        explain=explain,
-        route=route,
+    _print_records(
+        m.stream(
+            records,
+            domain=domain,
+            threshold=threshold,
+            llm=cfg.llm if llm != "none" else None,
+            batch_size=batch_size,
+            explain=explain,
+            route=route,
+        )
     )
-    _print_records(records)
+
+
+def _records(texts: list[str], source: str | None, input_format: str):  # -> Iterator[dict]
+    """The TEXT arguments, then the records of ``--input`` read lazily."""
+    from cdlm.data.corpus import input_format as pick_format
+    from cdlm.data.corpus import read_records
+
+    yield from ({"text": t} for t in texts)
+    if source is not None:
+        for _, _, record in read_records(source, pick_format(source, input_format)):
+            yield record
+
+
+def _predict_corpus(
+    source: str | None,
+    output: Path,
+    texts: list[str] | None,
+    checkpoint: str,
+    cfg,  # CdlmConfig
+    *,
+    input_format: str,
+    format: str,
+    workers: int,
+    threads: int | None,
+    engine: str,
+    overwrite: bool,
+    progress: bool,
+    **spec: object,
+) -> None:
+    """``--output``: the streaming, resumable corpus run (:mod:`cdlm.inference.corpus`)."""
+    from cdlm.data.corpus import input_format as pick_format
+    from cdlm.errors import ConfigError
+    from cdlm.inference.corpus import PredictorSpec, predict_corpus
+
+    if source is None or texts:
+        raise ConfigError("--output reads its texts from --input FILE (not TEXT arguments)")
+    if format != "jsonl":
+        raise ConfigError("--output writes JSON Lines; --format conll prints to stdout only")
+    if checkpoint == "none":
+        raise ConfigError("--output needs a tagger model (LLM-only mode prints to stdout)")
+    predictor = PredictorSpec(model=checkpoint, config=cfg.model_dump(mode="json"), **spec)
+    result = predict_corpus(
+        source,
+        output,
+        predictor,
+        fmt=pick_format(source, input_format),
+        workers=workers,
+        threads=threads,
+        engine=engine,
+        config=cfg.corpus,
+        overwrite=overwrite,
+        progress=progress,
+    )
+    skipped = f", {result.skipped} already done" if result.skipped else ""
+    print(
+        f"wrote {result.written} records to {output}{skipped} "
+        f"({result.records_per_s:.1f} records/s)",
+        file=sys.stderr,
+    )
 
 
 def _note_missing_labels(cfg, domain: str) -> None:  # cfg: cdlm.config.CdlmConfig

@@ -131,12 +131,17 @@ class CDLM:
         *,
         device: str = "cpu",
         config: CdlmConfig | Path | str | None = None,
+        quantize: str | None = None,
     ) -> CDLM:
         """``"default"`` (the default model in the user's cdlm home), another model name there,
-        or a folder written by :meth:`save_pretrained` or by ``cdlm train``."""
+        or a folder written by :meth:`save_pretrained` or by ``cdlm train``. ``quantize="int8"``
+        quantizes the encoder's linear layers for faster CPU inference
+        (:mod:`cdlm.model.quantize`; measured in ``evals/bench_corpus.py``)."""
         from cdlm.model.bundle import BUNDLE_FORMAT, TaggerBundle
+        from cdlm.model.quantize import check_quantize
         from cdlm.model.tagger import CHECKPOINT_FORMAT, Tagger
 
+        mode = check_quantize(quantize)  # a bad value fails before the load
         path = resolve_path(name_or_path)
         meta = Tagger.read_meta(path, formats=(CHECKPOINT_FORMAT, BUNDLE_FORMAT))
         model: TaggerBundle | Tagger
@@ -144,6 +149,10 @@ class CDLM:
             model = TaggerBundle.load(path, device)
         else:
             model = Tagger.load(path, device)
+        if mode != "none":
+            from cdlm.model.quantize import quantize_encoder
+
+            quantize_encoder(model, mode)
         return cls(model, config=config, path=path)
 
     @classmethod
@@ -153,6 +162,13 @@ class CDLM:
 
     def save_pretrained(self, directory: Path | str) -> Path:
         """Write the model to ``directory``; :meth:`from_pretrained` reads it back."""
+        from cdlm.model.quantize import is_quantized
+
+        if is_quantized(self._model):
+            raise ConfigError(
+                "a quantized model cannot be saved; save the fp32 model and pass quantize='int8' "
+                "to from_pretrained"
+            )
         return self._model.save(directory)
 
     # --- what the model knows ---------------------------------------------------------------

@@ -1,0 +1,68 @@
+"""``cdlm serve``: the HTTP service (:mod:`cdlm.serve`) over a model loaded once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+QuantizeChoice = Literal["none", "int8"]
+
+
+def serve(
+    checkpoint: Annotated[
+        str, typer.Option(help="Model: 'default', a model name or a model folder (as predict).")
+    ] = "default",
+    host: Annotated[
+        str | None,
+        typer.Option(help="Address to bind (default: serve.host = 127.0.0.1, this machine only)."),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(help="Port (default: serve.port = 8000; 0 = any free port, printed)."),
+    ] = None,
+    micro_batch: Annotated[
+        bool | None,
+        typer.Option(
+            "--micro-batch/--no-micro-batch",
+            help="Merge concurrent requests into one forward pass (default: serve.micro_batch).",
+        ),
+    ] = None,
+    quantize: Annotated[
+        QuantizeChoice, typer.Option(help="int8: quantized encoder, faster on CPU.")
+    ] = "none",
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads.", min=1)] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="TOML config file ([serve] limits and batching, [llm], [routing])."),
+    ] = None,
+) -> None:
+    """Serve POST /predict, GET /health and GET /labels until Ctrl-C."""
+    from cdlm.config import load_config
+    from cdlm.inference.model import CDLM
+
+    try:
+        from cdlm.serve.app import create_app
+        from cdlm.serve.server import run
+    except ImportError as exc:
+        from cdlm.errors import ConfigError
+
+        raise ConfigError(
+            f"cdlm serve needs FastAPI and uvicorn ({exc.name} is missing): "
+            "pip install 'cdlm[serve]'"
+        ) from None
+    cfg = load_config(
+        config, {"serve.host": host, "serve.port": port, "serve.micro_batch": micro_batch}
+    )
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    m = CDLM.from_pretrained(checkpoint, config=cfg, quantize=quantize)
+    app = create_app(m, cfg.serve, name=checkpoint)
+    run(app, cfg.serve.host, cfg.serve.port)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(serve)

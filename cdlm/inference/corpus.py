@@ -1,0 +1,267 @@
+"""Corpus-scale prediction: a JSON Lines (or plain-text) file in, a JSON Lines file out, in
+constant memory, resumable, on several processes or a Ray cluster.
+
+    predict_corpus("corpus.jsonl", "out.jsonl", PredictorSpec(model="default"), workers=2)
+
+- **Streaming.** Input is read line by line (:mod:`cdlm.data.corpus`) and sent on in batches of
+  ``corpus.batch_size`` records; at most ``workers * (1 + corpus.prefetch)`` batches are in
+  flight, so memory does not grow with the file.
+- **Records.** Each output record is the input record (its ``id`` and every other field kept)
+  with ``entities`` (and ``routing``) added, as :meth:`cdlm.CDLM.stream` returns it.
+- **Order.** The output is in input order, whatever the number of workers or the engine (a
+  finished batch waits for the ones before it), so ``--workers 2`` writes the same file as
+  ``--workers 1``.
+- **Resume.** When the output exists, its records are done (:mod:`cdlm.data.resume`): a torn last
+  line is cut off and written again, records whose ``id`` is there are skipped, and so are the
+  first N records without an ``id`` when N such records are there. ``overwrite`` starts afresh.
+- **Workers.** ``workers=N`` runs N processes (spawned, each loading the model once, each with
+  ``threads`` torch threads, 1 by default: on N cores, N one-thread processes beat one N-thread
+  process because the encoder's small matrices do not split well across threads). The parent
+  only reads, parses and writes. ``engine="ray"`` runs the same batches on Ray Data
+  (:mod:`cdlm.inference.ray_engine`).
+
+The model side is a *predictor*: a function ``records -> records`` built in each worker by a
+picklable factory (:mod:`cdlm.inference.predictors`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from cdlm.config import CorpusConfig
+from cdlm.data.corpus import STDIN, Format, Record, read_records
+from cdlm.data.resume import ResumeState, resume_state
+from cdlm.errors import ConfigError
+from cdlm.inference.predictors import (
+    Predictor,
+    PredictorFactory,
+    PredictorSpec,
+    encode,
+    predictor_factory,
+    set_threads,
+)
+
+Engine = Literal["local", "ray"]
+ENGINES: tuple[str, ...] = ("local", "ray")
+
+
+# --- the local engine: this process, or a pool of spawned processes ------------------------
+
+_worker_predict: Predictor | None = None
+
+
+def _init_worker(factory: PredictorFactory, threads: int | None) -> None:
+    global _worker_predict
+    if threads is not None:
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # before torch is imported here
+    set_threads(threads)
+    _worker_predict = factory()
+
+
+def _work(batch: list[Record]) -> list[bytes]:
+    assert _worker_predict is not None, "worker not initialised"
+    return encode(_worker_predict(batch))
+
+
+def run_local(
+    batches: Iterable[list[Record]],
+    factory: PredictorFactory,
+    *,
+    workers: int = 1,
+    threads: int | None = None,
+    prefetch: int = 2,
+) -> Iterator[list[bytes]]:
+    """The encoded output of each batch, in input order. ``workers=1`` runs here; more runs a
+    pool of spawned processes with at most ``workers * (1 + prefetch)`` batches in flight."""
+    if workers < 1:
+        raise ConfigError(f"--workers: expected at least 1, got {workers}")
+    if workers == 1:
+        set_threads(threads)
+        predict = factory()
+        for batch in batches:
+            yield encode(predict(batch))
+        return
+    import multiprocessing
+
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),  # no forked torch/Ray state
+        initializer=_init_worker,
+        initargs=(factory, 1 if threads is None else threads),
+    )
+    window: deque[Future[list[bytes]]] = deque()
+    try:
+        for batch in batches:
+            window.append(pool.submit(_work, batch))
+            if len(window) >= workers * (1 + prefetch):
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+# --- the run: read, skip what is done, predict, append in order -----------------------------
+
+
+@dataclass
+class CorpusResult:
+    """What one run did."""
+
+    output: str
+    written: int  # records written by this run
+    skipped: int  # input records already in the output (resume)
+    already: int  # records the output held when the run started
+    torn_bytes: int  # bytes of a torn last line that were cut off and written again
+    seconds: float
+    # Seconds until the first batch was written and its size: what model loading and worker
+    # start-up cost; the steady rate leaves them out.
+    first_write_s: float = 0.0
+    first_batch: int = 0
+
+    @property
+    def records_per_s(self) -> float:
+        return self.written / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def steady_records_per_s(self) -> float:
+        """Records per second after the first batch was written (start-up left out)."""
+        span = self.seconds - self.first_write_s
+        return (self.written - self.first_batch) / span if span > 0 else 0.0
+
+
+@dataclass
+class _Batch:
+    records: list[Record]
+    position: int  # input bytes read up to the end of this batch
+
+
+def _batches(
+    records: Iterator[tuple[int, int, Record]], state: ResumeState, size: int, skipped: list[int]
+) -> Iterator[_Batch]:
+    batch: list[Record] = []
+    position = 0
+    for _, position, record in records:
+        if state.skip(record):
+            skipped[0] += 1
+            continue
+        batch.append(record)
+        if len(batch) >= size:
+            yield _Batch(batch, position)
+            batch = []
+    if batch:
+        yield _Batch(batch, position)
+
+
+def _progress(enabled: bool, total: int | None):  # -> rich.progress.Progress
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns: list[Any] = [TextColumn("{task.description}")]
+    if total is not None:
+        columns += [BarColumn(), DownloadColumn(), TimeRemainingColumn()]
+    columns += [
+        TextColumn("{task.fields[records]} records"),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+    ]
+    return Progress(*columns, console=Console(stderr=True), disable=not enabled, transient=False)
+
+
+def predict_corpus(
+    source: str,
+    output: Path | str,
+    factory: PredictorFactory | PredictorSpec,
+    *,
+    fmt: Format,
+    workers: int = 1,
+    threads: int | None = None,
+    engine: str = "local",
+    config: CorpusConfig | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    lines: Iterable[bytes] | None = None,
+) -> CorpusResult:
+    """Predict every record of ``source`` (a path, ``-`` for stdin, or any iterable of raw
+    lines passed as ``lines``) into ``output`` (JSON Lines, appended to; see the module doc)."""
+    if engine not in ENGINES:
+        raise ConfigError(f"--engine: expected one of {', '.join(ENGINES)}, got {engine!r}")
+    config = config or CorpusConfig()
+    if isinstance(factory, PredictorSpec):
+        factory = predictor_factory(factory)
+    output = Path(output)
+    if overwrite:
+        output.unlink(missing_ok=True)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    state = resume_state(output)
+    already = state.records
+    if state.torn_bytes:
+        print(
+            f"{output}: cut off a torn last line ({state.torn_bytes} bytes); it is written again",
+            file=sys.stderr,
+        )
+    if already:
+        print(f"{output}: resuming; {already} records are done", file=sys.stderr)
+    size = None
+    if lines is None and source != STDIN and Path(source).is_file():
+        size = Path(source).stat().st_size
+    start = time.perf_counter()
+    written = first_batch = 0
+    first_write_s = 0.0
+    skipped = [0]
+    with _progress(progress, size) as bar, open(output, "ab") as out:
+        task = bar.add_task(f"predict {Path(source).name}", total=size, records=0, rate="")
+        if engine == "ray":
+            from cdlm.inference.ray_engine import run_ray
+
+            if lines is not None or source == STDIN:
+                raise ConfigError("--engine ray reads a file (not stdin or a stream)")
+            chunks = run_ray(source, fmt, factory, state, workers=workers, config=config)
+        else:
+            records = read_records(source, fmt, lines=lines)
+            batches = _batches(records, state, config.batch_size, skipped)
+            positions: deque[int] = deque()
+
+            def tracked() -> Iterator[list[Record]]:
+                for b in batches:
+                    positions.append(b.position)
+                    yield b.records
+
+            outputs = run_local(
+                tracked(), factory, workers=workers, threads=threads, prefetch=config.prefetch
+            )
+            chunks = ((lines_out, positions.popleft(), 0) for lines_out in outputs)
+        for lines_out, position, skipped_here in chunks:
+            out.write(b"".join(lines_out))
+            out.flush()
+            if not written and lines_out:
+                first_write_s, first_batch = time.perf_counter() - start, len(lines_out)
+            written += len(lines_out)
+            skipped[0] += skipped_here
+            rate = written / max(time.perf_counter() - start, 1e-9)
+            bar.update(task, completed=position, records=written, rate=f"{rate:.1f}/s")
+    return CorpusResult(
+        output=str(output),
+        written=written,
+        skipped=skipped[0],
+        already=already,
+        torn_bytes=state.torn_bytes,
+        seconds=time.perf_counter() - start,
+        first_write_s=first_write_s,
+        first_batch=first_batch,
+    )

@@ -1,0 +1,79 @@
+"""The model side of a corpus run (:mod:`cdlm.inference.corpus`, :mod:`cdlm.inference.ray_engine`):
+a *predictor* is a function ``records -> records`` built in each worker by a picklable factory
+from a small :class:`PredictorSpec`; both engines use these, so they live below both."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from cdlm.data.corpus import Record
+
+Predictor = Callable[[list[Record]], list[Record]]
+PredictorFactory = Callable[[], Predictor]
+
+
+class PredictorSpec(BaseModel):
+    """What every worker loads and how it predicts: the arguments of
+    :meth:`cdlm.CDLM.from_pretrained` and :meth:`cdlm.CDLM.stream` (small and picklable)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = "default"
+    domain: str | None = None
+    threshold: float | None = None
+    llm: Literal["none", "llama", "gpt"] = "none"
+    route: Literal["hard", "all", "none"] | None = None
+    explain: bool = False
+    quantize: Literal["none", "int8"] = "none"
+    batch_size: int = 32
+    # The full CdlmConfig (routing, reasoning, LLM settings) as JSON data; None = defaults.
+    config: dict[str, Any] | None = None
+
+
+def load_predictor(spec: PredictorSpec) -> Predictor:
+    """The model of ``spec``, loaded once, as a ``records -> records`` function."""
+    from cdlm.config import CdlmConfig
+    from cdlm.inference.model import CDLM
+
+    config = CdlmConfig.model_validate(spec.config) if spec.config is not None else None
+    model = CDLM.from_pretrained(spec.model, config=config, quantize=spec.quantize)
+    llm = model.config.llm if spec.llm != "none" else None
+
+    def predict(records: list[Record]) -> list[Record]:
+        return list(
+            model.stream(
+                records,
+                domain=spec.domain,
+                threshold=spec.threshold,
+                llm=llm,
+                batch_size=spec.batch_size,
+                explain=spec.explain,
+                route=spec.route,
+            )
+        )
+
+    return predict
+
+
+def predictor_factory(spec: PredictorSpec) -> PredictorFactory:
+    """A picklable factory of :func:`load_predictor` for ``spec`` (what workers receive)."""
+    return functools.partial(load_predictor, spec)
+
+
+def set_threads(threads: int | None) -> None:
+    """Torch intra-op threads of this process (``None`` keeps torch's default)."""
+    if threads is None:
+        return
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def encode(records: list[Record]) -> list[bytes]:
+    """Output lines (UTF-8 JSON, one ``\\n`` each); done where the records are made."""
+    return [(json.dumps(r, ensure_ascii=False) + "\n").encode("utf-8") for r in records]
