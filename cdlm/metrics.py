@@ -82,3 +82,21 @@ def span_scores(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) ->
         sentences=len(gold),
         per_type=per_type,
     )
+
+
+def sentence_counts(
+    gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]
+) -> list[tuple[int, int, int]]:
+    """Per sentence ``(correct, predicted, gold)`` strict spans: summed over any subset of
+    sentences they give that subset's micro-F1 (paired bootstrap over sentences)."""
+    if len(gold) != len(pred):
+        raise ValueError(f"{len(gold)} gold sentences but {len(pred)} predicted")
+    gold_spans = _strict_spans([list(t) for t in gold])
+    pred_spans = _strict_spans([list(t) for t in pred])
+    counts = [[0, 0, 0] for _ in gold]
+    for span in pred_spans:
+        counts[span[0]][1] += 1
+        counts[span[0]][0] += span in gold_spans
+    for span in gold_spans:
+        counts[span[0]][2] += 1
+    return [(c, p, g) for c, p, g in counts]

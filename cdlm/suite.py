@@ -63,7 +63,10 @@ class SuiteSpec(BaseModel):
     baseline: str = "baseline"  # the variant deltas are computed against
     config: str | None = None  # base config TOML (relative to the suite file)
     overrides: dict[str, Any] = {}  # dotted config overrides applied to every run
-    runs_dir: str = "runs"
+    # Variants defined by this file (tuning grids): name -> {base = "<a VARIANTS name>",
+    # "<dotted key>" = value, ...}, applied on top of the base variant's overrides.
+    define: dict[str, dict[str, Any]] = {}
+    runs_dir: str | None = None  # None = $CDLM_RUNS_DIR, else ./runs (as `cdlm train`)
     results_dir: str = "evals/results"
 
 
@@ -78,6 +81,7 @@ class RunRecord(BaseModel):
     test_precision: float
     test_recall: float
     best_epoch: int | None = None
+    epochs_run: int | None = None  # target epochs trained (best == run: stopped at the cap)
     target_seconds: float | None = None
     # `+factmix` variants: chosen ratios, grid dev F1, generated/kept counts (scores.json).
     augment: dict[str, Any] | None = None
@@ -91,20 +95,38 @@ def load_suite(path: Path) -> SuiteSpec:
         spec = SuiteSpec.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(one_line(exc, str(path))) from None
-    unknown = [v for v in spec.variants if v not in VARIANTS]
+    for name, entry in spec.define.items():
+        if name in VARIANTS or entry.get("base") not in VARIANTS:
+            raise ConfigError(
+                f"{path}: field 'define.{name}': needs a new name and base = one of "
+                f"{', '.join(VARIANTS)}"
+            )
+    unknown = [v for v in spec.variants if v not in VARIANTS and v not in spec.define]
     if unknown:
         raise ConfigError(
             f"{path}: field 'variants': unknown {unknown}; known: {', '.join(VARIANTS)}"
         )
     if spec.config is not None:
         spec.config = str((Path(path).parent / spec.config).resolve())
+    if spec.runs_dir is None:
+        from cdlm.train import runs_dir
+
+        spec.runs_dir = str(runs_dir())
     return spec
+
+
+def variant_overrides(spec: SuiteSpec, variant: str) -> dict[str, Any]:
+    """The dotted overrides of a named variant or of one the suite file defines."""
+    if variant in spec.define:
+        entry = dict(spec.define[variant])
+        return {**VARIANTS[entry.pop("base")], **entry}
+    return VARIANTS[variant]
 
 
 def run_config(spec: SuiteSpec, variant: str, domain: str, seed: int) -> CdlmConfig:
     overrides = {
         **spec.overrides,
-        **VARIANTS[variant],
+        **variant_overrides(spec, variant),
         "train.variant": variant,
         "train.target": domain,
         "train.seed": seed,
@@ -179,6 +201,8 @@ def run_folder(spec: SuiteSpec, config: CdlmConfig) -> tuple[Path, bool]:
 def _record(variant: str, domain: str, seed: int, folder: Path, reused: bool, split: str):
     scores = json.loads((folder / "scores.json").read_text(encoding="utf-8"))
     test = scores.get("test") if split == "test" else None
+    if split == "dev":  # the dev scores at the chosen epoch (and alpha), as training saw them
+        test = scores["dev"]
     if test is None:  # the run did not score this split at training time
         from cdlm.evaluate import evaluate_checkpoint
 
@@ -196,6 +220,7 @@ def _record(variant: str, domain: str, seed: int, folder: Path, reused: bool, sp
         test_precision=test["precision"],
         test_recall=test["recall"],
         best_epoch=scores.get("best_epoch"),
+        epochs_run=len(scores.get("history") or []) or None,
         target_seconds=scores.get("target_seconds"),
         augment=scores.get("augment"),
         alpha=causal.get("alpha") if causal.get("explicit") else None,
@@ -277,20 +302,25 @@ def markdown(spec: SuiteSpec, result: dict[str, Any]) -> str:
                 for d in [*spec.domains, "average"]
             ]
             lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    runs = result["runs"]
+    at_cap = [r for r in runs if r.get("epochs_run") and r["best_epoch"] == r["epochs_run"]]
     lines += [
         "",
-        "Runs:",
+        f"Runs whose best dev epoch is the last one trained: {len(at_cap)} of {len(runs)}.",
         "",
-        "| variant | domain | seed | dev F1 | test F1 | best epoch | alpha (dev) | checkpoint "
-        "| reused |",
-        "|---|---|---:|---:|---:|---:|---:|---|---|",
+        "Runs (wall time: target fine-tuning incl. dev evaluation and any FactMix grid):",
+        "",
+        f"| variant | domain | seed | dev F1 | {spec.split} F1 | best / run epochs "
+        "| alpha (dev) | minutes | checkpoint | reused |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|---|",
     ]
-    for r in result["runs"]:
+    for r in runs:
+        minutes = "–" if r.get("target_seconds") is None else f"{r['target_seconds'] / 60:.1f}"
         lines.append(
             f"| {r['variant']} | {r['domain']} | {r['seed']} | {100 * r['dev_f1']:.2f} "
-            f"| {100 * r['test_f1']:.2f} | {r['best_epoch']} "
-            f"| {'–' if r.get('alpha') is None else r['alpha']} | `{r['checkpoint']}` "
-            f"| {r['reused']} |"
+            f"| {100 * r['test_f1']:.2f} | {r['best_epoch']} / {r.get('epochs_run') or '–'} "
+            f"| {'–' if r.get('alpha') is None else r['alpha']} | {minutes} "
+            f"| `{r['checkpoint']}` | {r['reused']} |"
         )
     prov = result["provenance"]
     lines += [
@@ -375,7 +405,7 @@ def run_suite(
             "runs": [r.model_dump(mode="json") for r in done],
             "summary": summarise(spec, done),
             "provenance": stamp(
-                variants={v: VARIANTS[v] for v in spec.variants},
+                variants={v: variant_overrides(spec, v) for v in spec.variants},
                 first_run_config=first_config,
             ),
         }
@@ -405,7 +435,13 @@ def run_suite(
                 try:
                     log(f"{what}: training into {folder}")
                     train_fn(
-                        config, folder, data_dir=data_dir, runs=spec.runs_dir, progress=progress
+                        config,
+                        folder,
+                        data_dir=data_dir,
+                        runs=spec.runs_dir,
+                        progress=progress,
+                        # A dev-only suite (tuning) never scores the test split.
+                        evaluate_test=spec.split == "test",
                     )
                 finally:
                     lock.unlink(missing_ok=True)

@@ -58,7 +58,9 @@ def train(
     variant: Annotated[
         str | None, typer.Option(help="Variant name for results (default: baseline).")
     ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Target epochs (default: 10).")] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Target epoch budget (default: train.target_epochs).")
+    ] = None,
     source_epochs: Annotated[
         int | None, typer.Option(help="Source epochs, 0 skips (default: 1).")
     ] = None,
@@ -72,7 +74,8 @@ def train(
         Path | None, typer.Option(help="Runs folder (default: $CDLM_RUNS_DIR or ./runs).")
     ] = None,
     no_explicit_cf: Annotated[
-        bool, typer.Option("--no-explicit-cf", help="Switch off the masking counterfactual.")
+        bool,
+        typer.Option("--no-explicit-cf", help="Switch off the input-level counterfactual views."),
     ] = False,
     no_implicit_cf: Annotated[
         bool,
