@@ -87,6 +87,9 @@ class RunRecord(BaseModel):
     augment: dict[str, Any] | None = None
     # Debiasing strength chosen on dev (variants with the explicit counterfactual), else None.
     alpha: float | None = None
+    # Per test sentence (correct, predicted, gold) spans from scores.json, for the paired
+    # bootstrap intervals; not written into the results file.
+    test_counts: list[tuple[int, int, int]] | None = Field(None, exclude=True)
 
 
 def load_suite(path: Path) -> SuiteSpec:
@@ -224,6 +227,7 @@ def _record(variant: str, domain: str, seed: int, folder: Path, reused: bool, sp
         target_seconds=scores.get("target_seconds"),
         augment=scores.get("augment"),
         alpha=causal.get("alpha") if causal.get("explicit") else None,
+        test_counts=scores.get("test_counts") if split == "test" else None,
     )
 
 
@@ -261,12 +265,52 @@ def summarise(spec: SuiteSpec, records: list[RunRecord]) -> dict[str, Any]:
         for variant, mean in average.items():
             if variant != spec.baseline:
                 delta.setdefault("average", {})[variant] = mean - average[spec.baseline]
-    return {"per_domain": table, "average": average, "delta": delta}
+    return {
+        "per_domain": table,
+        "average": average,
+        "delta": delta,
+        "interval": intervals(spec, records),
+    }
+
+
+BOOTSTRAP_RESAMPLES = 2000
+
+
+def intervals(spec: SuiteSpec, records: list[RunRecord]) -> dict[str, dict[str, list[float]]]:
+    """95% paired-bootstrap intervals (over test sentences, :func:`cdlm.metrics.paired_bootstrap`)
+    of each variant's delta against the baseline: per domain, and for the average over domains
+    when every domain has both. Cells need the per-sentence counts of every run involved."""
+    from cdlm.metrics import paired_bootstrap
+
+    def counts(domain: str, variant: str) -> list | None:
+        runs = [r for r in records if r.domain == domain and r.variant == variant]
+        if not runs or any(r.test_counts is None for r in runs):
+            return None
+        return [r.test_counts for r in runs]
+
+    out: dict[str, dict[str, list[float]]] = {}
+    for variant in spec.variants:
+        if variant == spec.baseline:
+            continue
+        pairs = {d: (counts(d, variant), counts(d, spec.baseline)) for d in spec.domains}
+        ready = {d: p for d, p in pairs.items() if p[0] is not None and p[1] is not None}
+        for d, (v, b) in ready.items():
+            _, lo, hi = paired_bootstrap([v], [b], BOOTSTRAP_RESAMPLES)
+            out.setdefault(d, {})[variant] = [lo, hi]
+        if len(ready) == len(spec.domains):
+            _, lo, hi = paired_bootstrap(
+                [ready[d][0] for d in spec.domains],
+                [ready[d][1] for d in spec.domains],
+                BOOTSTRAP_RESAMPLES,
+            )
+            out.setdefault("average", {})[variant] = [lo, hi]
+    return out
 
 
 def markdown(spec: SuiteSpec, result: dict[str, Any]) -> str:
     summary = result["summary"]
     table, avg, delta = summary["per_domain"], summary["average"], summary["delta"]
+    interval = summary.get("interval", {})
     head = "| variant | " + " | ".join(spec.domains) + " | average |"
     lines = [
         f"# Suite `{spec.name}`: test F1 (strict IOB2 span micro-F1, %)",
@@ -291,16 +335,24 @@ def markdown(spec: SuiteSpec, result: dict[str, Any]) -> str:
     if others:
         lines += [
             "",
-            f"Delta against `{spec.baseline}` (points of F1):",
+            f"Delta against `{spec.baseline}` (points of F1; [95% interval, paired bootstrap "
+            f"over test sentences, {BOOTSTRAP_RESAMPLES} resamples] where every run stored its "
+            "per-sentence counts):",
             "",
             head,
             "|---|" + "---:|" * (len(spec.domains) + 1),
         ]
         for variant in others:
-            cells = [
-                f"{100 * delta[d][variant]:+.2f}" if variant in delta.get(d, {}) else "–"
-                for d in [*spec.domains, "average"]
-            ]
+            cells = []
+            for d in [*spec.domains, "average"]:
+                if variant not in delta.get(d, {}):
+                    cells.append("–")
+                    continue
+                cell = f"{100 * delta[d][variant]:+.2f}"
+                if variant in interval.get(d, {}):
+                    lo, hi = interval[d][variant]
+                    cell += f" [{100 * lo:+.2f}, {100 * hi:+.2f}]"
+                cells.append(cell)
             lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     runs = result["runs"]
     at_cap = [r for r in runs if r.get("epochs_run") and r["best_epoch"] == r["epochs_run"]]
