@@ -59,6 +59,8 @@ class SuiteSpec(BaseModel):
     seeds: list[int] = Field([1], min_length=1)
     # Per-domain seed lists that replace ``seeds`` for that domain.
     domain_seeds: dict[str, list[int]] = {}
+    # Per-variant seed lists that replace both (e.g. 3 seeds for the rows with intervals).
+    variant_seeds: dict[str, list[int]] = {}
     split: str = "test"
     baseline: str = "baseline"  # the variant deltas are computed against
     config: str | None = None  # base config TOML (relative to the suite file)
@@ -313,7 +315,7 @@ def markdown(spec: SuiteSpec, result: dict[str, Any]) -> str:
     interval = summary.get("interval", {})
     head = "| variant | " + " | ".join(spec.domains) + " | average |"
     lines = [
-        f"# Suite `{spec.name}`: test F1 (strict IOB2 span micro-F1, %)",
+        f"# Suite `{spec.name}`: {spec.split} F1 (strict IOB2 span micro-F1, %)",
         "",
         f"{'Complete' if result['complete'] else 'INCOMPLETE'}: "
         f"{len(result['runs'])} of {result['planned']} runs. Cells: mean ± sample std over "
@@ -384,15 +386,22 @@ def markdown(spec: SuiteSpec, result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def seeds_for(spec: SuiteSpec, variant: str, domain: str) -> list[int]:
+    if variant in spec.variant_seeds:
+        return spec.variant_seeds[variant]
+    return spec.domain_seeds.get(domain, spec.seeds)
+
+
 def planned_runs(spec: SuiteSpec) -> list[tuple[str, str, int]]:
     """(variant, domain, seed), seeds outermost so every variant gets its first seed early."""
     runs = []
-    max_seeds = max(len(spec.domain_seeds.get(d, spec.seeds)) for d in spec.domains)
+    max_seeds = max(len(seeds_for(spec, v, d)) for d in spec.domains for v in spec.variants)
     for k in range(max_seeds):
         for domain in spec.domains:
-            seeds = spec.domain_seeds.get(domain, spec.seeds)
-            if k < len(seeds):
-                runs.extend((variant, domain, seeds[k]) for variant in spec.variants)
+            for variant in spec.variants:
+                seeds = seeds_for(spec, variant, domain)
+                if k < len(seeds):
+                    runs.append((variant, domain, seeds[k]))
     return runs
 
 
