@@ -146,6 +146,10 @@ class TrainConfig(Section):
     lock_poll_seconds: float = Field(30.0, gt=0)
 
 
+# `--llm` choices: "none" = the tagger alone.
+LLM_CHOICES = ("none", "llama", "gpt")
+
+
 class LLMConfig(Section):
     """LLM backend settings (DESIGN.md section 4). API keys are never stored here."""
 
@@ -160,7 +164,8 @@ class LLMConfig(Section):
     temperature: float = 0.0
     max_tokens: int = 512
     # Per-stage answer budgets that replace max_tokens (a vote answer grows with the number of
-    # candidates in the sentence; with 512, SmolLM2's votes on six or seven were cut off).
+    # candidates in the sentence; with 512, SmolLM2's votes on six or seven were cut off). Keys
+    # are stage names of the registry in cdlm/reasoning/stages.py (checked when a task is built).
     stage_max_tokens: dict[str, int] = {"vote": 1536}
     timeout_s: float = 60.0
     max_retries: int = Field(4, ge=0)  # transport retries (429/5xx/timeouts) per request
@@ -184,6 +189,10 @@ class LLMConfig(Section):
     # "ram" = also saved states of earlier prompts (LlamaRAMCache), "off" = none.
     kv_cache: Literal["off", "last", "ram"] = "last"
     kv_cache_mb: int = Field(1024, ge=1)  # capacity of the "ram" KV cache
+
+    def answer_budget(self, stage: str = "") -> int:
+        """The answer budget of a stage: ``stage_max_tokens[stage]``, else ``max_tokens``."""
+        return self.stage_max_tokens.get(stage, self.max_tokens)
 
 
 class ReasoningConfig(Section):
@@ -248,7 +257,7 @@ class AugmentConfig(Section):
     # Keep a generated sentence only if the original-data tagger tags EVERY token correctly.
     filter: bool = True
     # `cdlm train --augment factmix`: augment the target train set before fine-tuning (the filter
-    # tagger is fine-tuned on the original target set first; see cdlm/augment/training.py).
+    # tagger is fine-tuned on the original target set first; see cdlm/experiments/factmix.py).
     method: Literal["none", "factmix"] = "none"
     # An epoch is a pass over the augmented set (False, FactMix as published: up to 14x the
     # update steps of the plain variant) or as many update steps as a pass over the original
@@ -306,7 +315,11 @@ def one_line(err: ValidationError, source: str) -> str:
 def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> CdlmConfig:
     """Read a TOML config (optional) and apply dotted overrides like ``{"train.seed": 2}``."""
     data: dict[str, Any] = read_toml(path, "config file") if path is not None else {}
-    source = str(path) if path is not None else "config"
+    return _validated(data, overrides, str(path) if path is not None else "config")
+
+
+def _validated(data: dict[str, Any], overrides: dict[str, Any] | None, source: str) -> CdlmConfig:
+    """``data`` with the dotted ``overrides`` set (``None`` values skipped), validated."""
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
@@ -319,3 +332,27 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
         return CdlmConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(one_line(exc, source)) from None
+
+
+def check_llm_choice(backend: str) -> None:
+    """``--llm`` must be one of :data:`LLM_CHOICES` (one clear line otherwise)."""
+    if backend not in LLM_CHOICES:
+        raise ConfigError(f"--llm: expected one of {', '.join(LLM_CHOICES)}, got {backend!r}")
+
+
+def llm_run_config(
+    config: CdlmConfig | Path | str | None,
+    backend: str,
+    model: str | None = None,
+    base_url: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> CdlmConfig:
+    """The config of a run with an LLM: ``config`` (an object, a TOML path or None) with the
+    user's ``--llm``/``--model``/``--base-url`` choices and further dotted ``overrides`` on top
+    (``None`` keeps the config's value). The one place these choices become a config."""
+    check_llm_choice(backend)
+    wanted = {"llm.backend": backend, "llm.model": model, "llm.base_url": base_url}
+    wanted |= overrides or {}
+    if isinstance(config, CdlmConfig):
+        return _validated(config.model_dump(mode="json"), wanted, "config")
+    return load_config(Path(config) if config is not None else None, wanted)

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from cdlm.errors import DataError
+from cdlm.results import atomic_write_text
 
 SCHEMA_VERSION = 1
 
@@ -238,7 +239,7 @@ class LabelGraphs:
 
     def save(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_json(), indent=1) + "\n", encoding="utf-8")
+        atomic_write_text(path, json.dumps(self.to_json(), indent=1) + "\n")
         return path
 
     @classmethod

@@ -11,7 +11,6 @@ alike; the reported figure is the ratio of median step times.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import time
@@ -23,8 +22,7 @@ def main() -> None:
 
     from cdlm.config import VARIANTS, load_config
     from cdlm.data.registry import domain_labels, load_split
-    from cdlm.provenance import stamp
-    from cdlm.train import (
+    from cdlm.experiments.train import (
         _fusion_module,
         batches,
         build_target_model,
@@ -32,6 +30,8 @@ def main() -> None:
         pretrain_source,
         set_seed,
     )
+    from cdlm.provenance import stamp
+    from cdlm.results import write_results
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", default="politics")
@@ -88,8 +88,7 @@ def main() -> None:
         "source_checkpoint": str(source_dir),
         "provenance": stamp(config=configs["gcn"].model_dump(mode="json")),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_results(args.out, result)
     print(
         f"median step: baseline {median['baseline']:.3f}s, gcn {median['gcn']:.3f}s, "
         f"ratio {result['ratio_gcn_to_baseline']:.2f}x ({args.steps} steps) -> {args.out}"

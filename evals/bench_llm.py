@@ -269,6 +269,7 @@ def main() -> None:
     from cdlm.llm.embedded import embedded_gguf_path
     from cdlm.llm.llama import LlamaBackend
     from cdlm.provenance import stamp
+    from cdlm.results import atomic_write_text, write_results
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=8)
@@ -282,7 +283,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.render_only:
         record = json.loads(args.out.read_text(encoding="utf-8"))
-        args.out.with_suffix(".md").write_text(markdown(record), encoding="utf-8")
+        atomic_write_text(args.out.with_suffix(".md"), markdown(record))
         return
 
     model = embedded_gguf_path()
@@ -336,9 +337,7 @@ def main() -> None:
         "targets": {"prefix_reuse.speedup": 2.0, "answer_cache.speedup": 50.0},
         **results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    args.out.with_suffix(".md").write_text(markdown(record), encoding="utf-8")
+    write_results(args.out, record, markdown(record))
     print(markdown(record))
 
 

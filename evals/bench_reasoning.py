@@ -31,7 +31,7 @@ from pathlib import Path
 
 from cdlm.config import load_config
 from cdlm.errors import CdlmError
-from cdlm.reasoning.evaluate import llm_eval, write_llm_results
+from cdlm.experiments.llm_eval import llm_eval, write_llm_results
 
 
 def smollm_server(log_path: Path):

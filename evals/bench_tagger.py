@@ -39,9 +39,10 @@ def main() -> None:
     import torch
 
     from cdlm.data.registry import load_split
+    from cdlm.inference.tagging import default_checkpoint
     from cdlm.model.encoder import encoder_label
-    from cdlm.predict import default_checkpoint
     from cdlm.provenance import stamp
+    from cdlm.results import write_results
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -115,8 +116,7 @@ def main() -> None:
         "target_ratio": 0.8,
         "provenance": stamp(config=model.config.model_dump(mode="json")),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    write_results(args.out, record)
     print(
         json.dumps(
             {

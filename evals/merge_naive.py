@@ -16,7 +16,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from cdlm.errors import CdlmError
-from cdlm.reasoning.evaluate import LLMEvalResult, merge_naive_runs, write_llm_results
+from cdlm.experiments.llm_eval import LLMEvalResult, merge_naive_runs, write_llm_results
 
 
 def read_result(path: Path) -> LLMEvalResult:

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from cdlm.provenance import stamp
+from cdlm.results import write_results
 
 
 def main() -> None:
@@ -50,11 +51,9 @@ def main() -> None:
         )
     prov = stamp()
     lines += ["", f"- command: `{prov['command']}`", f"- commit: `{prov['commit']}`"]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(
-        json.dumps({"rows": rows, "provenance": prov}, indent=2) + "\n", encoding="utf-8"
+    write_results(
+        args.out.with_suffix(".json"), {"rows": rows, "provenance": prov}, "\n".join(lines) + "\n"
     )
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
 
 

@@ -67,7 +67,7 @@ def tiny_checkpoint(small_crossner: Path, tmp_path_factory: pytest.TempPathFacto
     pre-training): real weights and the full politics label set, useless accuracy. Its config
     names ``politics`` as target, so ``evaluate_checkpoint(path, "dev", data_dir=...)`` works."""
     from cdlm.config import load_config
-    from cdlm.train import train
+    from cdlm.experiments.train import train
 
     out = tmp_path_factory.mktemp("tiny_checkpoint") / "politics__baseline__seed1"
     config = load_config(

@@ -18,41 +18,56 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from cdlm.augment.record import Generated, Replacement
-from cdlm.data.bio import Sentence, bio_spans, entity_types
+from cdlm.data.bio import Sentence, entity_types
+from cdlm.data.spans import bio_spans
 
 Mention = tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class EntityBase:
-    """Distinct mentions per entity type, sorted (so sampling from them is reproducible)."""
+    """Distinct mentions per entity type, in a fixed order (so sampling from them is
+    reproducible). The one entity base of cdlm: FactMix swaps within it, and the entity-bias
+    probe (:mod:`cdlm.experiments.probe`) draws its other-domain names from one."""
 
     mentions: dict[str, tuple[Mention, ...]]
 
-    def alternatives(self, etype: str, current: Mention) -> tuple[Mention, ...]:
-        return tuple(m for m in self.mentions.get(etype, ()) if m != current)
+    def alternatives(
+        self, etype: str, current: Mention, *, ignore_case: bool = False
+    ) -> tuple[Mention, ...]:
+        """The mentions of ``etype`` other than ``current`` (compared as text, ignoring case,
+        with ``ignore_case``)."""
+
+        def key(mention: Mention) -> object:
+            return " ".join(mention).lower() if ignore_case else mention
+
+        taken = key(current)
+        return tuple(m for m in self.mentions.get(etype, ()) if key(m) != taken)
 
     def __len__(self) -> int:
         return sum(len(m) for m in self.mentions.values())
 
 
-def _mentions(sentences: Iterable[Sentence], types: set[str] | None) -> dict[str, set[Mention]]:
-    found: dict[str, set[Mention]] = {}
+def mentions_by_type(
+    sentences: Iterable[Sentence], types: set[str] | None = None
+) -> dict[str, list[Mention]]:
+    """Distinct gold mentions per type (only ``types`` when given), in first-seen order."""
+    found: dict[str, dict[Mention, None]] = {}
     for sent in sentences:
         for start, end, etype in bio_spans(sent.tags):
             if types is None or etype in types:
-                found.setdefault(etype, set()).add(sent.tokens[start:end])
-    return found
+                found.setdefault(etype, {})[sent.tokens[start:end]] = None
+    return {etype: list(mentions) for etype, mentions in found.items()}
 
 
 def build_entity_base(
     sentences: Sequence[Sentence], extra: Sequence[Sentence] | None = None
 ) -> EntityBase:
-    """Mentions from ``sentences``, plus those of ``extra`` for the types both share."""
-    found = _mentions(sentences, None)
+    """Mentions from ``sentences``, plus those of ``extra`` for the types both share; sorted."""
+    found = {t: set(m) for t, m in mentions_by_type(sentences).items()}
     if extra:
         shared = set(entity_types(sentences))
-        for etype, mentions in _mentions(extra, shared).items():
+        for etype, mentions in mentions_by_type(extra, shared).items():
             found.setdefault(etype, set()).update(mentions)
     return EntityBase({t: tuple(sorted(m)) for t, m in sorted(found.items())})
 

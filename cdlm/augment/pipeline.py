@@ -9,8 +9,6 @@ replacements) and ``FILE.summary.json`` the counts, the filler, the filter and t
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ from cdlm.augment.progress import Track, no_track
 from cdlm.augment.record import Generated
 from cdlm.config import AugmentConfig, CdlmConfig
 from cdlm.data.bio import Sentence, write_bio
+from cdlm.results import atomic_write_text
 
 
 class KindStats(BaseModel):
@@ -150,20 +149,6 @@ def summary_path(out: Path) -> Path:
     return out.with_name(out.name + ".summary.json")
 
 
-def _write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual file mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_augmented(out: Path, aug: Augmented, provenance: dict[str, Any]) -> None:
     """Write the BIO file, its sidecar JSONL and the summary JSON (each atomically)."""
     out = Path(out)
@@ -172,6 +157,6 @@ def write_augmented(out: Path, aug: Augmented, provenance: dict[str, Any]) -> No
     lines = [
         json.dumps(g.sidecar(first + i), ensure_ascii=False) for i, g in enumerate(aug.generated)
     ]
-    _write_text(sidecar_path(out), "".join(line + "\n" for line in lines))
+    atomic_write_text(sidecar_path(out), "".join(line + "\n" for line in lines))
     summary = {**provenance, "stats": aug.stats.model_dump()}
-    _write_text(summary_path(out), json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(summary_path(out), json.dumps(summary, indent=2, ensure_ascii=False) + "\n")

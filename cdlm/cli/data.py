@@ -27,7 +27,7 @@ DataDirOption = Annotated[
 
 
 def _entity_counts(sentences) -> Counter[str]:
-    from cdlm.data.bio import bio_spans
+    from cdlm.data.spans import bio_spans
 
     return Counter(etype for sent in sentences for _, _, etype in bio_spans(sent.tags))
 

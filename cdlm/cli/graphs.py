@@ -55,10 +55,10 @@ def build(
     Several ``--target`` share one pass of the tagger over the source data."""
     from cdlm.config import load_config
     from cdlm.data.registry import domain_name
+    from cdlm.experiments.train import pretrain_source
     from cdlm.graphs import graph_path, graphs_from_tagger, source_probabilities
     from cdlm.model.tagger import Tagger
     from cdlm.provenance import stamp
-    from cdlm.train import pretrain_source
 
     if out is not None and len(target) > 1:
         raise ConfigError("--out: give a single --target with --out")

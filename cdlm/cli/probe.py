@@ -1,4 +1,5 @@
-"""``cdlm probe``: the counterfactual entity-bias probe (:mod:`cdlm.probe`) for any checkpoint."""
+"""``cdlm probe``: the counterfactual entity-bias probe (:mod:`cdlm.experiments.probe`) for any
+checkpoint."""
 
 from __future__ import annotations
 
@@ -41,8 +42,8 @@ def probe(
     from rich.table import Table
 
     from cdlm.errors import ConfigError
+    from cdlm.experiments.probe import ProbeResult, resolve_input, run_probe, write_probe
     from cdlm.model.tagger import Tagger
-    from cdlm.probe import ProbeResult, resolve_input, run_probe, write_probe
     from cdlm.provenance import stamp
 
     if placeholder not in (None, "nonce", "mask"):
@@ -110,8 +111,8 @@ def tune_alpha(
 ) -> None:
     """Pick the debiasing strength alpha (z_full - alpha * z_ent) by dev F1 only."""
     from cdlm.data.registry import domain_name, load_split
-    from cdlm.debias import AlphaSweep, sweep_alpha, write_alpha, write_sweep
     from cdlm.errors import ConfigError
+    from cdlm.experiments.debias import AlphaSweep, sweep_alpha, write_alpha, write_sweep
     from cdlm.model.tagger import Tagger
     from cdlm.provenance import stamp
 

@@ -21,6 +21,7 @@ def check(
 ) -> None:
     """Render every template with sample data; report unknown/missing variables as file:line."""
     from cdlm.reasoning.check import check_prompts
+    from cdlm.reasoning.stages import registry
     from cdlm.reasoning.templates import default_prompts_dir
 
     folder = directory or default_prompts_dir()
@@ -30,7 +31,7 @@ def check(
     if problems:
         typer.echo(f"{len(problems)} problem(s) in {folder}", err=True)
         raise typer.Exit(1)
-    typer.echo(f"ok: {folder} (discovery, vote, selfcheck templates and label files)")
+    typer.echo(f"ok: {folder} ({', '.join(registry)} templates and label files)")
 
 
 def register(app: typer.Typer) -> None:

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from cdlm.errors import DataError
+from cdlm.results import RESULTS_DIR
 
 
 def _print_scores(title: str, scores) -> None:  # scores: cdlm.metrics.SpanScores
@@ -94,7 +95,7 @@ def train(
 ) -> None:
     """Pre-train on the source domain (cached), fine-tune on the target, keep the best epoch."""
     from cdlm.config import VARIANTS, load_config
-    from cdlm.train import train as run_training
+    from cdlm.experiments.train import train as run_training
 
     flags = {
         "train.target": target,
@@ -160,9 +161,9 @@ def evaluate(
     domain: Annotated[
         str | None, typer.Option(help="Evaluate on this domain instead of the checkpoint's target.")
     ] = None,
-    results_dir: Annotated[Path, typer.Option(help="Where the JSON and Markdown go.")] = Path(
-        "evals/results"
-    ),
+    results_dir: Annotated[
+        Path, typer.Option(help="Where the JSON and Markdown go.")
+    ] = RESULTS_DIR,
     suite: Annotated[
         Path | None,
         typer.Option(
@@ -223,7 +224,7 @@ def evaluate(
 ) -> None:
     """Strict IOB2 span P/R/F1 and a per-type table, written to evals/results/ (JSON + Markdown)."""
     if suite is not None:
-        from cdlm.suite import load_suite, run_suite, select_domains, select_variants
+        from cdlm.experiments.suite import load_suite, run_suite, select_domains, select_variants
 
         spec = load_suite(suite)
         if variants:
@@ -236,19 +237,14 @@ def evaluate(
             f"{spec.results_dir}/{spec.name}.json and .md"
         )
         return
-    from cdlm.evaluate import evaluate_checkpoint, write_results
-    from cdlm.predict import LLM_CHOICES, default_checkpoint
+    from cdlm.experiments.evaluate import evaluate_checkpoint, write_results
+    from cdlm.inference.tagging import default_checkpoint
 
     if llm != "none":
-        from cdlm.config import load_config
-        from cdlm.errors import ConfigError
-        from cdlm.reasoning.evaluate import llm_eval, write_llm_results
+        from cdlm.config import llm_run_config
+        from cdlm.experiments.llm_eval import llm_eval, write_llm_results
 
-        if llm not in LLM_CHOICES:
-            raise ConfigError(f"--llm: expected one of {', '.join(LLM_CHOICES)}, got {llm!r}")
-        cfg = load_config(
-            config, {"llm.backend": llm, "llm.model": model, "llm.base_url": base_url}
-        )
+        cfg = llm_run_config(config, llm, model, base_url)
         res = llm_eval(
             checkpoint or default_checkpoint(),
             cfg,
@@ -350,13 +346,13 @@ def predict(
     config: Annotated[Path | None, typer.Option(help="TOML config file (CLI flags win).")] = None,
 ) -> None:
     """Tag raw text: one JSON object per input line with entity character offsets."""
+    from cdlm.config import check_llm_choice
     from cdlm.errors import ConfigError
-    from cdlm.predict import LLM_CHOICES, conll_lines, load_tagger, tag_texts
+    from cdlm.inference.tagging import conll_lines, load_tagger, tag_texts, tagger_record
 
     if format not in ("jsonl", "conll"):
         raise ConfigError(f"--format: expected jsonl or conll, got {format!r}")
-    if llm not in LLM_CHOICES:
-        raise ConfigError(f"--llm: expected one of {', '.join(LLM_CHOICES)}, got {llm!r}")
+    check_llm_choice(llm)
     texts = list(text or [])
     if input is not None:
         texts += _read_lines(input)
@@ -365,16 +361,16 @@ def predict(
     if llm != "none":
         if format != "jsonl":
             raise ConfigError("--format conll is not available with --llm; use jsonl")
-        from cdlm.config import load_config
-        from cdlm.predict import default_checkpoint, optional_tagger
-        from cdlm.reasoning.predict import predict_with_llm
+        from cdlm.config import llm_run_config
+        from cdlm.inference.predict import predict_with_llm
+        from cdlm.inference.tagging import default_checkpoint, optional_tagger
 
-        cfg = load_config(
+        cfg = llm_run_config(
             config,
+            llm,
+            model,
+            base_url,
             {
-                "llm.backend": llm,
-                "llm.model": model,
-                "llm.base_url": base_url,
                 "reasoning.prompts_dir": str(prompts_dir) if prompts_dir else None,
                 "routing.budget": llm_budget,
                 "routing.threshold": llm_threshold,
@@ -396,8 +392,7 @@ def predict(
     for k in range(0, len(texts), chunk):
         for tagged in tag_texts(model, texts[k : k + chunk]):
             if format == "jsonl":
-                record = {"text": tagged.text, "entities": tagged.entities}
-                print(json.dumps(record, ensure_ascii=False))
+                print(json.dumps(tagger_record(tagged), ensure_ascii=False))
             else:
                 print("\n".join([*conll_lines(tagged), ""]))
 

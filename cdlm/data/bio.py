@@ -17,15 +17,14 @@ dropped or re-tagged token changes every F1 computed downstream. Choices:
 
 from __future__ import annotations
 
-import os
-import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cdlm.data.spans import OUTSIDE
 from cdlm.errors import DataError
+from cdlm.results import atomic_write_text
 
-OUTSIDE = "O"
 DOCSTART = "-DOCSTART-"
 
 
@@ -184,17 +183,7 @@ def format_bio(sentences: Iterable[Sentence], sep: str = "\t") -> str:
 def write_bio(path: Path | str, sentences: Iterable[Sentence], sep: str = "\t") -> None:
     """Write sentences as a UTF-8 BIO file, atomically (a temp file renamed into place), so a
     crash never leaves a half-written file that would later read as a shorter dataset."""
-    path = Path(path)
-    text = format_bio(sentences, sep)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, format_bio(sentences, sep))
 
 
 def entity_types(sentences: Iterable[Sentence]) -> list[str]:
@@ -209,16 +198,3 @@ def bio_labels(types: Iterable[str]) -> list[str]:
     for etype in dict.fromkeys(types):
         labels += [f"B-{etype}", f"I-{etype}"]
     return labels
-
-
-def bio_spans(tags: Sequence[str]) -> list[tuple[int, int, str]]:
-    """Entity spans ``(start, end_exclusive, type)`` over token indices of valid IOB2 tags."""
-    spans: list[tuple[int, int, str]] = []
-    start, etype = -1, ""
-    for i, tag in enumerate([*tags, OUTSIDE]):
-        if etype and not (tag.startswith("I-") and tag[2:] == etype):
-            spans.append((start, i, etype))
-            etype = ""
-        if tag.startswith("B-") or (tag.startswith("I-") and not etype):
-            start, etype = i, tag[2:]
-    return spans

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import os
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from cdlm.errors import DataError
+from cdlm.results import atomic_file
 
 CROSSNER_REPO = "zliucr/CrossNER"
 CROSSNER_COMMIT = "2e7ba2a7798c961e3f29fbc51252c5a8d40224bf"
@@ -82,12 +81,10 @@ def _is_valid(path: Path, sha: str, size: int) -> bool:
 
 def _fetch_once(url: str, target: Path, key: str, sha: str, timeout: float, advance) -> None:
     """Stream ``url`` into a temp file, check it, and rename it onto ``target``."""
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    tmp = Path(tmp_name)
     received = 0
     try:
         digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out:
+        with atomic_file(target, binary=True, suffix=".part") as out:
             try:
                 with urllib.request.urlopen(url, timeout=timeout) as resp:
                     for chunk in iter(lambda: resp.read(_CHUNK), b""):
@@ -102,16 +99,14 @@ def _fetch_once(url: str, target: Path, key: str, sha: str, timeout: float, adva
             except (urllib.error.URLError, http.client.HTTPException, TimeoutError, OSError) as exc:
                 reason = getattr(exc, "reason", None) or exc
                 raise _Transient(f"{type(exc).__name__}: {reason}") from None
-        got = digest.hexdigest()
-        if got != sha:
-            raise DataError(
-                f"{url}: checksum mismatch for {key}.txt (sha256 {got[:12]}..., expected "
-                f"{sha[:12]}..., {received} bytes); the file was not saved"
-            )
-        os.replace(tmp, target)
+            got = digest.hexdigest()
+            if got != sha:
+                raise DataError(
+                    f"{url}: checksum mismatch for {key}.txt (sha256 {got[:12]}..., expected "
+                    f"{sha[:12]}..., {received} bytes); the file was not saved"
+                )
     except BaseException:
         advance(-received)  # the bytes of a failed try do not count towards progress
-        tmp.unlink(missing_ok=True)
         raise
 
 

@@ -34,9 +34,8 @@ def user_cache_dir() -> Path:
 
 def checkout_data_dir() -> Path:
     """``../shared/data/crossner`` beside the checkout (the layout tests and CI use)."""
-    import cdlm
-
-    return Path(cdlm.__file__).resolve().parents[1].parent / "shared" / "data" / "crossner"
+    checkout = Path(__file__).resolve().parents[2]  # cdlm/data/registry.py -> the checkout
+    return checkout.parent / "shared" / "data" / "crossner"
 
 
 def _has_domains(folder: Path) -> bool:

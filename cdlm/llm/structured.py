@@ -103,7 +103,7 @@ class StructuredBackend(ABC):
 
     def max_tokens(self, stage: str = "") -> int:
         """The answer budget of a stage (``llm.stage_max_tokens``, else ``llm.max_tokens``)."""
-        return self.cfg.stage_max_tokens.get(stage, self.cfg.max_tokens)
+        return self.cfg.answer_budget(stage)
 
     def _sampling_params(self, stage: str = "") -> dict[str, Any]:
         return {

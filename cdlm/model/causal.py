@@ -35,7 +35,7 @@ B- and I- columns: "types, B/I merged"):
   only entity *types* are moved: the bias (log-probability of each type given the name
   alone, centred over the types) is added to both tags of its type and 0 to ``O``, so the
   B-vs-I choice and the entity-vs-O decision stay. alpha is chosen on dev
-  (``causal.alpha_grid``, :mod:`cdlm.debias`); 0 costs nothing.
+  (``causal.alpha_grid``, :mod:`cdlm.experiments.debias`); 0 costs nothing.
 
 Training loss: ``L = L_ner + l_ctx L_ctx + l_cons L_cons (+ l_icf L_icf)``.
 Cost: one encoder pass (forward + backward) per view and batch, on the sentences with

@@ -1,4 +1,4 @@
-"""From per-word tag probabilities to IOB2 tags and entity spans.
+"""From per-word tag probabilities to IOB2 tags (spans from tags: :mod:`cdlm.data.spans`).
 
 The head scores every word independently, so a plain argmax can emit ``I-X`` after ``O`` or after
 another type; strict seqeval then drops that span. ``viterbi`` (the default, ``tagger.decode``)
@@ -8,18 +8,7 @@ probabilities and hard transition constraints — no learned transition scores (
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
-
-
-@dataclass(frozen=True)
-class Span:
-    """An entity over words ``[start, end)``."""
-
-    label: str
-    start: int
-    end: int
 
 
 def _constraints(labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -59,20 +48,3 @@ def decode(probs: np.ndarray, labels: list[str], method: str = "viterbi") -> lis
     if method == "viterbi":
         return viterbi(probs, labels)
     return [labels[i] for i in probs.argmax(axis=-1)] if len(probs) else []
-
-
-def spans(tags: list[str] | tuple[str, ...]) -> list[Span]:
-    """Entities in strict IOB2: a span starts at ``B-X`` and continues over ``I-X``; a stray
-    ``I-X`` starts nothing (as seqeval's strict mode)."""
-    out: list[Span] = []
-    label, start = None, 0
-    for i, tag in enumerate([*tags, "O"]):
-        inside = label is not None and tag == f"I-{label}"
-        if inside:
-            continue
-        if label is not None:
-            out.append(Span(label, start, i))
-            label = None
-        if tag.startswith("B-"):
-            label, start = tag[2:], i
-    return out

@@ -31,6 +31,7 @@ from cdlm.model.decode import decode
 from cdlm.model.encoder import encoder_label, load_pretrained
 from cdlm.model.features import CasingFeatures, word_shape
 from cdlm.model.windowing import plan_windows
+from cdlm.results import write_json
 
 IGNORE = -100  # tag id of padding words, skipped by the loss
 CHECKPOINT_FORMAT = 1
@@ -355,7 +356,7 @@ class Tagger(nn.Module):
             "config": self.config.model_dump(mode="json"),
             **(extra or {}),
         }
-        (path / "config.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        write_json(path / "config.json", meta)
         return path
 
     @staticmethod

@@ -20,7 +20,7 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 
-from cdlm.data.bio import OUTSIDE, bio_spans
+from cdlm.data.spans import OUTSIDE, bio_spans
 
 Mention = tuple[str, ...]
 Span = tuple[int, int]

@@ -20,7 +20,8 @@ from typing import Literal
 
 import numpy as np
 
-from cdlm.data.bio import OUTSIDE, bio_spans
+from cdlm.data.spans import OUTSIDE, bio_spans
+from cdlm.model.decode import decode
 
 NONE = "none"
 
@@ -97,18 +98,6 @@ def _type_mass(probs: np.ndarray, labels: list[str]) -> tuple[list[str], np.ndar
     return types, mass
 
 
-def _argmax_tags(probs: np.ndarray, labels: list[str]) -> list[str]:
-    """Per-word argmax tags, an entity-starting ``I-X`` read as ``B-X``."""
-    tags, prev = [], ""
-    for row in probs:
-        tag = labels[int(np.argmax(row))]
-        if tag.startswith("I-") and prev != tag[2:]:
-            tag = "B-" + tag[2:]
-        tags.append(tag)
-        prev = "" if tag == OUTSIDE else tag[2:]
-    return tags
-
-
 def _options(span_mass: np.ndarray, types: list[str], top_k: int) -> list[Option]:
     order = np.argsort(-span_mass[:-1], kind="stable")[:top_k]
     opts = [Option(types[i], round(float(span_mass[i]), 4)) for i in order]
@@ -126,11 +115,12 @@ def extract_candidates(
 ) -> list[Candidate]:
     """Candidates of one sentence from the tagger's word probabilities ``probs[W, L]``.
 
-    ``tags`` are the tagger's decoded tags (e.g. Viterbi); without them the per-word argmax.
+    ``tags`` are the tagger's decoded tags; without them the Viterbi decoding of ``probs``
+    (valid IOB2, :func:`cdlm.model.decode.decode`).
     """
     if probs.shape != (len(doc.tokens), len(labels)):
         raise ValueError(f"probs shape {probs.shape} != ({len(doc.tokens)}, {len(labels)})")
-    tags = list(tags) if tags is not None else _argmax_tags(probs, labels)
+    tags = list(tags) if tags is not None else decode(probs, labels)
     types, mass = _type_mass(probs, labels)
     out: list[Candidate] = []
 

@@ -1,7 +1,8 @@
 """``cdlm prompts check``: render every template with sample data and report problems.
 
-The sample variables are built by the same functions the stages use, so a template that passes
-here gets exactly these names at run time. Reported, each with ``file:line``:
+Every stage in the registry (:mod:`cdlm.reasoning.stages`) is checked with its own sample
+variables, built by the same functions the stage uses, so a template that passes here gets exactly
+these names at run time. Reported, each with ``file:line``:
 - syntax errors;
 - unknown variables (read by the template, not provided by the stage);
 - missing required variables (a stage's key inputs, e.g. ``sentence``, that the template never
@@ -22,17 +23,9 @@ from cdlm.config import ReasoningConfig
 from cdlm.errors import TemplateError
 from cdlm.llm.usage import UsageLog
 from cdlm.reasoning.candidates import Candidate, Doc, Option
-from cdlm.reasoning.discovery import Link, discovery_variables
-from cdlm.reasoning.selfcheck import selfcheck_variables
 from cdlm.reasoning.stage import Task
-from cdlm.reasoning.templates import STAGES, PromptSet, load_label_file, variable_line
-from cdlm.reasoning.voting import Ballot, vote_variables
-
-REQUIRED = {
-    "discovery": {"sentence", "types"},
-    "vote": {"sentence", "candidates", "persona"},
-    "selfcheck": {"sentence", "checks"},
-}
+from cdlm.reasoning.stages import registry
+from cdlm.reasoning.templates import PromptSet, environment, load_label_file, variable_line
 
 
 def _sample_task(prompts: PromptSet) -> tuple[Task, Doc, list[Candidate]]:
@@ -77,63 +70,50 @@ def _sample_task(prompts: PromptSet) -> tuple[Task, Doc, list[Candidate]]:
 
 
 def sample_variables(prompts: PromptSet) -> list[tuple[str, str, dict[str, Any]]]:
-    """(stage, case, variables) for every case the check renders."""
+    """(stage, case, variables) for every case the check renders, from each registered stage."""
     task, doc, cands = _sample_task(prompts)
-    links = [Link("Chancellor", "Angela Merkel", "politician", (0, 1), (0, 13))]
-    ballot = Ballot(1, 1, {"politician": 4.0, "person": 3.0, "none": 1.0}, "she led a party")
-    voted = {0: "politician", 1: "politicalparty"}
-    cases = [
-        ("discovery", "tagger candidates", discovery_variables(task, doc, cands)),
-        ("discovery", "LLM-only", discovery_variables(task, doc, None)),
-        ("vote", "round 1", vote_variables(task, doc, "a linguist", 1, cands, links, [])),
-        (
-            "vote",
-            "round 2",
-            vote_variables(task, doc, "a linguist", 2, cands, links, [(cands[0], [ballot])]),
-        ),
+    return [
+        (name, case, variables)
+        for name, stage in registry.items()
+        for case, variables in stage.samples(task, doc, cands)
     ]
-    for mode in ("placeholder", "runner_up"):
-        task.config = ReasoningConfig(selfcheck=mode)
-        cases.append(("selfcheck", mode, selfcheck_variables(task, doc, cands, voted)))
-    return cases
 
 
 def check_prompts(directory: Path) -> list[str]:
     """Problems found in a prompts folder, one ``file:line: message`` per problem."""
-    from cdlm.reasoning.templates import _environment
-
     if not directory.is_dir():
         return [f"{directory}: prompts folder not found"]
-    prompts = PromptSet(directory, _environment(directory))
+    prompts = PromptSet(directory, environment(directory))
     problems: list[str] = []
     broken: set[str] = set()
-    for stage in STAGES:
-        path = prompts.path(stage)
+    samples = sample_variables(prompts)
+    for stage in registry.values():
+        path = prompts.path(stage.template)
         if not path.is_file():
             problems.append(f"{path}: template not found")
-            broken.add(stage)
+            broken.add(stage.name)
             continue
         try:
-            source, used = prompts.undeclared(stage)
+            source, used = prompts.undeclared(stage.template)
         except jinja2.TemplateSyntaxError as exc:
             problems.append(f"{path}:{exc.lineno}: syntax error: {exc.message}")
-            broken.add(stage)
+            broken.add(stage.name)
             continue
-        provided = set().union(*(v.keys() for s, _, v in sample_variables(prompts) if s == stage))
+        provided = set().union(*(v.keys() for s, _, v in samples if s == stage.name))
         for name in sorted(used - provided):
             problems.append(
                 f"{path}:{variable_line(source, name)}: unknown variable '{name}' "
                 f"(available: {', '.join(sorted(provided))})"
             )
-            broken.add(stage)
-        for name in sorted(REQUIRED[stage] - used):
+            broken.add(stage.name)
+        for name in sorted(stage.required - used):
             problems.append(f"{path}:1: required variable '{name}' is never used")
     seen: set[str] = set()
-    for stage, case, variables in sample_variables(prompts):
-        if stage in broken:
+    for name, case, variables in samples:
+        if name in broken:
             continue
         try:
-            prompts.render(stage, variables)
+            prompts.render(registry[name].template, variables)
         except TemplateError as exc:
             if str(exc) not in seen:
                 seen.add(str(exc))

@@ -15,9 +15,15 @@ from functools import lru_cache
 from pydantic import Field, create_model
 
 from cdlm.reasoning.candidates import NONE, Candidate, Doc, Option, ground
-from cdlm.reasoning.stage import Output, Task, candidate_context, literal, text_field
-
-STAGE = "discovery"
+from cdlm.reasoning.stage import (
+    Output,
+    Samples,
+    Stage,
+    Task,
+    candidate_context,
+    literal,
+    text_field,
+)
 
 
 @dataclass(frozen=True)
@@ -65,12 +71,28 @@ def discovery_variables(task: Task, doc: Doc, cands: list[Candidate] | None) -> 
     }
 
 
+def _samples(task: Task, doc: Doc, cands: list[Candidate]) -> Samples:
+    return [
+        ("tagger candidates", discovery_variables(task, doc, cands)),
+        ("LLM-only", discovery_variables(task, doc, None)),
+    ]
+
+
+DISCOVERY = Stage(
+    name="discovery",
+    template="discovery.jinja",
+    schema=discovery_schema,
+    required=frozenset({"sentence", "types"}),
+    samples=_samples,
+)
+
+
 def discover(task: Task, doc: Doc, cands: list[Candidate] | None) -> DiscoveryResult:
     """Ask for causal links about ``cands`` (or, with ``None``, about mentions the model finds)."""
     cfg = task.config
     mentions = tuple(dict.fromkeys(c.text[: cfg.max_phrase_chars] for c in cands or []))
     schema = discovery_schema(tuple(task.types), mentions, cfg.max_links, cfg.max_phrase_chars)
-    answer = task.ask(STAGE, discovery_variables(task, doc, cands), schema)
+    answer = task.ask(DISCOVERY, discovery_variables(task, doc, cands), schema)
     if answer is None:
         return DiscoveryResult([], 0, False)
     links, dropped = [], 0

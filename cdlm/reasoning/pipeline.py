@@ -15,41 +15,14 @@ discovery effects snapped to whole words, so an invented span cannot reach the o
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
+from cdlm.data.spans import Entity
 from cdlm.reasoning.candidates import NONE, Candidate, Doc
 from cdlm.reasoning.discovery import discover, proposed_candidates
 from cdlm.reasoning.selfcheck import selfcheck
 from cdlm.reasoning.stage import Task
 from cdlm.reasoning.voting import vote
-
-
-@dataclass
-class Entity:
-    """One output entity; ``text == sentence[start:end]``."""
-
-    start: int
-    end: int
-    text: str
-    label: str
-    score: float
-    source: Literal["tagger", "llm"]
-    word_start: int
-    word_end: int
-    explanation: dict[str, Any] | None = None
-
-    def to_json(self, explain: bool = False) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "start": self.start,
-            "end": self.end,
-            "text": self.text,
-            "label": self.label,
-            "score": round(self.score, 4),
-            "source": self.source,
-        }
-        if explain and self.explanation is not None:
-            out["explanation"] = self.explanation
-        return out
 
 
 @dataclass

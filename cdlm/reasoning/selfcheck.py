@@ -15,15 +15,13 @@ the vote — the check guards against hallucination, it is not a second vote.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from pydantic import create_model
 
 from cdlm.reasoning.candidates import Candidate, Doc
-from cdlm.reasoning.stage import Output, Task, literal, text_field
-
-STAGE = "selfcheck"
+from cdlm.reasoning.stage import Output, Samples, Stage, Task, literal, text_field
 
 
 @lru_cache(maxsize=256)
@@ -108,6 +106,25 @@ def selfcheck_variables(
     }
 
 
+def _samples(task: Task, doc: Doc, cands: list[Candidate]) -> Samples:
+    """Both counterfactual modes, every candidate voted its first option."""
+    voted = {c.id: c.option_types[0] for c in cands}
+    cases = []
+    for mode in ("placeholder", "runner_up"):
+        moded = replace(task, config=task.config.model_copy(update={"selfcheck": mode}))
+        cases.append((mode, selfcheck_variables(moded, doc, cands, voted)))
+    return cases
+
+
+SELFCHECK = Stage(
+    name="selfcheck",
+    template="selfcheck.jinja",
+    schema=selfcheck_schema,
+    required=frozenset({"sentence", "checks"}),
+    samples=_samples,
+)
+
+
 def selfcheck(
     task: Task, doc: Doc, cands: list[Candidate], voted: dict[int, str]
 ) -> dict[int, Verdict] | None:
@@ -115,7 +132,7 @@ def selfcheck(
     schema = selfcheck_schema(
         tuple((c.id, tuple(c.option_types)) for c in cands), task.config.max_reason_chars
     )
-    answer = task.ask(STAGE, selfcheck_variables(task, doc, cands, voted), schema)
+    answer = task.ask(SELFCHECK, selfcheck_variables(task, doc, cands, voted), schema)
     if answer is None:
         return None
     out = {}

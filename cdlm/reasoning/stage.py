@@ -1,4 +1,5 @@
-"""What every LLM stage shares: the task (domain, types, config), one guarded call, and the
+"""What every LLM stage shares: the :class:`Stage` description the registry holds
+(:mod:`cdlm.reasoning.stages`), the task (domain, types, config), one guarded call, and the
 schema helpers that keep structured output bounded.
 
 Bounded schemas matter: under a JSON grammar a small model that may write an unbounded array or
@@ -8,16 +9,17 @@ string can loop until ``max_tokens``; every list and string in an output model h
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cdlm.config import ReasoningConfig
+from cdlm.config import LLMConfig, ReasoningConfig
 from cdlm.errors import ContextOverflowError
 from cdlm.llm.base import LLMBackend, LLMOutputError, Usage
 from cdlm.llm.usage import UsageLog
-from cdlm.reasoning.candidates import Candidate
+from cdlm.reasoning.candidates import Candidate, Doc
 from cdlm.reasoning.templates import PromptSet
 
 T = TypeVar("T", bound=BaseModel)
@@ -44,6 +46,29 @@ def literal(values: list[str] | tuple[str, ...]) -> Any:
     return Literal[tuple(dict.fromkeys(values))]  # type: ignore[valid-type]
 
 
+# (case name, template variables) pairs that `cdlm prompts check` renders for a stage.
+Samples = list[tuple[str, dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One LLM stage as the registry knows it: what it is called (the key of
+    ``llm.stage_max_tokens`` and of the usage log), which template it renders, how its output
+    schema is built, which variables its template must use, and sample variables for every
+    branch of the template (built by the stage's own variables function, so a template that
+    passes ``cdlm prompts check`` gets exactly these names at run time)."""
+
+    name: str
+    template: str  # file name in the prompts folder
+    schema: Callable[..., type[BaseModel]]  # the output model builder (arguments per stage)
+    required: frozenset[str]  # variables the template must use (e.g. the sentence)
+    samples: Callable[[Task, Doc, list[Candidate]], Samples]
+
+    def max_tokens(self, llm: LLMConfig) -> int:
+        """This stage's answer budget: ``llm.stage_max_tokens[name]``, else ``llm.max_tokens``."""
+        return llm.answer_budget(self.name)
+
+
 @dataclass
 class Task:
     """One reasoning job: the backend, the prompts, the domain's types and the config."""
@@ -63,28 +88,29 @@ class Task:
             "types": self.prompts.labels(self.domain, self.types),
         }
 
-    def ask(self, stage: str, variables: dict[str, Any], schema: type[T]) -> T | None:
+    def ask(self, stage: Stage, variables: dict[str, Any], schema: type[T]) -> T | None:
         """Render, call, account. ``None`` when the answer could not be parsed after the
         backend's retries: the caller falls back to the tagger and the fallback is counted."""
-        messages = self.prompts.render(stage, variables)
+        messages = self.prompts.render(stage.template, variables)
+        name = stage.name
         try:
-            result = self.backend.complete(messages, schema, stage=stage)
+            result = self.backend.complete(messages, schema, stage=name)
         except ContextOverflowError as exc:
             # One long sentence must not stop a run: keep the tagger's answer, count it, and
             # say once how to make room.
-            self.log.add_fallback(stage, overflow=True)
+            self.log.add_fallback(name, overflow=True)
             if not self.warned_overflow:
                 self.warned_overflow = True
-                logger.warning("warning: %s (stage %s; the tagger's answer is kept)", exc, stage)
+                logger.warning("warning: %s (stage %s; the tagger's answer is kept)", exc, name)
             return None
         except LLMOutputError as exc:
-            usage = exc.usage if exc.usage.stage else exc.usage.model_copy(update={"stage": stage})
+            usage = exc.usage if exc.usage.stage else exc.usage.model_copy(update={"stage": name})
             self.log.add(usage, failed=True)
-            self.log.add_fallback(stage)
+            self.log.add_fallback(name)
             return None
         usage: Usage = result.usage
         if not usage.stage:
-            usage = usage.model_copy(update={"stage": stage})
+            usage = usage.model_copy(update={"stage": name})
         self.log.add(usage)
         return result.value
 

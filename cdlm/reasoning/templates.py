@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 import tomllib
 import traceback
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,6 @@ from jinja2.sandbox import SandboxedEnvironment
 from cdlm.errors import TemplateError
 from cdlm.llm.base import Message
 
-STAGES = ("discovery", "vote", "selfcheck")
 BLOCKS = ("system", "user")
 
 
@@ -41,7 +41,7 @@ def default_prompts_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "prompts"
 
 
-def _environment(directory: Path) -> SandboxedEnvironment:
+def environment(directory: Path) -> SandboxedEnvironment:
     return SandboxedEnvironment(
         loader=jinja2.FileSystemLoader(str(directory)),
         undefined=StrictUndefined,
@@ -80,12 +80,12 @@ class PromptSet:
     directory: Path
     env: SandboxedEnvironment = field(repr=False)
 
-    def path(self, stage: str) -> Path:
-        return self.directory / f"{stage}.jinja"
+    def path(self, template: str) -> Path:
+        return self.directory / template
 
-    def render(self, stage: str, variables: dict[str, Any]) -> list[Message]:
-        """Render a stage's ``system`` and ``user`` blocks into chat messages."""
-        path = self.path(stage)
+    def render(self, template: str, variables: dict[str, Any]) -> list[Message]:
+        """Render a template's ``system`` and ``user`` blocks into chat messages."""
+        path = self.path(template)
         try:
             template = self.env.get_template(path.name)
         except jinja2.TemplateNotFound:
@@ -124,9 +124,9 @@ class PromptSet:
                 return data["domain"]
         return domain
 
-    def undeclared(self, stage: str) -> tuple[str, set[str]]:
+    def undeclared(self, template: str) -> tuple[str, set[str]]:
         """The template source and the variables it reads from its context."""
-        path = self.path(stage)
+        path = self.path(template)
         source = path.read_text(encoding="utf-8")
         return source, meta.find_undeclared_variables(self.env.parse(source))
 
@@ -149,17 +149,19 @@ def load_label_file(path: Path) -> dict[str, str]:
     return dict(types)
 
 
-def load_prompts(directory: Path | str | None = None) -> PromptSet:
-    """Open a prompts folder (``None`` = the repository's ``prompts/``); every stage's template
-    must exist and parse, so a broken edit is reported before any LLM call."""
+def open_prompts(directory: Path | str | None, templates: Iterable[str]) -> PromptSet:
+    """Open a prompts folder (``None`` = the repository's ``prompts/``); each of ``templates``
+    must exist and parse, so a broken edit is reported before any LLM call. The stage registry
+    (:func:`cdlm.reasoning.stages.load_prompts`) names the templates."""
     folder = Path(directory) if directory is not None else default_prompts_dir()
     if not folder.is_dir():
         raise TemplateError(f"{folder}: prompts folder not found")
-    prompts = PromptSet(folder, _environment(folder))
-    for stage in STAGES:
-        path = prompts.path(stage)
+    prompts = PromptSet(folder, environment(folder))
+    names = list(templates)
+    for name in names:
+        path = prompts.path(name)
         if not path.is_file():
-            raise TemplateError(f"{path}: template not found (one per stage: {', '.join(STAGES)})")
+            raise TemplateError(f"{path}: template not found (one per stage: {', '.join(names)})")
         try:
             prompts.env.parse(path.read_text(encoding="utf-8"), path.name, str(path))
         except jinja2.TemplateSyntaxError as exc:

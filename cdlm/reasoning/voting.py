@@ -30,10 +30,7 @@ from pydantic import Field, create_model
 from cdlm.errors import ConfigError
 from cdlm.reasoning.candidates import Candidate, Doc
 from cdlm.reasoning.discovery import Link
-from cdlm.reasoning.stage import Output, Task, candidate_context, text_field
-
-STAGE = "vote"
-
+from cdlm.reasoning.stage import Output, Samples, Stage, Task, candidate_context, text_field
 
 Score = Literal[1, 2, 3, 4, 5]  # an enum, so the JSON grammar itself rules out 0 or 6
 
@@ -148,6 +145,28 @@ def vote_variables(
     }
 
 
+def _samples(task: Task, doc: Doc, cands: list[Candidate]) -> Samples:
+    """Round 1, and round 2 with another expert's ballot on the first candidate."""
+    links = [Link("Chancellor", cands[0].text, cands[0].option_types[0], (0, 1), (0, 13))]
+    ballot = Ballot(
+        1, 1, {t: 4.0 - k for k, t in enumerate(cands[0].option_types)}, "she led a party"
+    )
+    round2 = [(cands[0], [ballot])]
+    return [
+        ("round 1", vote_variables(task, doc, "a linguist", 1, cands, links, [])),
+        ("round 2", vote_variables(task, doc, "a linguist", 2, cands, links, round2)),
+    ]
+
+
+VOTE = Stage(
+    name="vote",
+    template="vote.jinja",
+    schema=vote_schema,
+    required=frozenset({"sentence", "candidates", "persona"}),
+    samples=_samples,
+)
+
+
 def vote(task: Task, doc: Doc, cands: list[Candidate], links: list[Link]) -> VoteResult:
     """Run the panel over ``cands`` (all candidates of one sentence batched per call)."""
     panel = personas(task)
@@ -172,7 +191,7 @@ def vote(task: Task, doc: Doc, cands: list[Candidate], links: list[Link]) -> Vot
                 else []
             )
             variables = vote_variables(task, doc, persona, rnd, pending, links, others)
-            answer = task.ask(STAGE, variables, schema)
+            answer = task.ask(VOTE, variables, schema)
             if answer is None:
                 abstentions += 1
                 continue

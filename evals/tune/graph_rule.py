@@ -18,6 +18,7 @@ from pathlib import Path
 def main() -> None:
     from cdlm.config import load_config
     from cdlm.data.registry import domain_labels, load_split
+    from cdlm.experiments.train import pretrain_source
     from cdlm.graphs import (
         _q_sentences,
         build_graphs,
@@ -25,7 +26,6 @@ def main() -> None:
         mean_entropy,
     )
     from cdlm.provenance import stamp
-    from cdlm.train import pretrain_source
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--target", default="politics")

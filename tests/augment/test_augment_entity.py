@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections import Counter
 
 from cdlm.augment.entity import build_entity_base, entity_semifacts, replace_span
-from cdlm.data.bio import Sentence, bio_spans, format_bio, parse_bio_lines
+from cdlm.data.bio import Sentence, format_bio, parse_bio_lines
+from cdlm.data.spans import bio_spans
 
 
 def _valid_iob2(sent: Sentence) -> bool:

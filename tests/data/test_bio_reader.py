@@ -10,13 +10,13 @@ import pytest
 from cdlm.data.bio import (
     Sentence,
     bio_labels,
-    bio_spans,
     entity_types,
     parse_bio_lines,
     read_bio,
     read_bio_file,
     write_bio,
 )
+from cdlm.data.spans import bio_spans
 from cdlm.errors import DataError
 
 POLITICS_TYPES = [

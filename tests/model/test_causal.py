@@ -268,8 +268,8 @@ def test_tagger_switches_build_only_what_is_on(causal_tagger):
 
 def test_alpha_is_chosen_on_dev_and_ties_keep_the_plain_scores(causal_tagger):
     from cdlm.data.bio import Sentence
-    from cdlm.debias import sweep_alpha
-    from cdlm.evaluate import score_model
+    from cdlm.experiments.debias import sweep_alpha
+    from cdlm.experiments.evaluate import score_model
 
     dev = [
         Sentence(

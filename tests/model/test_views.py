@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from cdlm.data.bio import bio_spans
+from cdlm.data.spans import bio_spans
 from cdlm.model.views import context_only, entity_only, swap_entities
 
 TOKENS = ("Angela", "Merkel", "met", "the", "SPD", "in", "Bonn", ".")

@@ -14,7 +14,7 @@ from cdlm.config import LLMConfig, ReasoningConfig
 from cdlm.llm.base import LLMOutputError, LLMResult, Message, Usage
 from cdlm.llm.usage import UsageLog
 from cdlm.reasoning.stage import Task
-from cdlm.reasoning.templates import load_prompts
+from cdlm.reasoning.stages import load_prompts
 
 POLITICS = ["politician", "person", "politicalparty", "organisation", "country", "location"]
 

@@ -19,7 +19,8 @@ from cdlm.reasoning.candidates import Candidate, Doc, Option, extract_candidates
 from cdlm.reasoning.pipeline import reason, route
 from cdlm.reasoning.routing import Router, calibrate
 from cdlm.reasoning.selfcheck import revise
-from cdlm.reasoning.templates import default_prompts_dir, load_prompts
+from cdlm.reasoning.stages import load_prompts
+from cdlm.reasoning.templates import default_prompts_dir
 from cdlm.reasoning.voting import Ballot, aggregate
 
 LABELS = [

@@ -10,12 +10,12 @@ import logging
 
 from cdlm.config import CdlmConfig, LLMConfig, ReasoningConfig
 from cdlm.data.text import tokenize
+from cdlm.inference.predict import predict_with_llm
 from cdlm.llm.usage import UsageLog
 from cdlm.reasoning.candidates import NONE, Doc
 from cdlm.reasoning.check import _sample_task
 from cdlm.reasoning.pipeline import reason
-from cdlm.reasoning.predict import predict_with_llm
-from cdlm.reasoning.templates import load_prompts
+from cdlm.reasoning.stages import load_prompts
 
 POLITICS = {
     "politician",

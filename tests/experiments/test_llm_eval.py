@@ -9,7 +9,7 @@ import pytest
 
 from cdlm.config import load_config
 from cdlm.errors import ConfigError
-from cdlm.reasoning.evaluate import llm_eval, merge_naive_runs, write_llm_results
+from cdlm.experiments.llm_eval import llm_eval, merge_naive_runs, write_llm_results
 
 
 @pytest.fixture(scope="module")

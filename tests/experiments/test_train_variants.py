@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import cdlm.experiments.train
 import cdlm.graphs
-import cdlm.train
 from cdlm.config import VARIANTS, load_config
 from cdlm.errors import ConfigError
+from cdlm.experiments.train import train
 from cdlm.model.tagger import Tagger
-from cdlm.train import train
 
 
 @pytest.fixture(scope="module")
@@ -45,16 +45,16 @@ def _config(variant: str, graphs_dir: Path, **extra):
 
 @pytest.fixture
 def trained_models(monkeypatch) -> list:
-    """The in-memory models ``train`` fine-tuned (a spy on ``cdlm.train.fit``; the real fit
-    runs), to compare with what a reload of the checkpoint predicts."""
+    """The in-memory models ``train`` fine-tuned (a spy on ``cdlm.experiments.train.fit``; the
+    real fit runs), to compare with what a reload of the checkpoint predicts."""
     models = []
-    real_fit = cdlm.train.fit
+    real_fit = cdlm.experiments.train.fit
 
     def spy(model, *args, **kwargs):
         models.append(model)
         return real_fit(model, *args, **kwargs)
 
-    monkeypatch.setattr(cdlm.train, "fit", spy)
+    monkeypatch.setattr(cdlm.experiments.train, "fit", spy)
     return models
 
 

@@ -10,8 +10,8 @@ import pytest
 
 from cdlm.config import load_config
 from cdlm.errors import ConfigError
+from cdlm.experiments.train import train
 from cdlm.model.tagger import Tagger
-from cdlm.train import train
 
 
 def _config(**extra):
@@ -79,7 +79,7 @@ def test_cli_variant_is_not_undone_by_unset_flags(monkeypatch, args, method, fus
     import typer
     from typer.testing import CliRunner
 
-    import cdlm.train
+    import cdlm.experiments.train
     from cdlm.cli import run as run_cli
 
     seen = []
@@ -88,7 +88,7 @@ def test_cli_variant_is_not_undone_by_unset_flags(monkeypatch, args, method, fus
         seen.append(cfg)
         raise SystemExit(0)
 
-    monkeypatch.setattr(cdlm.train, "train", capture)
+    monkeypatch.setattr(cdlm.experiments.train, "train", capture)
     app = typer.Typer()
     run_cli.register(app)
     res = CliRunner().invoke(app, ["train", "--target", "politics", *args])

@@ -26,7 +26,8 @@ from typing import Any
 from cdlm.config import CdlmConfig
 from cdlm.data.bio import Sentence
 
-# fine_tune(train sentences) -> (model, best epoch, dev scores, history): cdlm.train's own loop.
+# fine_tune(train sentences) -> (model, best epoch, dev scores, history): the training loop of
+# cdlm.experiments.train.
 FineTune = Callable[[Sequence[Sentence]], tuple[Any, int, Any, list]]
 
 
@@ -38,8 +39,7 @@ def twin_filter(config: CdlmConfig, runs: Any = None) -> tuple[Any, str | None, 
     import json
 
     from cdlm.model.tagger import Tagger
-    from cdlm.suite import finished_run
-    from cdlm.train import runs_dir
+    from cdlm.runs import finished_run, runs_dir
 
     twin = config.model_copy(deep=True)
     twin.augment.method = "none"

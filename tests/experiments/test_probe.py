@@ -8,20 +8,21 @@ from pathlib import Path
 
 import pytest
 
-from cdlm.data.bio import bio_spans, format_bio, parse_bio_lines, write_bio
+from cdlm.augment.entity import mentions_by_type
+from cdlm.data.bio import format_bio, parse_bio_lines, write_bio
 from cdlm.data.registry import load_split
+from cdlm.data.spans import bio_spans
 from cdlm.errors import DataError
-from cdlm.model.features import word_shape
-from cdlm.probe import (
+from cdlm.experiments.probe import (
     MASK_TOKEN,
     build_entity_base,
     counterfactuals,
-    names_by_type,
     nonce_word,
     outcome,
     resolve_input,
     run_probe,
 )
+from cdlm.model.features import word_shape
 
 
 @pytest.mark.parametrize("word", ["Merkel", "NATO", "McDonald's", "B52", "1996", "iPhone", "of"])
@@ -44,16 +45,16 @@ def test_entity_base_uses_other_domains_and_falls_back_for_unshared_types(politi
     assert base.pool("politician") == "same domain (other sentences)"  # only politics has it
     assert all(i < len(sentences) for i, _ in base.same["politician"])
     # The probed domain's own train split is not a source of "other-domain" names.
-    assert "politicalparty" not in base.other and "election" not in base.other
+    assert "politicalparty" not in base.other.mentions and "election" not in base.other.mentions
     # Nor is the source domain (the tagger was pre-trained on its names).
-    conll = names_by_type(load_split("conll2003", "train", crossner_dir))["organisation"]
+    conll = mentions_by_type(load_split("conll2003", "train", crossner_dir))["organisation"]
     others = {
         n
         for d in ("science", "music", "literature", "ai")
-        for n in names_by_type(load_split(d, "train", crossner_dir)).get("organisation", [])
+        for n in mentions_by_type(load_split(d, "train", crossner_dir)).get("organisation", [])
     }
     only_conll = set(conll) - others
-    assert only_conll and not only_conll & set(base.other["organisation"])
+    assert only_conll and not only_conll & set(base.other.mentions["organisation"])
 
 
 @pytest.mark.parametrize("mode", ["swap", "nonce", "mask"])

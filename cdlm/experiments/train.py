@@ -23,7 +23,6 @@ import copy
 import hashlib
 import json
 import math
-import os
 import random
 import time
 from collections.abc import Iterator, Sequence
@@ -35,15 +34,14 @@ from pydantic import BaseModel
 from cdlm.config import CdlmConfig
 from cdlm.data.bio import Sentence
 from cdlm.errors import ConfigError
-from cdlm.locks import claim
 from cdlm.metrics import SpanScores
+from cdlm.results import write_json
+from cdlm.runs import claim, default_out_dir, runs_dir, target_of
 
 if TYPE_CHECKING:
     import torch
 
     from cdlm.model.tagger import Tagger
-
-RUNS_ENV = "CDLM_RUNS_DIR"
 
 
 class EpochLog(BaseModel):
@@ -78,24 +76,6 @@ class TrainResult(BaseModel):
     alpha_sweep: list[dict[str, float]] | None = None
     # (correct, predicted, gold) strict spans per test sentence, in file order.
     test_counts: list[tuple[int, int, int]] | None = None
-
-
-def runs_dir(path: Path | str | None = None) -> Path:
-    """Where checkpoints and the source cache go."""
-    return Path(path or os.environ.get(RUNS_ENV) or "runs")
-
-
-def default_out_dir(config: CdlmConfig, runs: Path | str | None = None) -> Path:
-    from cdlm.data.registry import domain_name
-
-    target = domain_name(_target(config))
-    return runs_dir(runs) / f"{target}__{config.train.variant}__seed{config.train.seed}"
-
-
-def _target(config: CdlmConfig) -> str:
-    if not config.train.target:
-        raise ConfigError("train.target: no target domain given (use --target politics)")
-    return config.train.target
 
 
 def set_seed(seed: int) -> None:
@@ -409,13 +389,13 @@ def _fusion_module(
         raise ConfigError(
             "fusion.enabled: label graphs need a source model (train.source_epochs > 0)"
         )
-    full = len(train_sents) == len(load_split(_target(config), "train", data_dir))
+    full = len(train_sents) == len(load_split(target_of(config), "train", data_dir))
     graphs = load_or_build(
         source,
         config,
         source_dir,
         source=config.train.source,
-        target=_target(config),
+        target=target_of(config),
         cache_dir=source_dir / "graphs" if full else None,
         target_sentences=train_sents,
         data_dir=data_dir,
@@ -437,7 +417,7 @@ def swap_names(
     from cdlm.augment.entity import build_entity_base
     from cdlm.data.registry import DOMAINS, domain_name, find_data_dir, load_split
 
-    skip = {domain_name(_target(config)), domain_name(config.train.source)}
+    skip = {domain_name(target_of(config)), domain_name(config.train.source)}
     folder = find_data_dir(data_dir)
     others = [
         s
@@ -455,7 +435,7 @@ def label_descriptions(config: CdlmConfig) -> dict[str, str]:
     from cdlm.data.registry import domain_name
     from cdlm.reasoning.templates import default_prompts_dir, load_label_file
 
-    path = default_prompts_dir() / "labels" / f"{domain_name(_target(config))}.toml"
+    path = default_prompts_dir() / "labels" / f"{domain_name(target_of(config))}.toml"
     descriptions = load_label_file(path)
     if not descriptions:
         raise ConfigError(
@@ -480,7 +460,7 @@ def fit(
     ``model``. Returns (best epoch, its dev scores, history). An epoch is one pass over
     ``train_sentences``, or ``steps_per_epoch`` update steps (drawn pass after pass) when
     given: FactMix's steps-matched mode."""
-    from cdlm.evaluate import score_model
+    from cdlm.experiments.evaluate import score_model
 
     t = config.train
     per_epoch = steps_per_epoch or n_batches(len(train_sentences), t.batch_size)
@@ -566,10 +546,10 @@ def _train(
 ) -> TrainResult:
     from cdlm.data.registry import domain_labels, domain_name, load_split
     from cdlm.data.sampling import k_shot
-    from cdlm.evaluate import score_model
+    from cdlm.experiments.evaluate import score_model
     from cdlm.provenance import stamp
 
-    target = _target(config)
+    target = target_of(config)
     t = config.train
     out = Path(out_dir) if out_dir is not None else default_out_dir(config, runs)
     # Load the data first: a bad file should fail before minutes of source training.
@@ -600,8 +580,8 @@ def _train(
         return model, *fit(model, sentences, dev_sents, config, progress, steps)
 
     augment_record = None
-    if config.augment.method == "factmix":  # FactMix semi-facts (cdlm/augment/training.py)
-        from cdlm.augment.training import factmix_fine_tune
+    if config.augment.method == "factmix":  # FactMix semi-facts (cdlm/experiments/factmix.py)
+        from cdlm.experiments.factmix import factmix_fine_tune
 
         (model, best_epoch, dev_scores, history), augment_record = factmix_fine_tune(
             train_sents, config, fine_tune, data_dir, runs
@@ -611,7 +591,7 @@ def _train(
     source = None  # free the source model (not `del`: fine_tune closes over the name)
     alpha_sweep = None
     if config.causal.explicit and config.causal.alpha_grid:  # debiasing strength, dev only
-        from cdlm.debias import sweep_alpha
+        from cdlm.experiments.debias import sweep_alpha
 
         _, points, dev_scores = sweep_alpha(model, dev_sents, config.causal.alpha_grid)
         alpha_sweep = [p.model_dump() for p in points]
@@ -650,5 +630,5 @@ def _train(
         **result.model_dump(mode="json"),
         "provenance": stamp(seed=t.seed, config=config.model_dump(mode="json")),
     }
-    (out / "scores.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    write_json(out / "scores.json", record)  # last: its presence means the run finished
     return result

@@ -1,8 +1,9 @@
-"""Suite runner (cdlm/suite.py): planning, reuse of finished runs, resume after interruption.
+"""Suite runner (cdlm/experiments/suite.py): planning, reuse of finished runs, resume after
+interruption.
 
 Training itself is covered by the tagger tests; here ``train_fn`` stands in for it and writes
-what :func:`cdlm.train.train` writes (``config.json`` then ``scores.json``), so the skip and
-resume logic is tested in milliseconds.
+what :func:`cdlm.experiments.train.train` writes (``config.json`` then ``scores.json``), so the
+skip and resume logic is tested in milliseconds.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cdlm.errors import ConfigError
-from cdlm.suite import (
+from cdlm.experiments.suite import (
     SuiteSpec,
     load_suite,
     planned_runs,
@@ -23,7 +24,7 @@ from cdlm.suite import (
     select_variants,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _spec(tmp_path: Path) -> SuiteSpec:

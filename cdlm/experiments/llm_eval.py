@@ -30,7 +30,8 @@ import numpy as np
 from pydantic import BaseModel
 
 from cdlm.config import CdlmConfig
-from cdlm.data.bio import OUTSIDE, Sentence, bio_spans
+from cdlm.data.bio import Sentence
+from cdlm.data.spans import OUTSIDE, bio_spans, span_tags
 from cdlm.errors import ConfigError
 from cdlm.llm.usage import UsageLog
 from cdlm.metrics import SpanScores, span_scores
@@ -38,6 +39,8 @@ from cdlm.reasoning.candidates import Candidate, Doc, extract_candidates
 from cdlm.reasoning.pipeline import Outcome, route
 from cdlm.reasoning.routing import CalibrationPoint, Router, calibrate, difficulty
 from cdlm.reasoning.stage import Task
+from cdlm.reasoning.stages import make_task
+from cdlm.results import write_results
 
 
 @dataclass
@@ -71,17 +74,8 @@ def tagger_views(model: Any, sentences: Sequence[Sentence], cfg: CdlmConfig) -> 
     return views
 
 
-def spans_to_tags(n: int, spans: Sequence[tuple[int, int, str]]) -> list[str]:
-    tags = [OUTSIDE] * n
-    for start, end, label in spans:
-        tags[start] = f"B-{label}"
-        for i in range(start + 1, end):
-            tags[i] = f"I-{label}"
-    return tags
-
-
 def outcome_tags(view: View, outcome: Outcome) -> list[str]:
-    return spans_to_tags(
+    return span_tags(
         len(view.doc.tokens), [(e.word_start, e.word_end, e.label) for e in outcome.entities]
     )
 
@@ -201,7 +195,7 @@ def calibrate_on_dev(
                 elif c.kind == "span" and c.tagger_type:
                     spans.append((c.start, c.end, c.tagger_type))
             routed += int(any(c.confidence < threshold for c in view.cands) or asked)
-            pred.append(spans_to_tags(len(view.doc.tokens), spans))
+            pred.append(span_tags(len(view.doc.tokens), spans))
         return span_scores([v.gold for v in views], pred).f1, routed
 
     best, points = calibrate(diffs, shares, f1_at, min_gain)
@@ -243,16 +237,6 @@ class LLMEvalResult(BaseModel):
     naive_tagger_tags: list[list[str]] | None = None
     config: dict[str, Any]
     provenance: dict[str, Any]
-
-
-def make_task(cfg: CdlmConfig, domain: str | None, types: list[str]) -> Task:
-    from cdlm.llm.factory import make_backend
-    from cdlm.reasoning.templates import load_prompts
-
-    backend = make_backend(cfg.llm)
-    return Task(
-        backend, load_prompts(cfg.reasoning.prompts_dir), cfg.reasoning, domain, types, UsageLog()
-    )
 
 
 def llm_eval(
@@ -464,14 +448,8 @@ def _naive_range(result: LLMEvalResult) -> str:
 
 def write_llm_results(result: LLMEvalResult, results_dir: Path | str, name: str = "") -> Path:
     """``<domain>__llm-<backend>[-<name>]__seed<N>.json`` plus a Markdown table beside it."""
-    import json
-
-    folder = Path(results_dir)
-    folder.mkdir(parents=True, exist_ok=True)
     tag = f"-{name}" if name else ""
     stem = f"{result.domain}__llm-{result.backend}{tag}__seed{result.seed}"
-    path = folder / f"{stem}.json"
-    path.write_text(json.dumps(result.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
     lines = [
         f"# {result.domain}: tagger vs tagger + LLM ({result.backend}, {Path(result.model).name})",
         "",
@@ -523,5 +501,4 @@ def write_llm_results(result: LLMEvalResult, results_dir: Path | str, name: str 
             f"| {p['share']:.2f} | {p['threshold']:.3f} | {p['routed']} | {100 * p['dev_f1']:.2f} |"
             for p in result.calibration
         ]
-    path.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    return write_results(Path(results_dir) / f"{stem}.json", result, "\n".join(lines) + "\n")

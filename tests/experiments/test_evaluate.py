@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from cdlm.data.registry import load_split
-from cdlm.evaluate import evaluate_checkpoint, write_results
+from cdlm.experiments.evaluate import evaluate_checkpoint, write_results
 from cdlm.metrics import span_scores
 from cdlm.model.tagger import Tagger
 

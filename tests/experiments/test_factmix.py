@@ -6,8 +6,8 @@ import json
 import shutil
 from pathlib import Path
 
-from cdlm.augment.training import twin_filter
 from cdlm.config import CdlmConfig
+from cdlm.experiments.factmix import twin_filter
 
 
 def _saved_config(checkpoint: Path) -> CdlmConfig:

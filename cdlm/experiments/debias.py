@@ -21,11 +21,10 @@ from pydantic import BaseModel
 from cdlm.data.bio import Sentence
 from cdlm.errors import ConfigError
 from cdlm.metrics import SpanScores
+from cdlm.results import RESULTS_DIR, write_json, write_results
 
 if TYPE_CHECKING:
     from cdlm.model.tagger import Tagger
-
-RESULTS_DIR = Path("evals") / "results"
 
 
 class AlphaPoint(BaseModel):
@@ -51,7 +50,7 @@ def sweep_alpha(
 ) -> tuple[float, list[AlphaPoint], SpanScores]:
     """Dev F1 for every alpha of ``grid``; returns (best alpha, points, dev scores at it).
     Leaves the model's alpha at the best value."""
-    from cdlm.evaluate import score_model
+    from cdlm.experiments.evaluate import score_model
 
     causal = model.causal
     if causal is None or not causal.config.explicit:
@@ -81,11 +80,9 @@ def write_alpha(checkpoint: Path, alpha: float) -> None:
     meta_file = Path(checkpoint) / "config.json"
     meta = json.loads(meta_file.read_text(encoding="utf-8"))
     meta["config"]["causal"]["alpha"] = alpha
-    meta_file.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    write_json(meta_file, meta)
 
 
 def write_sweep(result: AlphaSweep, results_dir: Path = RESULTS_DIR) -> Path:
-    path = results_dir / f"alpha__{result.domain}__{result.variant}__seed{result.seed}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
-    return path
+    name = f"alpha__{result.domain}__{result.variant}__seed{result.seed}.json"
+    return write_results(Path(results_dir) / name, result)

@@ -8,9 +8,9 @@ config (base config file + suite overrides + variant overrides + target and seed
   folder ``cdlm train`` uses by default) or the suite's own ``...__<config hash>`` folder, when
   its ``config.json`` holds the same training config and ``scores.json`` exists (``train``
   writes it last, so its presence means the run finished);
-- otherwise **train** it (:func:`cdlm.train.train`, which also scores the test split at the
-  best dev epoch). A default folder holding a *different* config is never overwritten: the run
-  goes to the hashed folder instead.
+- otherwise **train** it (:func:`cdlm.experiments.train.train`, which also scores the test
+  split at the best dev epoch). A default folder holding a *different* config is never
+  overwritten: the run goes to the hashed folder instead.
 
 After every run the results file is rewritten, so an interrupted suite loses at most the run in
 progress and the next invocation resumes where it stopped. Results:
@@ -22,7 +22,6 @@ score is read at the best dev epoch.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import statistics
 import time
@@ -34,17 +33,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cdlm.config import VARIANTS, CdlmConfig, load_config, one_line, read_toml
 from cdlm.errors import ConfigError
-from cdlm.locks import claim as _lock
-
-# Config sections and fields that do not change the trained model.
-_NOT_TRAINING = ("llm", "reasoning", "routing")
-_NOT_TRAINING_FIELDS = (
-    ("train", "threads"),
-    ("train", "lock_poll_seconds"),
-    # Chosen on dev after training (cdlm.debias) or used only by `cdlm probe`.
-    ("causal", "alpha"),
-    ("causal", "probe_placeholder"),
-    ("causal", "probe_seed"),
+from cdlm.results import RESULTS_DIR
+from cdlm.results import write_results as write_record
+from cdlm.runs import (
+    claim,
+    first_finished,
+    run_folders,
+    runs_dir,
+    saved_config,
+    training_view,
 )
 
 
@@ -69,7 +66,7 @@ class SuiteSpec(BaseModel):
     # "<dotted key>" = value, ...}, applied on top of the base variant's overrides.
     define: dict[str, dict[str, Any]] = {}
     runs_dir: str | None = None  # None = $CDLM_RUNS_DIR, else ./runs (as `cdlm train`)
-    results_dir: str = "evals/results"
+    results_dir: str = str(RESULTS_DIR)
 
 
 class RunRecord(BaseModel):
@@ -114,8 +111,6 @@ def load_suite(path: Path) -> SuiteSpec:
     if spec.config is not None:
         spec.config = str((Path(path).parent / spec.config).resolve())
     if spec.runs_dir is None:
-        from cdlm.train import runs_dir
-
         spec.runs_dir = str(runs_dir())
     return spec
 
@@ -139,67 +134,15 @@ def run_config(spec: SuiteSpec, variant: str, domain: str, seed: int) -> CdlmCon
     return load_config(Path(spec.config) if spec.config else None, overrides)
 
 
-def training_view(config: CdlmConfig | dict[str, Any]) -> dict[str, Any]:
-    """The parts of a config that shape the trained model (for "same run?" comparisons).
-
-    A saved config is re-validated first, so fields added to the config since the run was
-    saved compare at their defaults."""
-    if isinstance(config, dict):
-        config = CdlmConfig.model_validate(config)
-    data = config.model_dump(mode="json")
-    for section in _NOT_TRAINING:
-        data.pop(section, None)
-    if data["augment"]["method"] == "none":  # its other fields shape nothing then
-        data.pop("augment")
-    for section, name in _NOT_TRAINING_FIELDS:
-        data.get(section, {}).pop(name, None)
-    return data
-
-
-def config_hash(config: CdlmConfig) -> str:
-    blob = json.dumps(training_view(config), sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:10]
-
-
-def _saved_config(folder: Path) -> dict[str, Any] | None:
-    try:
-        meta = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        return training_view(meta["config"])
-    except (OSError, ValueError, KeyError, TypeError, ValidationError):
-        return None
-
-
-def _finished(folder: Path, wanted: dict[str, Any]) -> bool:
-    return (folder / "scores.json").is_file() and _saved_config(folder) == wanted
-
-
-def _folders(runs_dir: Path | str, config: CdlmConfig) -> tuple[Path, Path]:
-    """The run's default folder (the one ``cdlm train`` uses) and its config-hashed twin."""
-    from cdlm.data.registry import domain_name
-
-    t = config.train
-    default = Path(runs_dir) / f"{domain_name(t.target or '')}__{t.variant}__seed{t.seed}"
-    return default, default.with_name(f"{default.name}__{config_hash(config)}")
-
-
-def _first_finished(folders: tuple[Path, ...], wanted: dict[str, Any]) -> Path | None:
-    return next((f for f in folders if _finished(f, wanted)), None)
-
-
-def finished_run(runs_dir: Path | str, config: CdlmConfig) -> Path | None:
-    """The folder of a finished run trained with exactly this config, if there is one."""
-    return _first_finished(_folders(runs_dir, config), training_view(config))
-
-
 def run_folder(spec: SuiteSpec, config: CdlmConfig) -> tuple[Path, bool]:
     """(folder, finished): where this run's checkpoint is, or is to be trained."""
-    default, hashed = _folders(spec.runs_dir, config)
+    default, hashed = run_folders(spec.runs_dir, config)
     wanted = training_view(config)
-    done = _first_finished((default, hashed), wanted)
+    done = first_finished((default, hashed), wanted)
     if done is not None:
         return done, True
     # Train into the default folder unless it holds another config's run.
-    default_taken = (default / "config.json").is_file() and _saved_config(default) != wanted
+    default_taken = (default / "config.json").is_file() and saved_config(default) != wanted
     return (hashed if default_taken else default), False
 
 
@@ -209,7 +152,7 @@ def _record(variant: str, domain: str, seed: int, folder: Path, reused: bool, sp
     if split == "dev":  # the dev scores at the chosen epoch (and alpha), as training saw them
         test = scores["dev"]
     if test is None:  # the run did not score this split at training time
-        from cdlm.evaluate import evaluate_checkpoint
+        from cdlm.experiments.evaluate import evaluate_checkpoint
 
         test = evaluate_checkpoint(folder, split).scores.model_dump()
     saved = json.loads((folder / "config.json").read_text(encoding="utf-8"))
@@ -438,12 +381,12 @@ def run_suite(
     """Train or reuse every planned run, rewriting the results after each; returns them.
 
     ``train_fn(config, out_dir, data_dir=..., runs=..., progress=...)`` defaults to
-    :func:`cdlm.train.train`.
+    :func:`cdlm.experiments.train.train`.
     """
     from cdlm.provenance import stamp
 
     if train_fn is None:
-        from cdlm.train import train as train_fn
+        from cdlm.experiments.train import train as train_fn
 
     results_dir = Path(spec.results_dir)
     plan = planned_runs(spec)
@@ -470,11 +413,7 @@ def run_suite(
                 first_run_config=first_config,
             ),
         }
-        results_dir.mkdir(parents=True, exist_ok=True)
-        (results_dir / f"{spec.name}.json").write_text(
-            json.dumps(result, indent=2) + "\n", encoding="utf-8"
-        )
-        (results_dir / f"{spec.name}.md").write_text(markdown(spec, result), encoding="utf-8")
+        write_record(results_dir / f"{spec.name}.json", result, markdown(spec, result))
 
     # Runs another process is training are skipped and retried after the rest, so several
     # suite processes on one runs folder share the work instead of queueing behind each other.
@@ -489,7 +428,7 @@ def run_suite(
             if done:
                 log(f"{what}: reusing {folder}")
             else:
-                lock = _lock(folder)
+                lock = claim(folder)
                 if lock is None:
                     waiting.append(k)
                     continue

@@ -12,8 +12,9 @@ import pytest
 
 from cdlm.data.text import tokenize
 from cdlm.errors import ConfigError
+from cdlm.inference.predict import predict_texts
+from cdlm.inference.tagging import entities_from, tag_texts
 from cdlm.model.tagger import Tagger
-from cdlm.predict import entities_from, predict_texts, tag_texts
 
 TEXTS = [
     "Angela Merkel's CDU won 32.9 % in Baden-Württemberg, said the U.S. embassy.",
@@ -68,14 +69,22 @@ def test_entities_slice_the_input_with_unicode_and_spacing(tiny_tagger: Tagger) 
     for w, tag in enumerate(tags):
         probs[w, labels.index(tag)] = 0.5
     entities = entities_from(text, tokens, probs, tags, labels)
-    assert [(e["text"], e["label"]) for e in entities] == [
+    assert [(e.text, e.label) for e in entities] == [
         ("Zoë   Saldaña", "person"),
         ("François Hollande", "politician"),
         ("France", "country"),
     ]
     for e in entities:
-        assert text[e["start"] : e["end"]] == e["text"] and e["score"] == 0.5
-        assert e["source"] == "tagger"
+        assert text[e.start : e.end] == e.text and e.score == 0.5
+        assert e.source == "tagger"
+        assert e.to_json() == {
+            "start": e.start,
+            "end": e.end,
+            "text": e.text,
+            "label": e.label,
+            "score": 0.5,
+            "source": "tagger",
+        }
 
 
 def test_predict_texts_offsets(tiny_tagger: Tagger) -> None:

@@ -26,7 +26,6 @@ and per (originally predicted) type. Draws are seeded (``causal.probe_seed``) pe
 
 from __future__ import annotations
 
-import json
 import random
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -36,13 +35,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
-from cdlm.data.bio import Sentence, bio_spans
+from cdlm.augment.entity import EntityBase, mentions_by_type, replace_span
+from cdlm.data.bio import Sentence
+from cdlm.data.spans import bio_spans, span_tags
 from cdlm.errors import DataError
+from cdlm.results import RESULTS_DIR, write_results
 
 if TYPE_CHECKING:
     from cdlm.model.tagger import Tagger
 
-RESULTS_DIR = Path("evals") / "results"
 OUTCOMES = ("survived", "other_type", "boundary", "missed")
 MASK_TOKEN = "[ENT]"
 _CONSONANTS = "bdfgklmnprstvz"
@@ -69,49 +70,41 @@ class Counterfactual:
 
 
 @dataclass
-class EntityBase:
-    """Candidate names per type; ``source[type]`` says where a type's names came from."""
+class NamePools:
+    """Replacement names per type: ``other`` from other domains' train sets, ``same`` (sentence
+    index, name) from the probed data itself, for types no other domain has."""
 
-    other: dict[str, list[Name]]  # type -> names from other domains' train sets
-    same: dict[str, list[tuple[int, Name]]]  # type -> (sentence index, name) from the probed data
+    other: EntityBase
+    same: dict[str, list[tuple[int, Name]]]
 
     def pool(self, label: str) -> str:
-        if self.other.get(label):
+        if self.other.mentions.get(label):
             return "other domains"
         return "same domain (other sentences)" if self.same.get(label) else "none"
 
     def draw(self, label: str, original: Name, sentence: int, rng: random.Random) -> Name | None:
         """A name of ``label`` that differs from ``original`` (ignoring case) and, for the
         same-domain pool, comes from another sentence; None when there is none."""
-        taken = " ".join(original).lower()
-        if self.other.get(label):
-            names = [n for n in self.other[label] if " ".join(n).lower() != taken]
+        if self.other.mentions.get(label):
+            names = self.other.alternatives(label, original, ignore_case=True)
         else:
-            names = [
+            taken = " ".join(original).lower()
+            names = tuple(
                 n
                 for i, n in self.same.get(label, [])
                 if i != sentence and " ".join(n).lower() != taken
-            ]
+            )
         return rng.choice(names) if names else None
-
-
-def names_by_type(sentences: Sequence[Sentence]) -> dict[str, list[Name]]:
-    """Distinct gold entity names per type, in first-seen order."""
-    out: dict[str, dict[Name, None]] = defaultdict(dict)
-    for sent in sentences:
-        for start, end, label in bio_spans(sent.tags):
-            out[label][sent.tokens[start:end]] = None
-    return {label: list(names) for label, names in out.items()}
 
 
 def build_entity_base(
     probed: Sequence[Sentence],
     exclude: Sequence[str | None],
     data_dir: Path | str | None = None,
-) -> EntityBase:
+) -> NamePools:
     """Names from the train split of every CrossNER domain not in ``exclude`` (the probed
-    domain and the tagger's source domain), plus the probed sentences' own gold names (used
-    only for types no other domain has)."""
+    domain and the tagger's source domain), in first-seen order, plus the probed sentences'
+    own gold names (used only for types no other domain has)."""
     from cdlm.data.registry import DOMAINS, find_data_dir, load_split
 
     folder = find_data_dir(data_dir)
@@ -119,13 +112,13 @@ def build_entity_base(
     for domain in DOMAINS:
         if domain in exclude or not (folder / domain / "train.txt").is_file():
             continue
-        for label, names in names_by_type(load_split(domain, "train", folder)).items():
+        for label, names in mentions_by_type(load_split(domain, "train", folder)).items():
             other[label].update(dict.fromkeys(names))
     same: dict[str, list[tuple[int, Name]]] = defaultdict(list)
     for i, sent in enumerate(probed):
         for start, end, label in bio_spans(sent.tags):
             same[label].append((i, sent.tokens[start:end]))
-    return EntityBase({k: list(v) for k, v in other.items()}, dict(same))
+    return NamePools(EntityBase({k: tuple(v) for k, v in other.items()}), dict(same))
 
 
 # --- placeholders ---------------------------------------------------------------------------------
@@ -159,26 +152,15 @@ def placeholder(name: Name, mode: Literal["nonce", "mask"], rng: random.Random) 
 
 
 def canonical_tags(tags: Sequence[str]) -> tuple[str, ...]:
-    """``tags`` rewritten from their spans, so a stray ``I-X`` becomes ``B-X`` (valid IOB2)."""
-    out = ["O"] * len(tags)
-    for start, end, label in bio_spans(tags):
-        out[start:end] = [f"B-{label}"] + [f"I-{label}"] * (end - start - 1)
-    return tuple(out)
-
-
-def replace_span(tokens: Name, tags: Sequence[str], start: int, end: int, new: Name, label: str):
-    """``tokens``/``tags`` with ``[start, end)`` replaced by ``new`` tagged ``B-/I-label``."""
-    new_tags = [f"B-{label}"] + [f"I-{label}"] * (len(new) - 1)
-    return (
-        tokens[:start] + new + tokens[end:],
-        tuple(tags[:start]) + tuple(new_tags) + tuple(tags[end:]),
-    )
+    """``tags`` rewritten from their strict spans: valid IOB2 even from an argmax decoder (a
+    stray ``I-X`` is no entity, as seqeval's strict mode scores it, so it becomes ``O``)."""
+    return tuple(span_tags(len(tags), bio_spans(tags)))
 
 
 def counterfactuals(
     sentences: Sequence[Sentence],
     predicted: Sequence[Sequence[str]],
-    base: EntityBase,
+    base: NamePools,
     mode: Literal["swap", "nonce", "mask"],
     seed: int,
 ) -> tuple[list[Counterfactual], Counter[str]]:
@@ -195,8 +177,8 @@ def counterfactuals(
             if new is None:
                 skipped[label] += 1
                 continue
-            tokens, new_tags = replace_span(sent.tokens, tags, start, end, new, label)
-            changed = Sentence(tokens, new_tags, source=sent.source, line=sent.line)
+            original = Sentence(sent.tokens, tags, source=sent.source, line=sent.line)
+            changed = replace_span(original, start, end, new, label)
             out.append(Counterfactual(i, label, name, new, start, start + len(new), changed))
     return out, skipped
 
@@ -262,7 +244,7 @@ def summarise(
     cfs: Sequence[Counterfactual],
     retagged: Sequence[Sequence[str]],
     skipped: Counter[str],
-    base: EntityBase | None,
+    base: NamePools | None,
     n_examples: int = 5,
 ) -> ProbeMode:
     results = [outcome(cf, tags) for cf, tags in zip(cfs, retagged, strict=True)]
@@ -332,7 +314,6 @@ def resolve_input(spec: str, data_dir: Path | str | None) -> tuple[list[Sentence
 
 
 def write_probe(result: ProbeResult, path: Path | None = None) -> Path:
-    path = path or RESULTS_DIR / f"probe__{result.domain}__{result.variant}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
-    return path
+    return write_results(
+        path or RESULTS_DIR / f"probe__{result.domain}__{result.variant}.json", result
+    )

@@ -18,11 +18,11 @@ from pydantic import BaseModel
 
 from cdlm.data.bio import Sentence
 from cdlm.metrics import SpanScores, span_scores
+from cdlm.results import RESULTS_DIR
+from cdlm.results import write_results as write_record
 
 if TYPE_CHECKING:
     from cdlm.model.tagger import Tagger
-
-RESULTS_DIR = Path("evals") / "results"
 
 
 class EvalResult(BaseModel):
@@ -134,11 +134,6 @@ def scores_markdown(scores: SpanScores) -> str:
 
 def write_results(result: EvalResult, results_dir: Path | str = RESULTS_DIR) -> Path:
     """Write ``<stem>.json`` and ``<stem>.md``; returns the JSON path."""
-    folder = Path(results_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    stem = results_stem(result)
-    path = folder / f"{stem}.json"
-    path.write_text(json.dumps(result.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
     md = [
         f"# {result.domain} / {result.variant} / seed {result.seed} / {result.split}",
         "",
@@ -155,5 +150,4 @@ def write_results(result: EvalResult, results_dir: Path | str = RESULTS_DIR) -> 
         f"- time: {result.provenance.get('time', '')}, {result.provenance.get('machine', '')}",
         "",
     ]
-    (folder / f"{stem}.md").write_text("\n".join(md), encoding="utf-8")
-    return path
+    return write_record(Path(results_dir) / f"{results_stem(result)}.json", result, "\n".join(md))

@@ -1,0 +1,145 @@
+"""Run folders: where checkpoints go, what they are called, whether a finished one can be
+reused, and claims on a folder that several processes may want at once.
+
+- The runs folder is ``--runs-dir``, else ``$CDLM_RUNS_DIR``, else ``./runs``; a run trained by
+  ``cdlm train`` goes to ``<runs>/<domain>__<variant>__seed<N>``.
+- A run is *finished* when its ``scores.json`` exists (training writes it last) and its saved
+  ``config.json`` holds the same training config (:func:`training_view`: the fields that shape
+  the model); a suite keeps a run of another config apart in ``...__<config hash>``.
+- Claims: ``<folder>.lock`` holds the owner's pid; a lock whose process is gone is stale (two
+  suites sharing a runs folder never train the same run, nor the same cached source model).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from cdlm.config import CdlmConfig
+from cdlm.errors import ConfigError
+
+RUNS_ENV = "CDLM_RUNS_DIR"
+
+# Config sections and fields that do not change the trained model.
+_NOT_TRAINING = ("llm", "reasoning", "routing")
+_NOT_TRAINING_FIELDS = (
+    ("train", "threads"),
+    ("train", "lock_poll_seconds"),
+    # Chosen on dev after training (cdlm.experiments.debias) or used only by `cdlm probe`.
+    ("causal", "alpha"),
+    ("causal", "probe_placeholder"),
+    ("causal", "probe_seed"),
+)
+
+
+def runs_dir(path: Path | str | None = None) -> Path:
+    """Where checkpoints and the source cache go."""
+    return Path(path or os.environ.get(RUNS_ENV) or "runs")
+
+
+def target_of(config: CdlmConfig) -> str:
+    """The config's target domain; a one-line error when none was given."""
+    if not config.train.target:
+        raise ConfigError("train.target: no target domain given (use --target politics)")
+    return config.train.target
+
+
+def run_name(config: CdlmConfig) -> str:
+    """``<domain>__<variant>__seed<N>``: the folder name of a run in the runs folder."""
+    from cdlm.data.registry import domain_name
+
+    t = config.train
+    return f"{domain_name(target_of(config))}__{t.variant}__seed{t.seed}"
+
+
+def default_out_dir(config: CdlmConfig, runs: Path | str | None = None) -> Path:
+    """Where ``cdlm train`` puts the run of ``config`` by default."""
+    return runs_dir(runs) / run_name(config)
+
+
+def training_view(config: CdlmConfig | dict[str, Any]) -> dict[str, Any]:
+    """The parts of a config that shape the trained model (for "same run?" comparisons).
+
+    A saved config is re-validated first, so fields added to the config since the run was
+    saved compare at their defaults."""
+    if isinstance(config, dict):
+        config = CdlmConfig.model_validate(config)
+    data = config.model_dump(mode="json")
+    for section in _NOT_TRAINING:
+        data.pop(section, None)
+    if data["augment"]["method"] == "none":  # its other fields shape nothing then
+        data.pop("augment")
+    for section, name in _NOT_TRAINING_FIELDS:
+        data.get(section, {}).pop(name, None)
+    return data
+
+
+def config_hash(config: CdlmConfig) -> str:
+    blob = json.dumps(training_view(config), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:10]
+
+
+def saved_config(folder: Path) -> dict[str, Any] | None:
+    """The training view of the config saved in a run folder (None when unreadable)."""
+    try:
+        meta = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        return training_view(meta["config"])
+    except (OSError, ValueError, KeyError, TypeError, ValidationError):
+        return None
+
+
+def _finished(folder: Path, wanted: dict[str, Any]) -> bool:
+    return (folder / "scores.json").is_file() and saved_config(folder) == wanted
+
+
+def run_folders(runs: Path | str, config: CdlmConfig) -> tuple[Path, Path]:
+    """The run's default folder (the one ``cdlm train`` uses) and its config-hashed twin."""
+    default = Path(runs) / run_name(config)
+    return default, default.with_name(f"{default.name}__{config_hash(config)}")
+
+
+def first_finished(folders: tuple[Path, ...], wanted: dict[str, Any]) -> Path | None:
+    return next((f for f in folders if _finished(f, wanted)), None)
+
+
+def finished_run(runs: Path | str, config: CdlmConfig) -> Path | None:
+    """The folder of a finished run trained with exactly this config, if there is one."""
+    return first_finished(run_folders(runs, config), training_view(config))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def claim(folder: Path) -> Path | None:
+    """Claim a run folder for training (``<folder>.lock`` holding our pid); ``None`` when a live
+    process holds it already (two suites sharing a runs folder never train the same run)."""
+    lock = folder.with_name(folder.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                holder = int(lock.read_text(encoding="utf-8").strip() or 0)
+            except (OSError, ValueError):
+                holder = 0
+            if holder and _pid_alive(holder):
+                return None
+            lock.unlink(missing_ok=True)  # stale: its process is gone
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(str(os.getpid()))
+        return lock
+    return None

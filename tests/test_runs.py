@@ -1,0 +1,73 @@
+"""Run folders: naming, the runs folder, reuse of a finished run, and folder claims."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from cdlm.config import load_config
+from cdlm.errors import ConfigError
+from cdlm.runs import (
+    RUNS_ENV,
+    claim,
+    config_hash,
+    default_out_dir,
+    finished_run,
+    run_folders,
+    training_view,
+)
+
+
+def _finish(folder: Path, config) -> None:
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"config": config.model_dump(mode="json")}))
+    (folder / "scores.json").write_text("{}")
+
+
+def test_default_folder_name_and_runs_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = load_config(None, {"train.target": "politics", "train.seed": 3})
+    monkeypatch.setenv(RUNS_ENV, str(tmp_path / "env"))
+    assert default_out_dir(cfg) == tmp_path / "env" / "politics__baseline__seed3"
+    assert default_out_dir(cfg, tmp_path) == tmp_path / "politics__baseline__seed3"
+    monkeypatch.delenv(RUNS_ENV)
+    assert default_out_dir(cfg) == Path("runs") / "politics__baseline__seed3"
+    with pytest.raises(ConfigError, match="no target domain"):
+        default_out_dir(load_config())
+
+
+def test_training_view_ignores_what_does_not_shape_the_model() -> None:
+    base = load_config(None, {"train.target": "politics"})
+    same = load_config(
+        None, {"train.target": "politics", "llm.backend": "llama", "train.threads": 1}
+    )
+    other = load_config(None, {"train.target": "politics", "train.lr": 1e-4})
+    assert training_view(base) == training_view(same)
+    assert config_hash(base) == config_hash(same) != config_hash(other)
+    assert training_view(base.model_dump(mode="json")) == training_view(base)
+
+
+def test_finished_run_needs_scores_and_the_same_config(tmp_path: Path) -> None:
+    cfg = load_config(None, {"train.target": "politics"})
+    default, hashed = run_folders(tmp_path, cfg)
+    assert finished_run(tmp_path, cfg) is None
+    other = load_config(None, {"train.target": "politics", "train.lr": 1e-4})
+    _finish(default, other)  # the default folder holds another config's run
+    assert finished_run(tmp_path, cfg) is None
+    assert finished_run(tmp_path, other) == default
+    _finish(hashed, cfg)
+    assert finished_run(tmp_path, cfg) == hashed
+    (hashed / "scores.json").unlink()  # unfinished: training writes scores.json last
+    assert finished_run(tmp_path, cfg) is None
+
+
+def test_claim_is_exclusive_and_a_stale_lock_is_taken_over(tmp_path: Path) -> None:
+    folder = tmp_path / "run"
+    lock = claim(folder)
+    assert lock is not None and lock.read_text() == str(os.getpid())
+    assert claim(folder) is None  # held by a live process (this one)
+    lock.write_text("999999999")  # no such process: stale
+    assert claim(folder) == lock
+    lock.unlink()
