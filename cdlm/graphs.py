@@ -331,7 +331,8 @@ def draw(graphs: LabelGraphs, out: Path) -> Path:
 
     Nodes sit on a circle in label-set order (so B-x and I-x are neighbours and every picture
     of the same label set has the same layout), node size grows with the tag's token count
-    (grey = no tokens), and edge width and opacity grow with the weight.
+    (grey = no tokens), and edge width and opacity grow with the weight relative to the
+    panel's strongest edge (sparse graphs also print each weight).
     """
     import matplotlib
 
@@ -348,16 +349,22 @@ def draw(graphs: LabelGraphs, out: Path) -> Path:
         g.add_nodes_from(range(len(tags)))
         g.add_weighted_edges_from(edges)
         pos = nx.circular_layout(g)
+        # Width and shade relative to the panel's strongest edge (a source graph's weights
+        # can all be small), the weight itself written at the middle of the edge.
+        strongest = max((w for _, _, w in edges), default=1.0) or 1.0
         for a, b, d in g.edges(data=True):
-            w = d["weight"]
+            w = d["weight"] / strongest
             ax.plot(
                 [pos[a][0], pos[b][0]],
                 [pos[a][1], pos[b][1]],
                 color=plt.cm.Blues(0.45 + 0.55 * w),
-                linewidth=0.4 + 4.0 * w,
-                alpha=0.15 + 0.75 * w,
+                linewidth=0.8 + 4.0 * w,
+                alpha=0.35 + 0.6 * w,
                 zorder=1,
             )
+            if len(edges) <= 12:
+                mid = (pos[a] + pos[b]) / 2
+                ax.annotate(f"{d['weight']:.2f}", mid, fontsize=7, color="#08306b", ha="center")
         top = max(max(counts), 1)
         sizes = [120 + 700 * math.sqrt(c / top) for c in counts]
         node_colors = ["#bbbbbb" if c == 0 else "#fdd49e" for c in counts]
