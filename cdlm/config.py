@@ -121,6 +121,7 @@ class TrainConfig(Section):
     source_lr: float = Field(5e-5, gt=0.0)
     source_head_lr: float = Field(1e-3, gt=0.0)
     source_warmup_ratio: float = Field(0.1, ge=0.0, le=1.0)
+    source_batch_size: int = Field(16, ge=1)
     target_epochs: int = Field(10, ge=1)
     lr: float = Field(5e-5, gt=0.0)
     # New layers (head, features) learn faster than the encoder.
@@ -259,11 +260,11 @@ class AugmentConfig(Section):
     # `cdlm train --augment factmix`: augment the target train set before fine-tuning (the filter
     # tagger is fine-tuned on the original target set first; see cdlm/experiments/factmix.py).
     method: Literal["none", "factmix"] = "none"
-    # An epoch is a pass over the augmented set (False, FactMix as published: up to 14x the
-    # update steps of the plain variant) or as many update steps as a pass over the original
-    # set (True: same steps, schedule and dev-evaluation cadence as the plain variant; the
-    # batches still walk through the whole augmented set, pass after pass).
-    steps_matched: bool = False
+    # An epoch is as many update steps as a pass over the original set (True: the same steps,
+    # schedule, dev-evaluation cadence and patience as the plain variant, so a difference is
+    # the data's; the batches still walk through the whole augmented set, pass after pass), or
+    # a pass over the augmented set (False, FactMix as published: up to 14x the update steps).
+    steps_matched: bool = True
 
 
 class CdlmConfig(Section):
@@ -293,6 +294,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
 VARIANTS |= {
     f"{name}+factmix": {**v, "augment.method": "factmix"} for name, v in dict(VARIANTS).items()
 }
+# FactMix as published (an epoch is a pass over the augmented set: 2-14x the update steps of
+# the plain variant), beside the steps-matched default.
+VARIANTS["baseline+factmix-long"] = {**VARIANTS["baseline+factmix"], "augment.steps_matched": False}
 
 
 def read_toml(path: Path, what: str) -> dict[str, Any]:

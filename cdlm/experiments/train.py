@@ -259,7 +259,7 @@ def _key(config: CdlmConfig, source: str, data_dir: Path | str | None) -> str:
             t.source_head_lr,
             t.weight_decay,
             t.source_warmup_ratio,
-            t.batch_size,
+            t.source_batch_size,
             t.grad_clip,
         ],
         "max_train_sentences": t.max_train_sentences,
@@ -283,6 +283,7 @@ def source_config(config: CdlmConfig) -> CdlmConfig:
     cfg.train.target_epochs = max(config.train.source_epochs, 1)
     cfg.train.lr, cfg.train.head_lr = config.train.source_lr, config.train.source_head_lr
     cfg.train.warmup_ratio = config.train.source_warmup_ratio
+    cfg.train.batch_size = config.train.source_batch_size
     cfg.train.lr_decay, cfg.train.decay_epochs, cfg.train.min_lr_ratio = "linear", None, 0.0
     return cfg
 
