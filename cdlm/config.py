@@ -138,6 +138,9 @@ class TrainConfig(Section):
     batch_size: int = Field(16, ge=1)
     eval_batch_size: int = Field(64, ge=1)
     patience: int = Field(3, ge=1)  # target epochs without dev F1 gain before stopping
+    # A dev F1 gain (fraction) below this does not reset the patience count (the best epoch is
+    # still kept): a run whose dev F1 creeps up by hundredths stops instead of using its budget.
+    min_delta: float = Field(0.0, ge=0.0, le=1.0)
     grad_clip: float = 1.0
     k_shot: int | None = None  # sample K sentences per type from the target train split
     # Use only the first N sentences of the source and target train splits (quick runs, tests).

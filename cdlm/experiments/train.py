@@ -468,6 +468,7 @@ def fit(
     optimizer, scheduler = make_optimizer(model, config, per_epoch)
     chunks = batch_stream(train_sentences, t.batch_size, random.Random(t.seed))
     best_epoch, best_scores, best_state = 0, None, None
+    last_gain_epoch, last_gain_f1 = 0, -1.0
     history: list[EpochLog] = []
     with _progress(progress) as bar:
         overall = bar.add_task("target epochs", total=t.target_epochs, status="")
@@ -498,6 +499,8 @@ def fit(
             )
             if best_scores is None or scores.f1 > best_scores.f1:
                 best_epoch, best_scores, best_state = epoch, scores, _state_copy(model)
+            if scores.f1 > last_gain_f1 + t.min_delta:  # a real gain restarts the patience
+                last_gain_epoch, last_gain_f1 = epoch, scores.f1
             status = (
                 f"loss {loss:.4f} dev F1 {100 * scores.f1:.2f} "
                 f"(best {100 * best_scores.f1:.2f} @ {best_epoch})"
@@ -505,7 +508,7 @@ def fit(
             bar.update(overall, advance=1, status=status)
             if _plain(bar):
                 bar.console.print(f"target epoch {epoch}: {status}")
-            if epoch - best_epoch >= t.patience:
+            if epoch - last_gain_epoch >= t.patience:
                 break
     assert best_state is not None and best_scores is not None
     model.load_state_dict(best_state)
