@@ -300,6 +300,7 @@ def markdown(spec: SuiteSpec, result: dict[str, Any]) -> str:
                 cells.append(cell)
             lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     runs = result["runs"]
+    other = f" {spec.split} F1 |" if spec.split != "dev" else ""  # dev: one dev column
     at_cap = [r for r in runs if r.get("epochs_run") and r["best_epoch"] == r["epochs_run"]]
     lines += [
         "",
@@ -307,15 +308,16 @@ def markdown(spec: SuiteSpec, result: dict[str, Any]) -> str:
         "",
         "Runs (wall time: target fine-tuning incl. dev evaluation and any FactMix grid):",
         "",
-        f"| variant | domain | seed | dev F1 | {spec.split} F1 | best / run epochs "
+        f"| variant | domain | seed | dev F1 |{other} best / run epochs "
         "| alpha (dev) | minutes | checkpoint | reused |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|---|",
+        "|---|---|---:|---:|" + ("---:|" if other else "") + "---:|---:|---:|---|---|",
     ]
     for r in runs:
         minutes = "–" if r.get("target_seconds") is None else f"{r['target_seconds'] / 60:.1f}"
+        score = f" {100 * r['test_f1']:.2f} |" if other else ""
         lines.append(
             f"| {r['variant']} | {r['domain']} | {r['seed']} | {100 * r['dev_f1']:.2f} "
-            f"| {100 * r['test_f1']:.2f} | {r['best_epoch']} / {r.get('epochs_run') or '–'} "
+            f"|{score} {r['best_epoch']} / {r.get('epochs_run') or '–'} "
             f"| {'–' if r.get('alpha') is None else r['alpha']} | {minutes} "
             f"| `{r['checkpoint']}` | {r['reused']} |"
         )
