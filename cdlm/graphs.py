@@ -11,6 +11,21 @@ user sees it rather than having it silently dropped.
 Temperature: ``softmax(z / tau)`` equals ``p ** (1/tau)`` renormalised, so it is applied to the
 tagger's probabilities and needs no access to its logits.
 
+**The rules that give both graphs structure** (``fusion.tau = None``, ``fusion.theta = None``,
+the defaults). A source tagger trained on its own tags is near one-hot at tau 1, so all rows of
+Q sit at the largest distance from each other and no pair is below any useful theta: the
+source graph had no edges. So:
+
+- tau is set on the source side: the temperature at which Q's rows (the source tagger on the
+  held-out source ``fusion.q_split``) have mean normalised entropy ``fusion.q_entropy``
+  (:func:`tau_for_entropy`; entropy divided by log |Y_s|, 0 = one-hot, 1 = uniform). The same
+  tau tempers P, so both graphs read the same tagger at the same temperature.
+- theta is set per graph: the threshold that links a share ``fusion.edge_density`` of all tag
+  pairs (:func:`theta_for_density`), halfway between the last linked and the first unlinked
+  distance. The edge weights stay ``1 - d/theta``, so the closest pairs weigh most.
+
+A fixed ``fusion.tau`` / ``fusion.theta`` replaces either rule.
+
 A graph file ``graphs/<source>__<target>.json`` holds both graphs (tags, token counts, P, Q,
 edges with weights) and the parameters used, so it can be read, plotted and reused.
 """
@@ -84,13 +99,62 @@ def label_distribution(
     return LabelDistribution(matrix=matrix, counts=counts.tolist(), unseen=unseen)
 
 
+def mean_entropy(rows: np.ndarray) -> float:
+    """Mean entropy of the rows divided by log(columns): 0 for one-hot rows, 1 for uniform."""
+    p = np.clip(rows, 1e-12, None)
+    return float((-(p * np.log(p)).sum(-1)).mean() / math.log(rows.shape[-1]))
+
+
+def tau_for_entropy(
+    probs: Sequence[np.ndarray],
+    gold: Sequence[Sequence[str]],
+    tags: Sequence[str],
+    target: float,
+    bounds: tuple[float, float] = (0.05, 1000.0),
+) -> float:
+    """The temperature at which the label distribution of ``probs`` (rows: ``gold`` tags) has
+    mean normalised entropy ``target`` (bisection on log tau; the entropy grows with tau).
+    The bounds are returned when the target lies beyond them."""
+    lo, hi = math.log(bounds[0]), math.log(bounds[1])
+
+    def entropy(log_tau: float) -> float:
+        rows = label_distribution(probs, gold, tags, len(tags), math.exp(log_tau)).matrix
+        return mean_entropy(rows)
+
+    if entropy(hi) <= target:
+        return bounds[1]
+    if entropy(lo) >= target:
+        return bounds[0]
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if entropy(mid) < target else (lo, mid)
+    return round(math.exp((lo + hi) / 2), 4)
+
+
+def distances(rows: np.ndarray) -> np.ndarray:
+    """Pairwise L2 distances of the rows divided by sqrt(2) (in [0, 1] for distributions)."""
+    diff = rows[:, None, :] - rows[None, :, :]
+    return np.sqrt((diff**2).sum(-1)) / math.sqrt(2.0)
+
+
+def theta_for_density(rows: np.ndarray, density: float) -> float:
+    """The threshold that links ``density`` of all pairs of rows (at least one pair): halfway
+    between the distance of the last pair linked and the first pair left out."""
+    n = len(rows)
+    if n < 2:
+        return 1.0
+    d = np.sort(distances(rows)[np.triu_indices(n, 1)])
+    k = min(max(round(density * len(d)), 1), len(d))
+    upper = d[k] if k < len(d) else min(d[-1] + 1e-3, 1.0)
+    return float(min((d[k - 1] + upper) / 2, 1.0)) or 1e-6
+
+
 def build_edges(rows: np.ndarray, theta: float) -> list[tuple[int, int, float]]:
     """Undirected edges ``(a, b, weight)`` with a < b between rows closer than ``theta``.
 
     Self-loops are not listed: the GCN adds its own.
     """
-    diff = rows[:, None, :] - rows[None, :, :]
-    dist = np.sqrt((diff**2).sum(-1)) / math.sqrt(2.0)
+    dist = distances(rows)
     edges = []
     n = len(rows)
     for a in range(n):
@@ -125,17 +189,33 @@ class LabelGraphs:
     unseen: dict[str, list[str]]  # {"source": [...], "target": [...]}
     params: dict[str, Any] = field(default_factory=dict)  # tau, theta, checkpoint, ...
 
-    def with_theta(self, theta: float) -> LabelGraphs:
-        """The same distributions with edges rebuilt for another threshold (no tagger needed)."""
-        params = {**self.params, "theta": theta}
+    def with_theta(self, theta: float | None, density: float = 0.15) -> LabelGraphs:
+        """The same distributions with edges rebuilt (no tagger needed): for a fixed threshold
+        ``theta``, or per graph for the edge ``density`` when ``theta`` is None."""
+        theta_s = theta if theta is not None else theta_for_density(self.Q, density)
+        theta_t = theta if theta is not None else theta_for_density(self.P, density)
+        params = {
+            **self.params,
+            "theta": theta,
+            "edge_density": None if theta is not None else density,
+            "theta_source": round(theta_s, 6),
+            "theta_target": round(theta_t, 6),
+        }
         return LabelGraphs(
             **{
                 **self.__dict__,
-                "source_edges": build_edges(self.Q, theta),
-                "target_edges": build_edges(self.P, theta),
+                "source_edges": build_edges(self.Q, theta_s),
+                "target_edges": build_edges(self.P, theta_t),
                 "params": params,
             }
         )
+
+    def same_edge_rule(self, theta: float | None, density: float) -> bool:
+        """Whether the stored edges were built by this theta (or density rule)."""
+        p = self.params
+        if theta is not None:
+            return p.get("theta") == theta
+        return p.get("theta") is None and p.get("edge_density") == density
 
     def to_json(self) -> dict[str, Any]:
         def edges(es: Sequence[tuple[int, int, float]], tags: list[str]) -> list[dict[str, Any]]:
@@ -212,14 +292,20 @@ def build_graphs(
     target: str,
     source_tags: list[str],
     target_tags: list[str],
-    tau: float,
-    theta: float,
+    tau: float | None,
+    theta: float | None,
+    q_entropy: float = 0.3,
+    edge_density: float = 0.15,
     params: dict[str, Any] | None = None,
 ) -> LabelGraphs:
-    """Both label distributions and both graphs from source-tagger outputs."""
+    """Both label distributions and both graphs from source-tagger outputs; ``tau`` and
+    ``theta`` None choose them by the rules of the module docstring."""
+    rule = {"tau": tau, "q_entropy": None if tau is not None else q_entropy}
+    if tau is None:
+        tau = tau_for_entropy(source_probs, source_gold, source_tags, q_entropy)
     q = label_distribution(source_probs, source_gold, source_tags, len(source_tags), tau)
     p = label_distribution(target_probs, target_gold, target_tags, len(source_tags), tau)
-    return LabelGraphs(
+    graphs = LabelGraphs(
         source=source,
         target=target,
         source_tags=list(source_tags),
@@ -228,11 +314,12 @@ def build_graphs(
         Q=q.matrix,
         source_counts=q.counts,
         target_counts=p.counts,
-        source_edges=build_edges(q.matrix, theta),
-        target_edges=build_edges(p.matrix, theta),
+        source_edges=[],
+        target_edges=[],
         unseen={"source": q.unseen, "target": p.unseen},
-        params={"tau": tau, "theta": theta, **(params or {})},
+        params={"tau": tau, "tau_rule": rule, **(params or {})},
     )
+    return graphs.with_theta(theta, edge_density)
 
 
 def graph_path(graphs_dir: str | Path, source: str, target: str) -> Path:
@@ -244,7 +331,8 @@ def draw(graphs: LabelGraphs, out: Path) -> Path:
 
     Nodes sit on a circle in label-set order (so B-x and I-x are neighbours and every picture
     of the same label set has the same layout), node size grows with the tag's token count
-    (grey = no tokens), and edge width and opacity grow with the weight.
+    (grey = no tokens), and edge width and opacity grow with the weight relative to the
+    panel's strongest edge (sparse graphs also print each weight).
     """
     matplotlib = require("matplotlib", "plot", "drawing label graphs")
     nx = require("networkx", "plot", "drawing label graphs")
@@ -260,16 +348,22 @@ def draw(graphs: LabelGraphs, out: Path) -> Path:
         g.add_nodes_from(range(len(tags)))
         g.add_weighted_edges_from(edges)
         pos = nx.circular_layout(g)
+        # Width and shade relative to the panel's strongest edge (a source graph's weights
+        # can all be small), the weight itself written at the middle of the edge.
+        strongest = max((w for _, _, w in edges), default=1.0) or 1.0
         for a, b, d in g.edges(data=True):
-            w = d["weight"]
+            w = d["weight"] / strongest
             ax.plot(
                 [pos[a][0], pos[b][0]],
                 [pos[a][1], pos[b][1]],
                 color=plt.cm.Blues(0.45 + 0.55 * w),
-                linewidth=0.4 + 4.0 * w,
-                alpha=0.15 + 0.75 * w,
+                linewidth=0.8 + 4.0 * w,
+                alpha=0.35 + 0.6 * w,
                 zorder=1,
             )
+            if len(edges) <= 12:
+                mid = (pos[a] + pos[b]) / 2
+                ax.annotate(f"{d['weight']:.2f}", mid, fontsize=7, color="#08306b", ha="center")
         top = max(max(counts), 1)
         sizes = [120 + 700 * math.sqrt(c / top) for c in counts]
         node_colors = ["#bbbbbb" if c == 0 else "#fdd49e" for c in counts]
@@ -292,26 +386,30 @@ def draw(graphs: LabelGraphs, out: Path) -> Path:
         ax.set_title(title)
         ax.axis("off")
 
-    theta = graphs.params.get("theta")
+    prm = graphs.params
+    theta_s = prm.get("theta_source", prm.get("theta"))
+    theta_t = prm.get("theta_target", prm.get("theta"))
     panel(
         axes[0],
         graphs.source_tags,
         graphs.source_counts,
         graphs.source_edges,
-        f"source graph ({graphs.source}, from Q): {len(graphs.source_edges)} edges",
+        f"source graph ({graphs.source}, from Q): {len(graphs.source_edges)} edges, "
+        f"theta={theta_s:.3g}",
     )
     panel(
         axes[1],
         graphs.target_tags,
         graphs.target_counts,
         graphs.target_edges,
-        f"target graph ({graphs.target}, from P): {len(graphs.target_edges)} edges, theta={theta}",
+        f"target graph ({graphs.target}, from P): {len(graphs.target_edges)} edges, "
+        f"theta={theta_t:.3g}",
     )
     im = axes[2].imshow(graphs.P, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
     axes[2].set_xticks(range(len(graphs.source_tags)), graphs.source_tags, rotation=60, fontsize=8)
     axes[2].set_yticks(range(len(graphs.target_tags)), graphs.target_tags, fontsize=8)
     axes[2].set_xlabel(f"source tag ({graphs.source})")
-    axes[2].set_title(f"P: target tag -> source tag distribution (tau={graphs.params.get('tau')})")
+    axes[2].set_title(f"P: target tag -> source tag distribution (tau={prm.get('tau')})")
     fig.colorbar(im, ax=axes[2], shrink=0.8)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
@@ -346,17 +444,15 @@ def graphs_from_tagger(
     """Run the source tagger over source and target train sentences and build both graphs.
 
     ``config`` is the full :class:`cdlm.config.CdlmConfig` (``fusion.tau``, ``fusion.theta``,
-    ``fusion.q_max_sentences``); ``target_sentences`` defaults to the target train split (pass
-    the K-shot sample when training on one). ``source_probs`` are the tagger's outputs on the
-    source sentences when already computed (:func:`source_probabilities`), so several targets
-    share one pass over the source data.
+    their rules, ``fusion.q_split``, ``fusion.q_max_sentences``); ``target_sentences``
+    defaults to the target train split (pass the K-shot sample when training on one).
+    ``source_probs`` are the tagger's outputs on the source sentences when already computed
+    (:func:`source_probabilities`), so several targets share one pass over the source data.
     """
     from cdlm.data.registry import domain_labels, domain_name, load_split
 
     fusion = config.fusion
-    source_sents = load_split(source, "train", data_dir)
-    if fusion.q_max_sentences is not None:
-        source_sents = source_sents[: fusion.q_max_sentences]
+    source_sents = _q_sentences(config, source, data_dir)
     if target_sentences is None:
         target_sentences = load_split(target, "train", data_dir)
     target_tags = domain_labels(target, data_dir)
@@ -371,6 +467,7 @@ def graphs_from_tagger(
         raise ValueError(f"{len(src_probs)} source predictions for {len(source_sents)} sentences")
     tgt_probs = _predict(tagger, target_sentences, f"{len(target_sentences)} {target}", progress)
     params: dict[str, Any] = {
+        "q_split": fusion.q_split,
         "q_max_sentences": fusion.q_max_sentences,
         "source_sentences": len(source_sents),
         "target_sentences": len(target_sentences),
@@ -390,6 +487,8 @@ def graphs_from_tagger(
         target_tags=target_tags,
         tau=fusion.tau,
         theta=fusion.theta,
+        q_entropy=fusion.q_entropy,
+        edge_density=fusion.edge_density,
         params=params,
     )
 
@@ -398,12 +497,17 @@ def source_probabilities(
     tagger: Any, config: Any, source: str, data_dir: Path | str | None = None
 ) -> list[np.ndarray]:
     """The tagger's distributions on the source sentences Q is estimated from."""
+    sents = _q_sentences(config, source, data_dir)
+    return _predict(tagger, sents, f"{len(sents)} {source}", progress=True)
+
+
+def _q_sentences(config: Any, source: str, data_dir: Path | str | None) -> list[Any]:
+    """The source sentences Q (and the tau rule) are estimated on."""
     from cdlm.data.registry import load_split
 
-    sents = load_split(source, "train", data_dir)
-    if config.fusion.q_max_sentences is not None:
-        sents = sents[: config.fusion.q_max_sentences]
-    return _predict(tagger, sents, f"{len(sents)} {source}", progress=True)
+    sents = load_split(source, config.fusion.q_split, data_dir)
+    n = config.fusion.q_max_sentences
+    return sents[:n] if n is not None else sents
 
 
 def _predict(tagger: Any, sentences: Sequence[Any], what: str, progress: bool) -> list:
@@ -428,8 +532,9 @@ def load_or_build(
     data_dir: Path | str | None = None,
 ) -> LabelGraphs:
     """The graphs for training: the file in ``fusion.graphs_dir`` (or ``cache_dir``) when it
-    was built from this very source checkpoint with the same tau and data, else freshly built
-    (and saved to ``cache_dir`` when given). theta is reapplied by the fusion module itself."""
+    was built from this very source checkpoint with the same tau rule and data, else freshly
+    built (and saved to ``cache_dir`` when given). Edges are rebuilt by the fusion module when
+    the theta rule differs."""
     from cdlm.data.registry import domain_name
 
     fingerprint = checkpoint_fingerprint(checkpoint)
@@ -445,10 +550,16 @@ def load_or_build(
         except DataError:
             continue
         p = graphs.params
+        fusion = config.fusion
+        rule = {
+            "tau": fusion.tau,
+            "q_entropy": None if fusion.tau is not None else fusion.q_entropy,
+        }
         if (
             p.get("checkpoint_sha256") == fingerprint
-            and p.get("tau") == config.fusion.tau
-            and p.get("q_max_sentences") == config.fusion.q_max_sentences
+            and p.get("tau_rule") == rule
+            and p.get("q_split") == fusion.q_split
+            and p.get("q_max_sentences") == fusion.q_max_sentences
             and (target_sentences is None or p.get("target_sentences") == len(target_sentences))
         ):
             return graphs

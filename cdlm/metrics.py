@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 from pydantic import BaseModel
 
 
@@ -112,3 +113,61 @@ def span_confusion(
         if where not in gold_spans:
             add(SPURIOUS, ptype)
     return counts
+
+
+def sentence_counts(
+    gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]
+) -> list[tuple[int, int, int]]:
+    """Per sentence ``(correct, predicted, gold)`` strict spans: summed over any subset of
+    sentences they give that subset's micro-F1 (paired bootstrap over sentences)."""
+    if len(gold) != len(pred):
+        raise ValueError(f"{len(gold)} gold sentences but {len(pred)} predicted")
+    gold_spans = _strict_spans([list(t) for t in gold])
+    pred_spans = _strict_spans([list(t) for t in pred])
+    counts = [[0, 0, 0] for _ in gold]
+    for span in pred_spans:
+        counts[span[0]][1] += 1
+        counts[span[0]][0] += span in gold_spans
+    for span in gold_spans:
+        counts[span[0]][2] += 1
+    return [(c, p, g) for c, p, g in counts]
+
+
+def counts_f1(counts: np.ndarray) -> np.ndarray:
+    """Micro-F1 from summed ``(correct, predicted, gold)`` counts along the last axis."""
+    correct, predicted, gold = counts[..., 0], counts[..., 1], counts[..., 2]
+    denom = predicted + gold
+    return np.where(denom > 0, 2.0 * correct / np.maximum(denom, 1), 0.0)
+
+
+def paired_bootstrap(
+    variant: Sequence[Sequence[Sequence[Sequence[int]]]],
+    baseline: Sequence[Sequence[Sequence[Sequence[int]]]],
+    resamples: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float, float]:
+    """F1 difference (variant - baseline, mean over runs, then mean over domains) and its
+    percentile interval, by a paired bootstrap over test sentences.
+
+    ``variant[d][r]`` holds run r's per-sentence ``(correct, predicted, gold)`` on domain d
+    (:func:`sentence_counts`), all runs of a domain over the same sentences. Each resample draws
+    every domain's sentences with replacement, the same draw for all of its runs: paired, so
+    the interval reflects how the difference depends on the test sentences (seed-to-seed
+    variation enters through the mean over runs, not through the resampling)."""
+    rng = np.random.default_rng(seed)
+    observed, samples = 0.0, np.zeros(resamples)
+    for runs_v, runs_b in zip(variant, baseline, strict=True):
+        v = np.asarray(runs_v, dtype=np.int64)  # [runs, sentences, 3]
+        b = np.asarray(runs_b, dtype=np.int64)
+        if v.shape[1:] != b.shape[1:]:
+            raise ValueError(f"runs over different test sentences: {v.shape} vs {b.shape}")
+        observed += counts_f1(v.sum(1)).mean() - counts_f1(b.sum(1)).mean()
+        idx = rng.integers(0, v.shape[1], size=(resamples, v.shape[1]))
+        f_v = np.stack([counts_f1(run[idx].sum(1)) for run in v]).mean(0)
+        f_b = np.stack([counts_f1(run[idx].sum(1)) for run in b]).mean(0)
+        samples += f_v - f_b
+    n = len(variant)
+    tail = (1.0 - level) / 2 * 100
+    lo, hi = np.percentile(samples / n, [tail, 100 - tail])
+    return float(observed / n), float(lo), float(hi)

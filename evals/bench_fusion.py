@@ -55,7 +55,9 @@ def main() -> None:
             model.fusion = _fusion_module(cfg, model, source, source_dir, train_sents, None)
         model.train()
         models[variant] = model
-        optims[variant] = make_optimizer(model, cfg, args.steps + args.warmup)
+        optims[variant] = make_optimizer(
+            model, cfg, max((args.steps + args.warmup) // cfg.train.target_epochs, 1)
+        )
     chunks = list(batches(train_sents, configs["baseline"].train.batch_size, random.Random(1)))
     times: dict[str, list[float]] = {v: [] for v in models}
     for step in range(args.steps + args.warmup):

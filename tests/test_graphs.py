@@ -83,8 +83,68 @@ def test_build_graphs_shapes_and_json_round_trip(tmp_path):
     assert [(a, b) for a, b, _ in loaded.target_edges] == [
         (a, b) for a, b, _ in graphs.target_edges
     ]
-    assert loaded.params == {"tau": 1.0, "theta": 0.8}
+    assert loaded.params["tau"] == 1.0 and loaded.params["theta"] == 0.8
+    assert loaded.params["tau_rule"] == {"tau": 1.0, "q_entropy": None}
     assert loaded.with_theta(0.01).target_edges == []
+
+
+def _near_one_hot(tags: list[str], rng: np.random.Generator) -> np.ndarray:
+    """A confident tagger's output: 0.98 on the gold tag, a little noise elsewhere."""
+    n = len(SOURCE_TAGS_5)
+    p = rng.random((len(tags), n)) * 0.02
+    for i, tag in enumerate(tags):
+        p[i, SOURCE_TAGS_5.index(tag)] = 0.98 + (0.01 if tag.startswith("I-") else 0.0)
+    return p / p.sum(1, keepdims=True)
+
+
+SOURCE_TAGS_5 = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+
+
+def test_rules_give_a_confident_source_graph_edges():
+    from cdlm.graphs import mean_entropy, tau_for_entropy, theta_for_density
+
+    rng = np.random.default_rng(0)
+    gold = [["B-PER", "I-PER", "O", "B-LOC", "I-LOC", "O"]] * 20
+    probs = [_near_one_hot(g, rng) for g in gold]
+    fixed = build_graphs(
+        probs,
+        gold,
+        probs,
+        gold,
+        source="s",
+        target="t",
+        source_tags=SOURCE_TAGS_5,
+        target_tags=SOURCE_TAGS_5,
+        tau=1.0,
+        theta=0.5,
+    )
+    assert fixed.source_edges == []  # near one-hot rows: all far apart at tau 1
+    tau = tau_for_entropy(probs, gold, SOURCE_TAGS_5, 0.4)
+    q = label_distribution(probs, gold, SOURCE_TAGS_5, 5, tau).matrix
+    assert tau > 1.0 and mean_entropy(q) == pytest.approx(0.4, abs=1e-3)
+    ruled = build_graphs(
+        probs,
+        gold,
+        probs,
+        gold,
+        source="s",
+        target="t",
+        source_tags=SOURCE_TAGS_5,
+        target_tags=SOURCE_TAGS_5,
+        tau=None,
+        theta=None,
+        q_entropy=0.4,
+        edge_density=0.2,
+    )
+    assert ruled.params["tau"] == pytest.approx(tau)
+    # 20% of the 10 pairs: exactly two edges per graph, the closest pairs.
+    assert len(ruled.source_edges) == 2 and len(ruled.target_edges) == 2
+    theta = theta_for_density(ruled.Q, 0.2)
+    assert ruled.params["theta_source"] == pytest.approx(theta, abs=1e-6)
+    assert all(0 < w < 1 for _, _, w in ruled.source_edges)
+    # The edge rule can be changed on a built graph without the tagger.
+    assert len(ruled.with_theta(None, 0.5).source_edges) == 5
+    assert ruled.same_edge_rule(None, 0.2) and not ruled.same_edge_rule(0.5, 0.2)
 
 
 def test_load_rejects_bad_file(tmp_path):
@@ -114,7 +174,9 @@ def test_graphs_from_a_real_tagger_on_crossner(crossner_dir):
     from cdlm.graphs import graphs_from_tagger
     from cdlm.model.tagger import Tagger
 
-    config = load_config(overrides={"fusion.q_max_sentences": 12, "fusion.tau": 2.0})
+    config = load_config(
+        overrides={"fusion.q_max_sentences": 12, "fusion.tau": 2.0, "fusion.q_split": "train"}
+    )
     torch.manual_seed(0)
     tagger = Tagger.create(config, domain_labels("conll2003"))
     target = load_split("politics", "train")[:6]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from cdlm.metrics import span_scores
@@ -80,3 +81,34 @@ def test_span_confusion_hand_counted() -> None:
     s = span_scores(GOLD, pred)
     counts = span_confusion(GOLD, pred)
     assert sum(counts.get(t, {}).get(t, 0) for t in counts) == s.correct
+
+
+def test_sentence_counts_sum_to_the_micro_scores() -> None:
+    from cdlm.metrics import counts_f1, sentence_counts
+
+    gold = [["B-a", "O", "B-b", "I-b"], ["O", "B-c"], ["O"]]
+    pred = [["B-a", "O", "B-b", "O"], ["O", "B-c"], ["B-a"]]
+    counts = sentence_counts(gold, pred)
+    assert counts == [(1, 2, 2), (1, 1, 1), (0, 1, 0)]
+    total = np.asarray(counts).sum(0)
+    assert counts_f1(total) == pytest.approx(span_scores(gold, pred).f1)
+
+
+def test_paired_bootstrap_by_hand() -> None:
+    from cdlm.metrics import paired_bootstrap
+
+    # Baseline finds 1 of 2 spans in every sentence; the variant finds both in every sentence:
+    # every resample gives the same difference, 1.0 - 2/3.
+    base = [[(1, 1, 2)] * 40]
+    better = [[(2, 2, 2)] * 40]
+    delta, lo, hi = paired_bootstrap([better], [base], resamples=200)
+    assert delta == lo == hi == pytest.approx(1 - 2 / 3)
+    # Identical runs: difference and interval are exactly 0.
+    assert paired_bootstrap([base], [base], resamples=50) == (0.0, 0.0, 0.0)
+    # The variant wins half the sentences and loses the other half: an interval around 0.
+    mixed = [[(2, 2, 2)] * 20 + [(0, 0, 2)] * 20]
+    delta, lo, hi = paired_bootstrap([mixed], [base], resamples=500, seed=1)
+    assert lo < delta < hi and lo < 0 < hi
+    # Two domains: the delta is the mean of the per-domain deltas.
+    delta, _, _ = paired_bootstrap([better, base], [base, base], resamples=20)
+    assert delta == pytest.approx((1 - 2 / 3) / 2)

@@ -34,8 +34,13 @@ def build(
         ),
     ] = None,
     config: Annotated[Path | None, typer.Option("--config", help="TOML config file.")] = None,
-    tau: Annotated[float | None, typer.Option(help="Temperature (fusion.tau).")] = None,
-    theta: Annotated[float | None, typer.Option(help="Edge threshold (fusion.theta).")] = None,
+    tau: Annotated[
+        float | None, typer.Option(help="Temperature (fusion.tau; default: the entropy rule).")
+    ] = None,
+    theta: Annotated[
+        float | None,
+        typer.Option(help="Edge threshold (fusion.theta; default: the edge-density rule)."),
+    ] = None,
     output: Annotated[
         Path | None,
         output_option(
@@ -46,7 +51,8 @@ def build(
     data_dir: Annotated[Path | None, typer.Option(help="CrossNER data folder.")] = None,
     runs_dir: Annotated[Path | None, typer.Option(help="Runs folder (source cache).")] = None,
 ) -> None:
-    """Run the source tagger over source and target train data; write P, Q and both graphs.
+    """Run the source tagger over source (fusion.q_split) and target train data; write P, Q and
+    both graphs.
 
     Several ``--target`` share one pass of the tagger over the source data."""
     from cdlm.config import load_config
@@ -141,7 +147,15 @@ def _summary(graphs) -> None:
 
 
 def _params(graphs) -> str:
-    keep = ("tau", "theta", "source_sentences", "target_sentences")
+    keep = (
+        "tau",
+        "theta_source",
+        "theta_target",
+        "edge_density",
+        "q_split",
+        "source_sentences",
+        "target_sentences",
+    )
     return ", ".join(f"{k}={graphs.params[k]}" for k in keep if k in graphs.params)
 
 

@@ -68,7 +68,9 @@ def train(
             help="Model variant (default: baseline); a name not in the list only labels the run.",
         ),
     ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Target epochs (default: 10).")] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Target epoch budget (default: train.target_epochs).")
+    ] = None,
     source_epochs: Annotated[
         int | None, typer.Option(help="Source epochs, 0 skips (default: 1).")
     ] = None,
@@ -82,7 +84,8 @@ def train(
         Path | None, typer.Option(help="Runs folder (default: $CDLM_RUNS_DIR or ./runs).")
     ] = None,
     no_explicit_cf: Annotated[
-        bool, typer.Option("--no-explicit-cf", help="Switch off the masking counterfactual.")
+        bool,
+        typer.Option("--no-explicit-cf", help="Switch off the input-level counterfactual views."),
     ] = False,
     no_implicit_cf: Annotated[
         bool,

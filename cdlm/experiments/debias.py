@@ -1,6 +1,7 @@
 """Choosing the debiasing strength ``causal.alpha`` on dev (DESIGN.md section 3).
 
-``z = z_full - alpha * z_ent`` needs a trained explicit-counterfactual branch, and alpha is a
+``z = z_full - alpha * centred log p_type(z(x_ent))`` (the entity-only input view, see
+:mod:`cdlm.model.causal`) is on for variants with the explicit counterfactual; alpha is a
 model-selection choice, so it is picked by strict span F1 on the **dev** split only, from the
 grid ``causal.alpha_grid``; ties go to the smaller alpha (0 = no debiasing wins unless debiasing
 strictly helps). The test split is never looked at here. ``cdlm tune-alpha`` runs it on a
@@ -52,7 +53,7 @@ def sweep_alpha(
     from cdlm.experiments.evaluate import score_model
 
     causal = model.causal
-    if causal is None or getattr(causal, "explicit", None) is None:
+    if causal is None or not causal.config.explicit:
         raise ConfigError("causal.alpha: the checkpoint has no explicit counterfactual to debias")
     points: list[AlphaPoint] = []
     all_scores: dict[float, SpanScores] = {}

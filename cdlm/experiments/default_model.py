@@ -310,9 +310,10 @@ def fit_joint(
     rng = random.Random(recipe.seed)
     source_order = list(range(len(train[source_head])))
     rng.shuffle(source_order)
-    # The first epoch is planned up front: its length sizes the learning-rate schedule.
+    # The first epoch is planned up front: its length sizes the learning-rate schedule (the
+    # target recipe's: warm-up, decay over `train.decay_epochs` epochs, then flat).
     steps, cursor = epoch_steps(bundle, train, source_head, source_order, 0, cfg, rng)
-    optimizer, scheduler = make_optimizer(bundle, cfg, recipe.epochs * len(steps))
+    optimizer, scheduler = make_optimizer(bundle, cfg, len(steps))
     history: list[EpochLog] = []
 
     def run_epoch(epoch: int, bar: Any) -> tuple[float, str]:

@@ -43,7 +43,8 @@ def twin_filter(config: CdlmConfig, runs: Any = None) -> tuple[Any, str | None, 
 
     twin = config.model_copy(deep=True)
     twin.augment.method = "none"
-    twin.train.variant = twin.train.variant.removesuffix("+factmix")
+    # "baseline+factmix" and its tuning twins ("baseline+factmix-e4c2") filter with "baseline".
+    twin.train.variant = twin.train.variant.split("+factmix")[0]
     folder = finished_run(runs_dir(runs), twin)
     if folder is None:
         return None, None, None

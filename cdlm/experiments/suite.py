@@ -39,6 +39,7 @@ from cdlm.runs import (
     claim,
     first_finished,
     run_folders,
+    runs_dir,
     saved_config,
     training_view,
 )
@@ -55,11 +56,16 @@ class SuiteSpec(BaseModel):
     seeds: list[int] = Field([1], min_length=1)
     # Per-domain seed lists that replace ``seeds`` for that domain.
     domain_seeds: dict[str, list[int]] = {}
+    # Per-variant seed lists that replace both (e.g. 3 seeds for the rows with intervals).
+    variant_seeds: dict[str, list[int]] = {}
     split: str = "test"
     baseline: str = "baseline"  # the variant deltas are computed against
     config: str | None = None  # base config TOML (relative to the suite file)
     overrides: dict[str, Any] = {}  # dotted config overrides applied to every run
-    runs_dir: str = "runs"
+    # Variants defined by this file (tuning grids): name -> {base = "<a VARIANTS name>",
+    # "<dotted key>" = value, ...}, applied on top of the base variant's overrides.
+    define: dict[str, dict[str, Any]] = {}
+    runs_dir: str | None = None  # None = $CDLM_RUNS_DIR, else ./runs (as `cdlm train`)
     results_dir: str = str(RESULTS_DIR)
 
 
@@ -74,11 +80,15 @@ class RunRecord(BaseModel):
     test_precision: float
     test_recall: float
     best_epoch: int | None = None
+    epochs_run: int | None = None  # target epochs trained (best == run: stopped at the cap)
     target_seconds: float | None = None
     # `+factmix` variants: chosen ratios, grid dev F1, generated/kept counts (scores.json).
     augment: dict[str, Any] | None = None
     # Debiasing strength chosen on dev (variants with the explicit counterfactual), else None.
     alpha: float | None = None
+    # Per test sentence (correct, predicted, gold) spans from scores.json, for the paired
+    # bootstrap intervals; not written into the results file.
+    test_counts: list[tuple[int, int, int]] | None = Field(None, exclude=True)
 
 
 def load_suite(path: Path) -> SuiteSpec:
@@ -87,20 +97,36 @@ def load_suite(path: Path) -> SuiteSpec:
         spec = SuiteSpec.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(one_line(exc, str(path))) from None
-    unknown = [v for v in spec.variants if v not in VARIANTS]
+    for name, entry in spec.define.items():
+        if name in VARIANTS or entry.get("base") not in VARIANTS:
+            raise ConfigError(
+                f"{path}: field 'define.{name}': needs a new name and base = one of "
+                f"{', '.join(VARIANTS)}"
+            )
+    unknown = [v for v in spec.variants if v not in VARIANTS and v not in spec.define]
     if unknown:
         raise ConfigError(
             f"{path}: field 'variants': unknown {unknown}; known: {', '.join(VARIANTS)}"
         )
     if spec.config is not None:
         spec.config = str((Path(path).parent / spec.config).resolve())
+    if spec.runs_dir is None:
+        spec.runs_dir = str(runs_dir())
     return spec
+
+
+def variant_overrides(spec: SuiteSpec, variant: str) -> dict[str, Any]:
+    """The dotted overrides of a named variant or of one the suite file defines."""
+    if variant in spec.define:
+        entry = dict(spec.define[variant])
+        return {**VARIANTS[entry.pop("base")], **entry}
+    return VARIANTS[variant]
 
 
 def run_config(spec: SuiteSpec, variant: str, domain: str, seed: int) -> CdlmConfig:
     overrides = {
         **spec.overrides,
-        **VARIANTS[variant],
+        **variant_overrides(spec, variant),
         "train.variant": variant,
         "train.target": domain,
         "train.seed": seed,
@@ -123,6 +149,8 @@ def run_folder(spec: SuiteSpec, config: CdlmConfig) -> tuple[Path, bool]:
 def _record(variant: str, domain: str, seed: int, folder: Path, reused: bool, split: str):
     scores = json.loads((folder / "scores.json").read_text(encoding="utf-8"))
     test = scores.get("test") if split == "test" else None
+    if split == "dev":  # the dev scores at the chosen epoch (and alpha), as training saw them
+        test = scores["dev"]
     if test is None:  # the run did not score this split at training time
         from cdlm.experiments.evaluate import evaluate_checkpoint
 
@@ -140,9 +168,11 @@ def _record(variant: str, domain: str, seed: int, folder: Path, reused: bool, sp
         test_precision=test["precision"],
         test_recall=test["recall"],
         best_epoch=scores.get("best_epoch"),
+        epochs_run=len(scores.get("history") or []) or None,
         target_seconds=scores.get("target_seconds"),
         augment=scores.get("augment"),
         alpha=causal.get("alpha") if causal.get("explicit") else None,
+        test_counts=scores.get("test_counts") if split == "test" else None,
     )
 
 
@@ -180,15 +210,55 @@ def summarise(spec: SuiteSpec, records: list[RunRecord]) -> dict[str, Any]:
         for variant, mean in average.items():
             if variant != spec.baseline:
                 delta.setdefault("average", {})[variant] = mean - average[spec.baseline]
-    return {"per_domain": table, "average": average, "delta": delta}
+    return {
+        "per_domain": table,
+        "average": average,
+        "delta": delta,
+        "interval": intervals(spec, records),
+    }
+
+
+BOOTSTRAP_RESAMPLES = 2000
+
+
+def intervals(spec: SuiteSpec, records: list[RunRecord]) -> dict[str, dict[str, list[float]]]:
+    """95% paired-bootstrap intervals (over test sentences, :func:`cdlm.metrics.paired_bootstrap`)
+    of each variant's delta against the baseline: per domain, and for the average over domains
+    when every domain has both. Cells need the per-sentence counts of every run involved."""
+    from cdlm.metrics import paired_bootstrap
+
+    def counts(domain: str, variant: str) -> list | None:
+        runs = [r for r in records if r.domain == domain and r.variant == variant]
+        if not runs or any(r.test_counts is None for r in runs):
+            return None
+        return [r.test_counts for r in runs]
+
+    out: dict[str, dict[str, list[float]]] = {}
+    for variant in spec.variants:
+        if variant == spec.baseline:
+            continue
+        pairs = {d: (counts(d, variant), counts(d, spec.baseline)) for d in spec.domains}
+        ready = {d: p for d, p in pairs.items() if p[0] is not None and p[1] is not None}
+        for d, (v, b) in ready.items():
+            _, lo, hi = paired_bootstrap([v], [b], BOOTSTRAP_RESAMPLES)
+            out.setdefault(d, {})[variant] = [lo, hi]
+        if len(ready) == len(spec.domains):
+            _, lo, hi = paired_bootstrap(
+                [ready[d][0] for d in spec.domains],
+                [ready[d][1] for d in spec.domains],
+                BOOTSTRAP_RESAMPLES,
+            )
+            out.setdefault("average", {})[variant] = [lo, hi]
+    return out
 
 
 def markdown(spec: SuiteSpec, result: dict[str, Any]) -> str:
     summary = result["summary"]
     table, avg, delta = summary["per_domain"], summary["average"], summary["delta"]
+    interval = summary.get("interval", {})
     head = "| variant | " + " | ".join(spec.domains) + " | average |"
     lines = [
-        f"# Suite `{spec.name}`: test F1 (strict IOB2 span micro-F1, %)",
+        f"# Suite `{spec.name}`: {spec.split} F1 (strict IOB2 span micro-F1, %)",
         "",
         f"{'Complete' if result['complete'] else 'INCOMPLETE'}: "
         f"{len(result['runs'])} of {result['planned']} runs. Cells: mean ± sample std over "
@@ -210,31 +280,46 @@ def markdown(spec: SuiteSpec, result: dict[str, Any]) -> str:
     if others:
         lines += [
             "",
-            f"Delta against `{spec.baseline}` (points of F1):",
+            f"Delta against `{spec.baseline}` (points of F1; [95% interval, paired bootstrap "
+            f"over test sentences, {BOOTSTRAP_RESAMPLES} resamples] where every run stored its "
+            "per-sentence counts):",
             "",
             head,
             "|---|" + "---:|" * (len(spec.domains) + 1),
         ]
         for variant in others:
-            cells = [
-                f"{100 * delta[d][variant]:+.2f}" if variant in delta.get(d, {}) else "–"
-                for d in [*spec.domains, "average"]
-            ]
+            cells = []
+            for d in [*spec.domains, "average"]:
+                if variant not in delta.get(d, {}):
+                    cells.append("–")
+                    continue
+                cell = f"{100 * delta[d][variant]:+.2f}"
+                if variant in interval.get(d, {}):
+                    lo, hi = interval[d][variant]
+                    cell += f" [{100 * lo:+.2f}, {100 * hi:+.2f}]"
+                cells.append(cell)
             lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    runs = result["runs"]
+    other = f" {spec.split} F1 |" if spec.split != "dev" else ""  # dev: one dev column
+    at_cap = [r for r in runs if r.get("epochs_run") and r["best_epoch"] == r["epochs_run"]]
     lines += [
         "",
-        "Runs:",
+        f"Runs whose best dev epoch is the last one trained: {len(at_cap)} of {len(runs)}.",
         "",
-        "| variant | domain | seed | dev F1 | test F1 | best epoch | alpha (dev) | checkpoint "
-        "| reused |",
-        "|---|---|---:|---:|---:|---:|---:|---|---|",
+        "Runs (wall time: target fine-tuning incl. dev evaluation and any FactMix grid):",
+        "",
+        f"| variant | domain | seed | dev F1 |{other} best / run epochs "
+        "| alpha (dev) | minutes | checkpoint | reused |",
+        "|---|---|---:|---:|" + ("---:|" if other else "") + "---:|---:|---:|---|---|",
     ]
-    for r in result["runs"]:
+    for r in runs:
+        minutes = "–" if r.get("target_seconds") is None else f"{r['target_seconds'] / 60:.1f}"
+        score = f" {100 * r['test_f1']:.2f} |" if other else ""
         lines.append(
             f"| {r['variant']} | {r['domain']} | {r['seed']} | {100 * r['dev_f1']:.2f} "
-            f"| {100 * r['test_f1']:.2f} | {r['best_epoch']} "
-            f"| {'–' if r.get('alpha') is None else r['alpha']} | `{r['checkpoint']}` "
-            f"| {r['reused']} |"
+            f"|{score} {r['best_epoch']} / {r.get('epochs_run') or '–'} "
+            f"| {'–' if r.get('alpha') is None else r['alpha']} | {minutes} "
+            f"| `{r['checkpoint']}` | {r['reused']} |"
         )
     prov = result["provenance"]
     lines += [
@@ -246,15 +331,22 @@ def markdown(spec: SuiteSpec, result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def seeds_for(spec: SuiteSpec, variant: str, domain: str) -> list[int]:
+    if variant in spec.variant_seeds:
+        return spec.variant_seeds[variant]
+    return spec.domain_seeds.get(domain, spec.seeds)
+
+
 def planned_runs(spec: SuiteSpec) -> list[tuple[str, str, int]]:
     """(variant, domain, seed), seeds outermost so every variant gets its first seed early."""
     runs = []
-    max_seeds = max(len(spec.domain_seeds.get(d, spec.seeds)) for d in spec.domains)
+    max_seeds = max(len(seeds_for(spec, v, d)) for d in spec.domains for v in spec.variants)
     for k in range(max_seeds):
         for domain in spec.domains:
-            seeds = spec.domain_seeds.get(domain, spec.seeds)
-            if k < len(seeds):
-                runs.extend((variant, domain, seeds[k]) for variant in spec.variants)
+            for variant in spec.variants:
+                seeds = seeds_for(spec, variant, domain)
+                if k < len(seeds):
+                    runs.append((variant, domain, seeds[k]))
     return runs
 
 
@@ -319,7 +411,7 @@ def run_suite(
             "runs": [r.model_dump(mode="json") for r in done],
             "summary": summarise(spec, done),
             "provenance": stamp(
-                variants={v: VARIANTS[v] for v in spec.variants},
+                variants={v: variant_overrides(spec, v) for v in spec.variants},
                 first_run_config=first_config,
             ),
         }
@@ -345,7 +437,13 @@ def run_suite(
                 try:
                     log(f"{what}: training into {folder}")
                     train_fn(
-                        config, folder, data_dir=data_dir, runs=spec.runs_dir, progress=progress
+                        config,
+                        folder,
+                        data_dir=data_dir,
+                        runs=spec.runs_dir,
+                        progress=progress,
+                        # A dev-only suite (tuning) never scores the test split.
+                        evaluate_test=spec.split == "test",
                     )
                 finally:
                     lock.unlink(missing_ok=True)

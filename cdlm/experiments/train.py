@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -48,6 +49,9 @@ class EpochLog(BaseModel):
     train_loss: float
     dev_f1: float
     seconds: float
+    steps: int = 0  # update steps in this epoch
+    # Mean of each weighted loss term over the epoch ("ner", "gm", "aux", "ctx", "cons", ...).
+    losses: dict[str, float] = {}
 
 
 class TrainResult(BaseModel):
@@ -68,6 +72,10 @@ class TrainResult(BaseModel):
     history: list[EpochLog]
     # `--augment factmix`: grid points with dev F1, the chosen ratios, generated/kept counts.
     augment: dict[str, Any] | None = None
+    # Causal variants: the debiasing strength chosen on dev and the dev F1 of every grid point.
+    alpha_sweep: list[dict[str, float]] | None = None
+    # (correct, predicted, gold) strict spans per test sentence, in file order.
+    test_counts: list[tuple[int, int, int]] | None = None
 
 
 def set_seed(seed: int) -> None:
@@ -102,11 +110,32 @@ def batches(
         yield [sentences[i] for i in chunk]
 
 
-def make_optimizer(model: Tagger, config: CdlmConfig, total_steps: int):
+def lr_factor(step: int, warmup: int, horizon: int, decay: str, floor: float) -> float:
+    """The learning-rate multiplier at ``step``: linear warm-up over ``warmup`` steps, then
+    ``decay`` ("linear", "cosine" or "none") from 1 down to ``floor`` at ``horizon``, then flat."""
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    if decay == "none" or horizon <= warmup:
+        return 1.0 if decay == "none" else floor
+    progress = min((step - warmup) / (horizon - warmup), 1.0)
+    shape = 1.0 - progress if decay == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+    return floor + (1.0 - floor) * shape
+
+
+def batch_stream(
+    sentences: Sequence[Sentence], size: int, rng: random.Random
+) -> Iterator[list[Sentence]]:
+    """:func:`batches` pass after pass, without end: an epoch takes the next N of them (one
+    pass when N is the pass length, the same batches in the same order as a fresh pass)."""
+    while True:
+        yield from batches(sentences, size, rng)
+
+
+def make_optimizer(model: Tagger, config: CdlmConfig, steps_per_epoch: int):
     """AdamW with the encoder at ``train.lr`` and new layers at ``train.head_lr``; no weight
-    decay on biases and LayerNorm; linear warm-up then linear decay to 0."""
+    decay on biases and LayerNorm; the schedule of :func:`lr_factor` with the decay horizon
+    ``train.decay_epochs`` (None = ``train.target_epochs``)."""
     import torch
-    from transformers import get_linear_schedule_with_warmup
 
     t = config.train
     groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
@@ -127,8 +156,11 @@ def make_optimizer(model: Tagger, config: CdlmConfig, total_steps: int):
     # The fused kernel is one pass over each tensor instead of ~10 small ops: several times
     # faster on a busy CPU, same update.
     optimizer = torch.optim.AdamW(param_groups, fused=True)
-    warmup = int(t.warmup_ratio * total_steps)
-    scheduler = get_linear_schedule_with_warmup(optimizer, warmup, max(total_steps, 1))
+    horizon = max((t.decay_epochs or t.target_epochs) * steps_per_epoch, 1)
+    warmup = int(t.warmup_ratio * horizon)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, warmup, horizon, t.lr_decay, t.min_lr_ratio)
+    )
     return optimizer, scheduler
 
 
@@ -162,17 +194,20 @@ def plain_progress(progress) -> bool:
 
 def train_epoch(
     model: Tagger,
-    sentences: Sequence[Sentence],
+    chunks: Iterator[list[Sentence]],
+    n_batches: int,
     config: CdlmConfig,
     optimizer,
     scheduler,
-    rng: random.Random,
     progress,
     description: str,
+    terms: dict[str, float] | None = None,
 ) -> float:
-    """One pass over ``sentences``; returns the mean training loss."""
-    steps = [(model, chunk) for chunk in batches(sentences, config.train.batch_size, rng)]
-    return train_steps(steps, model, config, optimizer, scheduler, progress, description)
+    """``n_batches`` update steps on the next batches of ``chunks`` (an epoch; FactMix's
+    steps-matched mode draws more than one pass); returns the mean training loss and adds the
+    mean of each loss term to ``terms`` when given."""
+    steps = [(model, next(chunks)) for _ in range(n_batches)]
+    return train_steps(steps, model, config, optimizer, scheduler, progress, description, terms)
 
 
 def train_steps(
@@ -183,14 +218,16 @@ def train_steps(
     scheduler,
     progress,
     description: str,
+    terms: dict[str, float] | None = None,
 ) -> float:
     """One optimiser step per ``(tagger, batch)`` (several taggers may share weights, as the
     heads of a multi-domain model do; ``params`` holds them all, for gradient clipping);
-    returns the mean training loss."""
+    returns the mean training loss and adds the mean of each loss term to ``terms``."""
     import torch
 
     task = progress.add_task(description, total=len(steps), status="")
     total, done = 0.0, 0
+    sums: dict[str, float] = {}
     for model, chunk in steps:
         model.train()
         batch = model.builder([s.tokens for s in chunk], [s.tags for s in chunk])
@@ -203,30 +240,53 @@ def train_steps(
         optimizer.step()
         scheduler.step()
         total += out.loss.item()
+        for name, value in out.losses.items():
+            sums[name] = sums.get(name, 0.0) + float(value.detach())
         done += 1
         progress.update(task, advance=1, status=f"loss {total / done:.4f}")
         if plain_progress(progress) and done % max(len(steps) // 10, 1) == 0:
             # Logs and CI have no live bar: a line every 10% instead.
             progress.console.print(f"{description}: {done}/{len(steps)} loss {total / done:.4f}")
     progress.remove_task(task)
+    if terms is not None:
+        terms.update({name: value / max(done, 1) for name, value in sums.items()})
     return total / max(done, 1)
 
 
+def n_batches(n_sentences: int, size: int) -> int:
+    return (n_sentences + size - 1) // size
+
+
+# Bumped whenever the source training code changes what a recipe produces (the schedule's
+# shape, the batching): cached source models of an older recipe are then never reused.
+# 2: own source rates and linear warm-up/decay schedule (issue 14).
+SOURCE_RECIPE_VERSION = 2
+
+
 def _key(config: CdlmConfig, source: str, data_dir: Path | str | None) -> str:
-    """Cache folder name of a source model: readable prefix + hash of everything that shapes it."""
+    """Cache folder name of a source model: readable prefix + hash of everything that shapes it
+    (the recipe version, the data, the encoder and every source training setting)."""
     from cdlm.data.registry import DOMAINS, domain_dir, domain_name
     from cdlm.model.encoder import encoder_label
 
     t = config.train
     where = source if source in DOMAINS else str(domain_dir(source, data_dir).resolve())
     fields = {
+        "recipe": SOURCE_RECIPE_VERSION,
         "source": where,
         "encoder": encoder_label(config.encoder.name),
         "encoder_cfg": config.encoder.model_dump(mode="json"),
         "dropout": config.tagger.dropout,
         "seed": t.source_seed,
         "epochs": t.source_epochs,
-        "optim": [t.lr, t.head_lr, t.weight_decay, t.warmup_ratio, t.batch_size, t.grad_clip],
+        "optim": [
+            t.source_lr,
+            t.source_head_lr,
+            t.weight_decay,
+            t.source_warmup_ratio,
+            t.source_batch_size,
+            t.grad_clip,
+        ],
         "max_train_sentences": t.max_train_sentences,
     }
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
@@ -245,6 +305,11 @@ def source_config(config: CdlmConfig) -> CdlmConfig:
     cfg.train.target = config.train.source
     cfg.train.seed = config.train.source_seed
     cfg.train.variant = "source"
+    cfg.train.target_epochs = max(config.train.source_epochs, 1)
+    cfg.train.lr, cfg.train.head_lr = config.train.source_lr, config.train.source_head_lr
+    cfg.train.warmup_ratio = config.train.source_warmup_ratio
+    cfg.train.batch_size = config.train.source_batch_size
+    cfg.train.lr_decay, cfg.train.decay_epochs, cfg.train.min_lr_ratio = "linear", None, 0.0
     return cfg
 
 
@@ -289,21 +354,19 @@ def _pretrain(
     set_seed(cfg.train.seed)
     sentences = _limit(load_split(source, "train", data_dir), cfg)
     model = Tagger.create(cfg, domain_labels(source, data_dir))
-    steps = cfg.train.source_epochs * (
-        (len(sentences) + cfg.train.batch_size - 1) // cfg.train.batch_size
-    )
-    optimizer, scheduler = make_optimizer(model, cfg, steps)
-    rng = random.Random(cfg.train.seed)
+    per_epoch = n_batches(len(sentences), cfg.train.batch_size)
+    optimizer, scheduler = make_optimizer(model, cfg, per_epoch)
+    chunks = batch_stream(sentences, cfg.train.batch_size, random.Random(cfg.train.seed))
     history = []
     with progress_bars(progress) as bar:
         for epoch in range(1, cfg.train.source_epochs + 1):
             loss = train_epoch(
                 model,
-                sentences,
+                chunks,
+                per_epoch,
                 cfg,
                 optimizer,
                 scheduler,
-                rng,
                 bar,
                 f"source {source} epoch {epoch}/{cfg.train.source_epochs}",
             )
@@ -366,6 +429,47 @@ def _fusion_module(
     return build_fusion(config, graphs, source.head.weight, model.labels)
 
 
+def _needs_swap_names(config: CdlmConfig) -> bool:
+    return config.causal.explicit and config.causal.swap_view
+
+
+def swap_names(
+    config: CdlmConfig, train_sents: Sequence[Sentence], data_dir: Path | str | None
+) -> dict[str, tuple[tuple[str, ...], ...]]:
+    """The causal swap view's names per target type: the gold names of the other CrossNER
+    domains' train sets (not the target's, not the source's: the tagger was pre-trained on
+    those names); a type no other domain has falls back to the target train names (the view
+    then swaps a name for another of the same training set)."""
+    from cdlm.augment.entity import build_entity_base
+    from cdlm.data.registry import DOMAINS, domain_name, find_data_dir, load_split
+
+    skip = {domain_name(target_of(config)), domain_name(config.train.source)}
+    folder = find_data_dir(data_dir)
+    others = [
+        s
+        for d in DOMAINS
+        if d not in skip and (folder / d / "train.txt").is_file()
+        for s in load_split(d, "train", folder)
+    ]
+    own = build_entity_base(train_sents).mentions
+    other = build_entity_base(others).mentions if others else {}
+    return {etype: other.get(etype) or mentions for etype, mentions in own.items()}
+
+
+def label_descriptions(config: CdlmConfig) -> dict[str, str]:
+    """``{type: description}`` of the target domain (``prompts/labels/<domain>.toml``)."""
+    from cdlm.data.registry import domain_name
+    from cdlm.reasoning.templates import default_prompts_dir, load_label_file
+
+    path = default_prompts_dir() / "labels" / f"{domain_name(target_of(config))}.toml"
+    descriptions = load_label_file(path)
+    if not descriptions:
+        raise ConfigError(
+            f"tagger.label_init: {path} has no [types] descriptions for the target domain"
+        )
+    return descriptions
+
+
 def state_copy(model: torch.nn.Module) -> dict[str, Any]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -377,22 +481,27 @@ def keep_best(
     run_epoch: Callable[[int, Any], tuple[float, str]],
     progress: bool = True,
     label: str = "epoch",
+    min_delta: float = 0.0,
 ) -> int:
     """Early stopping: ``run_epoch(epoch, bar)`` trains one epoch and returns (dev score, status
-    line); stop after ``patience`` epochs without a better score; leave the best epoch's weights
-    in ``model``. Returns the best epoch."""
+    line); stop after ``patience`` epochs without a gain above ``min_delta`` (a score creeping
+    up by less does not reset the count, but the best epoch is still kept); leave the best
+    epoch's weights in ``model``. Returns the best epoch."""
     best_epoch, best, best_state = 0, float("-inf"), None
+    last_gain_epoch, last_gain = 0, float("-inf")
     with progress_bars(progress) as bar:
         overall = bar.add_task(f"{label}s", total=epochs, status="")
         for epoch in range(1, epochs + 1):
             score, status = run_epoch(epoch, bar)
             if best_state is None or score > best:
                 best_epoch, best, best_state = epoch, score, state_copy(model)
+            if score > last_gain + min_delta:  # a real gain restarts the patience
+                last_gain_epoch, last_gain = epoch, score
             status = f"{status} (best {100 * best:.2f} @ {best_epoch})"
             bar.update(overall, advance=1, status=status)
             if plain_progress(bar):
                 bar.console.print(f"{label} {epoch}: {status}")
-            if epoch - best_epoch >= patience:
+            if epoch - last_gain_epoch >= patience:
                 break
     assert best_state is not None
     model.load_state_dict(best_state)
@@ -405,31 +514,45 @@ def fit(
     dev_sentences: Sequence[Sentence],
     config: CdlmConfig,
     progress: bool = True,
+    steps_per_epoch: int | None = None,
 ) -> tuple[int, SpanScores, list[EpochLog]]:
     """Target fine-tuning with early stopping on dev F1; leaves the best epoch's weights in
-    ``model``. Returns (best epoch, its dev scores, history)."""
+    ``model``. Returns (best epoch, its dev scores, history). An epoch is one pass over
+    ``train_sentences``, or ``steps_per_epoch`` update steps (drawn pass after pass) when
+    given: FactMix's steps-matched mode."""
     from cdlm.experiments.evaluate import score_model
 
     t = config.train
-    steps = t.target_epochs * ((len(train_sentences) + t.batch_size - 1) // t.batch_size)
-    optimizer, scheduler = make_optimizer(model, config, steps)
-    rng = random.Random(t.seed)
+    per_epoch = steps_per_epoch or n_batches(len(train_sentences), t.batch_size)
+    optimizer, scheduler = make_optimizer(model, config, per_epoch)
+    chunks = batch_stream(train_sentences, t.batch_size, random.Random(t.seed))
     history: list[EpochLog] = []
     dev_scores: list[SpanScores] = []
 
     def run_epoch(epoch: int, bar: Any) -> tuple[float, str]:
         start = time.perf_counter()
+        terms: dict[str, float] = {}
         description = f"target epoch {epoch}/{t.target_epochs}"
         loss = train_epoch(
-            model, train_sentences, config, optimizer, scheduler, rng, bar, description
+            model, chunks, per_epoch, config, optimizer, scheduler, bar, description, terms
         )
         scores, _, _ = score_model(model, dev_sentences)
         dev_scores.append(scores)
-        seconds = time.perf_counter() - start
-        history.append(EpochLog(epoch=epoch, train_loss=loss, dev_f1=scores.f1, seconds=seconds))
+        history.append(
+            EpochLog(
+                epoch=epoch,
+                train_loss=loss,
+                dev_f1=scores.f1,
+                seconds=time.perf_counter() - start,
+                steps=per_epoch,
+                losses=terms,
+            )
+        )
         return scores.f1, f"loss {loss:.4f} dev F1 {100 * scores.f1:.2f}"
 
-    best_epoch = keep_best(model, t.target_epochs, t.patience, run_epoch, progress, "target epoch")
+    best_epoch = keep_best(
+        model, t.target_epochs, t.patience, run_epoch, progress, "target epoch", t.min_delta
+    )
     return best_epoch, dev_scores[best_epoch - 1], history
 
 
@@ -486,12 +609,20 @@ def _train(
 
     start = time.perf_counter()
 
+    names = swap_names(config, train_sents, data_dir) if _needs_swap_names(config) else None
+    # FactMix steps-matched: every fine-tuning gets the update steps of a pass over the originals.
+    steps = n_batches(len(train_sents), t.batch_size) if config.augment.steps_matched else None
+
     def fine_tune(sentences: Sequence[Sentence]) -> tuple[Tagger, int, SpanScores, list[EpochLog]]:
         set_seed(t.seed)
         model = build_target_model(config, labels, source)
+        if config.tagger.label_init == "descriptions":
+            model.init_label_rows(label_descriptions(config), config.tagger.label_init_scale)
         if config.fusion.enabled:  # label graphs always come from the original train set
             model.fusion = _fusion_module(config, model, source, source_dir, train_sents, data_dir)
-        return model, *fit(model, sentences, dev_sents, config, progress)
+        if names is not None and model.causal is not None:
+            model.causal.set_swap_names(names, t.seed)
+        return model, *fit(model, sentences, dev_sents, config, progress, steps)
 
     augment_record = None
     if config.augment.method == "factmix":  # FactMix semi-facts (cdlm/experiments/factmix.py)
@@ -503,19 +634,25 @@ def _train(
     else:
         model, best_epoch, dev_scores, history = fine_tune(train_sents)
     source = None  # free the source model (not `del`: fine_tune closes over the name)
+    alpha_sweep = None
     if config.causal.explicit and config.causal.alpha_grid:  # debiasing strength, dev only
         from cdlm.experiments.debias import sweep_alpha
 
-        _, _, dev_scores = sweep_alpha(model, dev_sents, config.causal.alpha_grid)
+        _, points, dev_scores = sweep_alpha(model, dev_sents, config.causal.alpha_grid)
+        alpha_sweep = [p.model_dump() for p in points]
     target_seconds = time.perf_counter() - start
 
     # Saved before any test scoring: a dataset without a test split still gets its model.
     model.save(out, extra={"best_epoch": best_epoch, "dev_f1": dev_scores.f1})
-    test_scores, test_speed = None, None
+    test_scores, test_speed, test_counts = None, None, None
     if evaluate_test and split_path(target, "test", data_dir).is_file():
+        from cdlm.metrics import sentence_counts
+
         test_sents = load_split(target, "test", data_dir)
-        test_scores, seconds, _ = score_model(model, test_sents)
+        test_scores, seconds, test_pred = score_model(model, test_sents)
         test_speed = len(test_sents) / seconds if seconds > 0 else 0.0
+        # Per-sentence span counts: the suite's paired bootstrap intervals need them.
+        test_counts = sentence_counts([s.tags for s in test_sents], test_pred)
     result = TrainResult(
         checkpoint=str(out),
         target=domain_name(target),
@@ -531,6 +668,8 @@ def _train(
         test_sentences_per_s=test_speed,
         history=history,
         augment=augment_record,
+        alpha_sweep=alpha_sweep,
+        test_counts=test_counts,
     )
     record = {
         **result.model_dump(mode="json"),

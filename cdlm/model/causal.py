@@ -1,62 +1,68 @@
-"""Causal counterfactual module (DESIGN.md section 3).
+"""Causal counterfactual module (DESIGN.md section 3, v2: interventions at the input).
 
 Entity bias is the shortcut "this name was usually a PERSON": it does not transfer across
-domains, the context that *causes* a type does. The module sits between the features ``h``
-(fused when fusion is on, encoder word features otherwise) and the tagger's linear head, and
-returns the (possibly debiased) scores plus already-weighted auxiliary losses.
+domains, the context that *causes* a type does. The first version masked *features* after the
+encoder; that is leaky (every word vector has already read its neighbours, so the "context-only"
+features still knew the name) and it did not pay (alpha = 0 chosen in 14 of 14 runs, causal
+-0.15 F1, the name-swap probe unchanged). This version intervenes on the **words**: each view is
+one more pass of the same tagger (encoder -> casing -> [fusion] -> head) over changed input
+(:mod:`cdlm.model.views`), run only on the sentences of the batch that hold an entity.
 
-**Explicit counterfactual (masking).** A mask ``m`` (0 on entity words, 1 elsewhere; gold spans
-in training, spans of the plain argmax at inference) gives the context-only sequence
-``h_cf = h * m + fill * (1 - m)``. With ``fill = "zero"`` this is exactly DESIGN.md's Hadamard
-product. The default ``"learned"`` uses learned fill vectors (one for a span's first word, one
-for its other words) because a zero vector is position-blind: every masked word of a sentence
-would send the same query, so a span's B- and I- words (and two different spans) could not be
-told apart. One light self-attention block (plus sinusoidal word positions, for the same reason)
-re-reads ``h_cf`` and the tagger's own head scores it: ``z_cf`` (sharing the head keeps the
-context-only scores in the same tag space as ``z_full``, which the debiasing subtracts from).
-``L_ecf = CE(z_cf at entity words, gold tag)`` — the context alone must carry the type.
+With ``z(x)`` the tagger's scores for input ``x``, gold tags ``y``, ``E`` the gold entity words
+and ``p_type(z) = softmax(z) M`` the distribution over {O, type_1..type_k} (M sums each type's
+B- and I- columns: "types, B/I merged"):
 
-At inference ``z = z_full - alpha * z_ent`` on the predicted entity words (other words keep
-``z_full``), where ``z_ent`` reads the entity words with their context masked (the mirror
-image of ``h_cf``). Two choices DESIGN.md leaves open:
+- **Context-only view** (``causal.context_view``): ``x_ctx`` = ``x`` with every entity word
+  replaced by the encoder's mask token (same word count, so the tags align)::
 
-- ``z_ent`` needs a scorer that has seen entity-only inputs, so a second view of the same block
-  is fitted with ``CE(z_ent, gold)`` on *detached* features and a *detached* head (weight
-  ``l_ent``): it estimates the name-only bias but never pushes the encoder towards it.
-- Only the entity *type* is debiased. The bias is ``log p(type | entity words only)`` (the
-  entity-tag softmax of ``z_ent``, summed over each type's B- and I- tags), centred over the
-  types and added to both tags of its type; ``O`` gets 0. Subtracting it therefore re-ranks
-  types without moving the B-vs-I choice or the entity-vs-O decision. (A first version
-  subtracted the raw centred ``z_ent`` per tag: it also flipped B- and I- and broke spans —
-  politics dev F1 62.6 -> 8.7 at alpha 0.5.)
+      L_ctx = CE(z(x_ctx)[E], y[E])
 
-``alpha = 0`` skips all of this and returns the head's scores unchanged (the same tensor).
+  the context alone must carry the type.
+- **Swap view** (``causal.swap_view``): ``x_swap`` = ``x`` with each gold span replaced by a
+  name of the same type drawn from an entity base of *other* domains (set by training with
+  :meth:`CausalModule.set_swap_names`; B-/I- re-tagged for the new length). Span lengths
+  differ, so the comparison is per span, on the mean type distribution over its words::
 
-**Implicit counterfactual (cross-attention).** Target tag embeddings (the head's rows for the
-non-O tags, detached: they are queries, the head is trained by the NER loss) attend over the
-words; each word's attention is normalised over the tags plus a learned *null* tag, so
-``a_i = 1 - attention(null)`` lies in [0, 1] and is the share of word i claimed by some tag.
-``u_i = a_i h_i`` is the entity-relevant part, ``v_i = (1 - a_i) h_i`` the rest. Both are
-re-read by their own self-attention block before the head: with a per-word linear head alone,
-scaling ``h_i`` by ``a_i`` only changes a softmax temperature, so the split would be
-meaningless. The loss is DESIGN.md's
+      L_cons = mean_spans KL( p_type(z(x))[span]  ||  p_type(z(x_swap))[span'] )
+
+  with ``p_type(z(x))`` detached: the factual prediction is the teacher; a name change must
+  not change the type.
+- **Debiasing at inference** (``causal.alpha > 0``): ``x_ent`` = ``x`` with every word that is
+  not in a predicted entity (argmax of ``z(x)``) masked, and on the predicted entity words::
+
+      z = z(x) - alpha * centred log p_type(z(x_ent))
+
+  only entity *types* are moved: the bias (log-probability of each type given the name
+  alone, centred over the types) is added to both tags of its type and 0 to ``O``, so the
+  B-vs-I choice and the entity-vs-O decision stay. alpha is chosen on dev
+  (``causal.alpha_grid``, :mod:`cdlm.experiments.debias`); 0 costs nothing.
+
+Training loss: ``L = L_ner + l_ctx L_ctx + l_cons L_cons (+ l_icf L_icf)``.
+Cost: one encoder pass (forward + backward) per view and batch, on the sentences with
+entities; ``causal.view_schedule = "alternate"`` runs one view per batch in turn (half the
+cost). Inference is unchanged unless alpha > 0 (one more pass over sentences with entities).
+
+**Implicit counterfactual (cross-attention, ``causal.implicit``).** Target tag embeddings (the
+head's rows for the non-O tags, detached: they are queries, the head is trained by the NER
+loss) attend over the words; each word's attention is normalised over the tags plus a learned
+*null* tag, so ``a_i = 1 - attention(null)`` lies in [0, 1] and is the share of word i claimed
+by some tag. ``u_i = a_i h_i`` is the entity-relevant part, ``v_i = (1 - a_i) h_i`` the rest.
+Both are re-read by their own self-attention block before the head: with a per-word linear
+head alone, scaling ``h_i`` by ``a_i`` only changes a softmax temperature. The loss is::
 
     KL(p(z) || p(z_u)) + KL(uniform || p(z_v)) + sparsity * mean(a)
 
-with ``p(z)`` detached (the full prediction is the teacher, not pulled towards the parts). The
-sparsity prior is our addition: without it ``a = 1`` everywhere satisfies both KL terms
-trivially; with it the loss is the sufficiency / comprehensiveness / conciseness objective of
-rationale extraction (Lei et al. 2016; DeYoung et al. 2020), applied to token features.
-
-Known limit: the encoder is contextual, so masking *features* after it is leaky (an entity
-word's vector has already seen its context and vice versa). Masking the input words instead
-would need a second encoder pass per batch; this module keeps DESIGN.md's feature masking.
+with ``p(z)`` detached. The sparsity prior is our addition: without it ``a = 1`` everywhere
+satisfies both KL terms trivially (sufficiency / comprehensiveness / conciseness of rationale
+extraction, Lei et al. 2016; DeYoung et al. 2020). It works on features, so it shares the
+leak described above; it is kept only where dev says it pays (see the variants in config).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+import random
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -65,8 +71,13 @@ from torch import nn
 
 from cdlm.config import CausalConfig
 from cdlm.errors import ConfigError
+from cdlm.model.views import Mention, context_only, entity_only, swap_entities
 
 IGNORE = -100  # padding in the gold tag ids
+
+# views(word lists, mask flags or None) -> (scores [B, W, L], word mask [B, W]): one more pass
+# of the tagger over changed input (cdlm.model.tagger.Tagger.view_scores).
+ViewFn = Callable[[list[list[str]], list[list[bool]] | None], tuple[torch.Tensor, torch.Tensor]]
 
 
 class TagIndex(nn.Module):
@@ -82,6 +93,10 @@ class TagIndex(nn.Module):
         self.register_buffer("outside", torch.tensor([lb == "O" for lb in labels]), False)
         self.register_buffer("begin", torch.tensor([lb.startswith("B-") for lb in labels]), False)
         self.register_buffer("type_id", torch.tensor(type_ids), False)
+        # [tags, 1 + types]: column 0 collects O, column 1 + t both tags of type t.
+        matrix = torch.zeros(len(labels), len(types) + 1)
+        matrix[torch.arange(len(labels)), torch.tensor(type_ids) + 1] = 1.0
+        self.register_buffer("type_matrix", matrix, False)
 
     def entity_mask(self, tag_ids: torch.Tensor, word_mask: torch.Tensor) -> torch.Tensor:
         """True on real words whose tag is not ``O`` (padding ``-100`` and ``O`` are False)."""
@@ -143,47 +158,6 @@ def _linear_head(head: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
     return weight, getattr(head, "bias", None)
 
 
-class ExplicitCounterfactual(nn.Module):
-    """Masking counterfactual: context-only scores (loss) and entity-only bias (inference)."""
-
-    def __init__(self, dim: int, config: CausalConfig) -> None:
-        super().__init__()
-        self.learned_fill = config.fill == "learned"
-        if self.learned_fill:
-            # Rows: 0 = first word of a masked span, 1 = other span words, 2 = masked context.
-            self.fill = nn.Parameter(torch.randn(3, dim) * 0.02)
-        self.reader = Reader(dim, config)
-
-    def mask_entities(
-        self, h: torch.Tensor, entity: torch.Tensor, starts: torch.Tensor
-    ) -> torch.Tensor:
-        """``h_cf``: entity words replaced (zero or learned fill), all other words unchanged."""
-        keep = (~entity).unsqueeze(-1).to(h.dtype)  # the mask vector m
-        if not self.learned_fill:
-            return h * keep
-        fill = torch.where(starts.unsqueeze(-1), self.fill[0], self.fill[1])
-        return h * keep + fill * (1.0 - keep)
-
-    def mask_context(self, h: torch.Tensor, entity: torch.Tensor) -> torch.Tensor:
-        """The mirror view: only the entity words are kept."""
-        keep = entity.unsqueeze(-1).to(h.dtype)
-        if not self.learned_fill:
-            return h * keep
-        return h * keep + self.fill[2] * (1.0 - keep)
-
-    def context_scores(self, h, word_mask, entity, starts, head: nn.Module) -> torch.Tensor:
-        return head(self.reader(self.mask_entities(h, entity, starts), word_mask))
-
-    def entity_scores(self, h, word_mask, entity, head: nn.Module, *, detach: bool):
-        """``z_ent``; with ``detach`` the features and head are constants (bias fitting)."""
-        weight, bias = _linear_head(head)
-        if detach:
-            h = h.detach()
-            weight = weight.detach()
-            bias = bias.detach() if bias is not None else None
-        return F.linear(self.reader(self.mask_context(h, entity), word_mask), weight, bias)
-
-
 class ImplicitCounterfactual(nn.Module):
     """Cross-attention split of each word into an entity-relevant part and the rest."""
 
@@ -220,11 +194,12 @@ class ImplicitCounterfactual(nn.Module):
 
 
 class CausalModule(nn.Module):
-    """The tagger hook: ``logits, losses = causal(h, word_mask, logits, batch, head)``.
+    """The tagger hook: ``logits, losses = causal(h, word_mask, logits, batch, head, views)``.
 
-    ``losses`` maps names to already-weighted scalars the tagger adds to its CE loss; they are
-    computed whenever the batch carries gold tag ids (``batch.tags`` or ``batch["tags"]``,
-    ``-100`` = pad). Debiasing (``alpha > 0``, explicit on) happens only in eval mode.
+    ``losses`` maps names to already-weighted scalars the tagger adds to its CE loss. The view
+    losses need the batch's words and gold tags (``batch.words``, ``batch.tag_names``,
+    ``batch.tags``) and are computed in training mode only; the implicit loss whenever gold
+    tag ids are present. Debiasing (``alpha > 0``, explicit on) happens only in eval mode.
     """
 
     def __init__(self, dim: int, labels: Sequence[str], config: CausalConfig) -> None:
@@ -233,8 +208,16 @@ class CausalModule(nn.Module):
             raise ConfigError(f"causal.heads: {config.heads} does not divide the width {dim}")
         self.config = config
         self.tags = TagIndex(labels)
-        self.explicit = ExplicitCounterfactual(dim, config) if config.explicit else None
         self.implicit = ImplicitCounterfactual(dim, config) if config.implicit else None
+        # Names per type for the swap view (training only; not part of the checkpoint).
+        self.swap_names: dict[str, tuple[Mention, ...]] = {}
+        self._rng = random.Random(0)
+        self._step = 0  # training batches seen (the "alternate" view schedule)
+
+    def set_swap_names(self, names: Mapping[str, Sequence[Mention]], seed: int) -> None:
+        """The entity base the swap view draws from, and the seed of its draws."""
+        self.swap_names = {t: tuple(m) for t, m in names.items() if m}
+        self._rng = random.Random(f"{seed}:swap")
 
     def forward(
         self,
@@ -243,45 +226,104 @@ class CausalModule(nn.Module):
         logits: torch.Tensor,
         batch: Any,
         head: nn.Module,
+        views: ViewFn | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         losses: dict[str, torch.Tensor] = {}
         gold = batch.get("tags") if isinstance(batch, Mapping) else getattr(batch, "tags", None)
         if gold is not None:
             gold = gold.to(logits.device)
-            if self.explicit is not None:
-                losses.update(self._explicit_losses(h, word_mask, gold, head))
+            if self.config.explicit and self.training:
+                losses.update(self._view_losses(logits, batch, gold, self._need(views)))
             if self.implicit is not None:
                 icf = self.implicit.loss(h, word_mask, logits, head, self.tags.outside)
                 losses["icf"] = self.config.l_icf * icf
-        if not self.training and self.explicit is not None and self.config.alpha != 0.0:
-            logits = self.debias(h, word_mask, logits, head)
+        if not self.training and self.config.explicit and self.config.alpha != 0.0:
+            logits = self.debias(logits, word_mask, batch, self._need(views))
         return logits, losses
 
-    def _explicit_losses(self, h, word_mask, gold, head) -> dict[str, torch.Tensor]:
-        assert self.explicit is not None
-        entity = self.tags.entity_mask(gold, word_mask)
-        starts = self.tags.span_starts(entity, gold)
-        z_cf = self.explicit.context_scores(h, word_mask, entity, starts, head)
-        if not entity.any():  # nothing to predict from context in this batch
-            zero = z_cf.sum() * 0.0
-            return {"ecf": zero, "ent": zero}
-        ecf = F.cross_entropy(z_cf[entity], gold[entity])
-        losses = {"ecf": self.config.l_ecf * ecf}
-        if self.config.l_ent > 0:
-            z_ent = self.explicit.entity_scores(h, word_mask, entity, head, detach=True)
-            losses["ent"] = self.config.l_ent * F.cross_entropy(z_ent[entity], gold[entity])
+    @staticmethod
+    def _need(views: ViewFn | None) -> ViewFn:
+        if views is None:
+            raise ConfigError(
+                "causal.explicit: the input views need the tagger's encoder (call the module "
+                "through Tagger.forward)"
+            )
+        return views
+
+    def _views_now(self) -> tuple[bool, bool]:
+        """(context view, swap view) for this training batch."""
+        ctx, swap = self.config.context_view, self.config.swap_view
+        if self.config.view_schedule == "alternate" and ctx and swap:
+            self._step += 1
+            return self._step % 2 == 1, self._step % 2 == 0
+        return ctx, swap
+
+    def type_probs(self, z: torch.Tensor) -> torch.Tensor:
+        """``p_type``: softmax over the tags summed per type, O first ([..., 1 + types])."""
+        return z.softmax(-1) @ self.tags.type_matrix
+
+    def _view_losses(self, logits, batch, gold, views: ViewFn) -> dict[str, torch.Tensor]:
+        words, tags = getattr(batch, "words", None), getattr(batch, "tag_names", None)
+        if not words or tags is None:
+            raise ConfigError("causal.explicit: the batch carries no words/tags for the views")
+        with_entities = [b for b, t in enumerate(tags) if any(tag != "O" for tag in t)]
+        ctx_now, swap_now = self._views_now()
+        zero = logits.sum() * 0.0
+        losses: dict[str, torch.Tensor] = {}
+        if ctx_now:
+            losses["ctx"] = zero
+            if with_entities:
+                z_ctx, mask = views(
+                    [list(words[b]) for b in with_entities],
+                    [context_only(tags[b]) for b in with_entities],
+                )
+                g = gold[with_entities][:, : z_ctx.shape[1]]
+                entity = self.tags.entity_mask(g, mask)
+                losses["ctx"] = self.config.l_ctx * F.cross_entropy(z_ctx[entity], g[entity])
+        if swap_now:
+            losses["cons"] = zero
+            if not self.swap_names:
+                raise ConfigError(
+                    "causal.swap_view: no entity base to draw names from (training sets it)"
+                )
+            swapped = []
+            for b in with_entities:
+                view = swap_entities(words[b], tags[b], self.swap_names, self._rng)
+                if view is not None:
+                    swapped.append((b, view))
+            if swapped:
+                z_swap, _ = views([v[0] for _, v in swapped], None)
+                losses["cons"] = self.config.l_cons * self._consistency(
+                    logits.detach(), z_swap, swapped
+                )
         return losses
 
+    def _consistency(self, logits, z_swap, swapped) -> torch.Tensor:
+        """Mean over spans of KL(p_type factual || p_type swapped), span-averaged types."""
+        p_full, p_swap = self.type_probs(logits), self.type_probs(z_swap)
+        teacher, student = [], []
+        for k, (b, (_, _, pairs)) in enumerate(swapped):
+            for (s0, e0), (s1, e1) in pairs:
+                teacher.append(p_full[b, s0:e0].mean(0))
+                student.append(p_swap[k, s1:e1].mean(0))
+        p, q = torch.stack(teacher), torch.stack(student)
+        return (p * (p.clamp_min(1e-8).log() - q.clamp_min(1e-8).log())).sum(-1).mean()
+
     @torch.no_grad()
-    def debias(self, h, word_mask, logits, head) -> torch.Tensor:
-        """``z_full - alpha * z_ent`` on the words of the spans predicted by ``z_full``."""
-        assert self.explicit is not None
-        predicted = logits.argmax(-1)
-        entity = self.tags.entity_mask(predicted, word_mask)
-        if not entity.any():
+    def debias(self, logits, word_mask, batch, views: ViewFn) -> torch.Tensor:
+        """``z(x) - alpha * centred log p_type(z(x_ent))`` on the predicted entity words."""
+        entity = self.tags.entity_mask(logits.argmax(-1), word_mask)
+        chosen = [b for b in range(entity.shape[0]) if entity[b].any()]
+        if not chosen:
             return logits
-        z_ent = self.explicit.entity_scores(h, word_mask, entity, head, detach=True)
-        return logits - self.config.alpha * self.type_bias(z_ent) * entity.unsqueeze(-1)
+        words = batch.words
+        z_ent, _ = views(
+            [list(words[b]) for b in chosen],
+            [entity_only(entity[b, : len(words[b])].tolist()) for b in chosen],
+        )
+        bias = torch.zeros_like(logits)
+        bias[chosen, : z_ent.shape[1]] = self.type_bias(z_ent)
+        return logits - self.config.alpha * bias * entity.unsqueeze(-1)
 
     def type_bias(self, z_ent: torch.Tensor) -> torch.Tensor:
         """Centred ``log p(type | entity words only)``, copied to the type's B- and I- columns;

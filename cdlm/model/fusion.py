@@ -9,9 +9,9 @@ fixed buffer: the source knowledge is read, not retrained. Tag-description encod
 (DESIGN.md's optional extra) are not used.
 
 Marginals of the graph-matching loss are token counts + 1 (the +1 keeps a tag without tokens
-in the transport problem). With a confident source tagger Q is close to the identity, so the
-source graph often has no edges at the default theta; the loss then matches the target graph
-against the source tags' (self-loop only) GCN embeddings.
+in the transport problem). Both graphs have edges by construction (tau and theta rules in
+:mod:`cdlm.graphs`); with a fixed tau 1 / theta 0.5 a confident source tagger gave a source
+graph without edges, and the loss matched the target graph against self-loops only.
 
 Fusion: each word attends over the target tags, ``beta_i = softmax_l(q_i . E_t'[l] / sqrt(d))``
 with ``q_i = W_q h_i``, and gets ``h~_i = h_i + W_o sum_l beta_il E_t'[l]``. ``W_o`` starts at
@@ -94,8 +94,8 @@ class LabelFusion(nn.Module):
     ) -> LabelFusion:
         """Fill the buffers from a :class:`cdlm.graphs.LabelGraphs` and the source head rows.
 
-        The graph theta is taken from ``config.theta`` (edges are rebuilt from P and Q), so
-        tuning theta needs no new graph file.
+        The edges follow ``config.theta`` / ``config.edge_density`` (rebuilt from P and Q when
+        the file used another rule), so tuning them needs no new graph file.
         """
         from cdlm.graphs import adjacency
 
@@ -103,8 +103,8 @@ class LabelFusion(nn.Module):
             raise ValueError(
                 f"graph target tags {graphs.target_tags} differ from the tagger's {target_tags}"
             )
-        if graphs.params.get("theta") != config.theta:
-            graphs = graphs.with_theta(config.theta)
+        if not graphs.same_edge_rule(config.theta, config.edge_density):
+            graphs = graphs.with_theta(config.theta, config.edge_density)
         n_source, dim = source_head_weight.shape
         if n_source != len(graphs.source_tags):
             raise ValueError(

@@ -89,9 +89,12 @@ class BatchBuilder:
         self.max_pieces = max_pieces
         self.stride = stride
 
-    def word_pieces(self, token_lists: list[list[str]]) -> list[list[list[int]]]:
+    def word_pieces(
+        self, token_lists: list[list[str]], masked: list[list[bool]] | None = None
+    ) -> list[list[list[int]]]:
         """Piece ids per word; a word the tokenizer drops entirely (e.g. a zero-width space)
-        becomes ``[UNK]`` so that every word keeps a position."""
+        becomes ``[UNK]`` so that every word keeps a position, and a word flagged in ``masked``
+        becomes the encoder's mask token (one piece; ``[UNK]`` if the tokenizer has none)."""
         out: list[list[list[int]]] = []
         nonempty = [list(t) for t in token_lists if len(t)]
         enc = (
@@ -113,14 +116,23 @@ class BatchBuilder:
                     pieces[wid].append(pid)
             k += 1
             unk = self.tokenizer.unk_token_id
-            out.append([p if p else [unk] for p in pieces])
+            pieces = [p if p else [unk] for p in pieces]
+            if masked is not None:
+                mask_id = self.tokenizer.mask_token_id
+                mask_piece = [mask_id if mask_id is not None else unk]
+                flags = masked[len(out)]
+                pieces = [mask_piece if flag else p for p, flag in zip(pieces, flags, strict=True)]
+            out.append(pieces)
         return out
 
     def __call__(
         self,
         token_lists: list[list[str]] | list[tuple[str, ...]],
         tag_lists: list[tuple[str, ...]] | list[list[str]] | None = None,
+        masked: list[list[bool]] | None = None,
     ) -> Batch:
+        """A batch; words flagged True in ``masked`` (one flag list per sentence) are read as
+        the encoder's mask token with the padding word shape (the input-level views)."""
         tok = self.tokenizer
         windows: list[list[int]] = []
         n_words = max((len(t) for t in token_lists), default=0)
@@ -131,7 +143,7 @@ class BatchBuilder:
         word_mask = torch.zeros(size, dtype=torch.bool)
         shape_ids = torch.zeros(size, dtype=torch.long)
         tags = torch.full(size, IGNORE, dtype=torch.long) if tag_lists is not None else None
-        for b, pieces in enumerate(self.word_pieces(list(token_lists))):
+        for b, pieces in enumerate(self.word_pieces(list(token_lists), masked)):
             plan = plan_windows(
                 pieces, self.max_pieces, self.stride, tok.cls_token_id, tok.sep_token_id
             )
@@ -141,7 +153,10 @@ class BatchBuilder:
             word_window[b, :n] = torch.tensor(plan.word_window, dtype=torch.long) + offset
             word_position[b, :n] = torch.tensor(plan.word_position, dtype=torch.long)
             word_mask[b, :n] = True
-            shape_ids[b, :n] = torch.tensor([word_shape(w) for w in token_lists[b]])
+            shapes = [word_shape(w) for w in token_lists[b]]
+            if masked is not None:  # a masked word shows no shape either (0 = the zero vector)
+                shapes = [0 if flag else sh for sh, flag in zip(shapes, masked[b], strict=True)]
+            shape_ids[b, :n] = torch.tensor(shapes, dtype=torch.long)
             if tags is not None and tag_lists is not None:
                 try:
                     tags[b, :n] = torch.tensor([self.label_to_id[t] for t in tag_lists[b]])
@@ -242,7 +257,7 @@ class Tagger(nn.Module):
             losses.update(extra)
         logits = self.head(self.dropout(h))
         if self.causal is not None:
-            logits, extra = self.causal(h, mask, logits, batch, self.head)
+            logits, extra = self.causal(h, mask, logits, batch, self.head, self.view_scores)
             losses.update(extra)
         loss = None
         if batch.tags is not None:
@@ -252,6 +267,44 @@ class Tagger(nn.Module):
             losses = {"ner": ner, **losses}
             loss = torch.stack(list(losses.values())).sum()
         return TaggerOutput(logits=logits, loss=loss, losses=losses)
+
+    @torch.no_grad()
+    def init_label_rows(self, descriptions: dict[str, str], scale: float = 1.0) -> None:
+        """Label semantics: the head rows of each type's B- and I- tags start as the encoder's
+        mean-pooled encoding of ``"type: description"`` (the type name alone when it has
+        none), centred over the types (the part they share says nothing about which type) and
+        scaled to ``scale`` x the mean norm of the random rows they replace. ``O`` keeps its
+        random row."""
+        types = list(dict.fromkeys(label[2:] for label in self.labels if label != "O"))
+        texts = [
+            f"{t}: {descriptions[t]}" if descriptions.get(t) else t.replace("_", " ") for t in types
+        ]
+        enc = self.tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
+        enc = {k: v.to(self.device) for k, v in enc.items()}
+        was_training = self.encoder.training
+        self.encoder.eval()
+        hidden = self.encoder(**enc).last_hidden_state
+        self.encoder.train(was_training)
+        weights = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * weights).sum(1) / weights.sum(1)
+        pooled = pooled - pooled.mean(0, keepdim=True)
+        pooled = pooled / pooled.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+        rows = self.head.weight
+        target_norm = scale * rows.norm(dim=-1).mean()
+        for i, label in enumerate(self.labels):
+            if label != "O":
+                rows[i] = target_norm * pooled[types.index(label[2:])]
+
+    def view_scores(
+        self, token_lists: list[list[str]], masked: list[list[bool]] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores ``[B, W, L]`` and word mask of one more pass over changed input (the causal
+        module's views): encoder -> casing -> fusion (no extra losses) -> head."""
+        batch = self.builder(token_lists, masked=masked).to(self.device)
+        h, mask = self.encode(batch)
+        if self.fusion is not None:
+            h, _ = self.fusion(h, mask, None)
+        return self.head(self.dropout(h)), mask
 
     # --- inference --------------------------------------------------------------------------
 

@@ -236,3 +236,69 @@ def test_locked_run_is_skipped_until_the_rest_are_done(tmp_path, other_process):
     assert fake.calls == [("baseline", "music", 2)]  # trained while seed 1 was locked
     assert "training" in order[0] and "waiting" in order[1] and "reusing" in order[2]
     assert [r["seed"] for r in result["runs"]] == [1, 2] and result["complete"]
+
+
+class CountingTrain(FakeTrain):
+    """FakeTrain that also writes per-sentence test counts and a history, like train()."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.evaluate_test: list[bool] = []
+
+    def __call__(self, config, out_dir, evaluate_test=True, **kw):
+        super().__call__(config, out_dir, **kw)
+        self.evaluate_test.append(evaluate_test)
+        scores_file = Path(out_dir) / "scores.json"
+        scores = json.loads(scores_file.read_text(encoding="utf-8"))
+        better = config.train.variant != "baseline"
+        # 20 sentences of 2 gold spans: baseline finds 1, the other variant 2, in each.
+        scores["test_counts"] = [[2, 2, 2] if better else [1, 1, 2]] * 20
+        epochs = 3 if better else 2
+        scores["history"] = [{"epoch": e} for e in range(1, epochs + 1)]
+        scores["best_epoch"] = 2
+        scores_file.write_text(json.dumps(scores), encoding="utf-8")
+
+
+def test_defined_variants_intervals_and_last_epoch_share(tmp_path):
+    suite = tmp_path / "s.toml"
+    suite.write_text(
+        'name = "t"\nvariants = ["baseline", "longer"]\ndomains = ["politics", "music"]\n'
+        f'runs_dir = "{tmp_path / "runs"}"\nresults_dir = "{tmp_path / "results"}"\n'
+        '[define.longer]\nbase = "gcn"\n"train.target_epochs" = 7\n',
+        encoding="utf-8",
+    )
+    spec = load_suite(suite)
+    config = run_config(spec, "longer", "music", 1)
+    assert config.fusion.enabled and config.train.target_epochs == 7
+    assert config.train.variant == "longer"
+    fake = CountingTrain()
+    result = run_suite(spec, train_fn=fake, progress=False, log=lambda _: None)
+    assert fake.evaluate_test == [True] * 4
+    interval = result["summary"]["interval"]
+    # Every sentence gains the same: the interval is the point itself, 1 - 2/3.
+    for d in ("politics", "music", "average"):
+        assert interval[d]["longer"] == pytest.approx([1 / 3, 1 / 3])
+    md = (tmp_path / "results" / "t.md").read_text(encoding="utf-8")
+    assert "+10.00 [+33.33, +33.33]" in md  # delta from the fake F1s, interval from counts
+    assert "best dev epoch is the last one trained: 2 of 4" in md
+    assert "test_counts" not in (tmp_path / "results" / "t.json").read_text(encoding="utf-8")
+    # A dev-only suite never asks training to score the test split.
+    dev = spec.model_copy(update={"split": "dev", "name": "t-dev"})
+    dev_fake = CountingTrain()
+    run_suite(
+        dev.model_copy(update={"runs_dir": str(tmp_path / "runs2")}),
+        train_fn=dev_fake,
+        progress=False,
+        log=lambda _: None,
+    )
+    assert dev_fake.evaluate_test == [False] * 4
+
+
+def test_define_needs_a_known_base_and_a_new_name(tmp_path):
+    bad = tmp_path / "s.toml"
+    bad.write_text(
+        'name = "x"\nvariants = ["gcn"]\ndomains = ["politics"]\n[define.gcn]\nbase = "gcn"\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError, match="define.gcn"):
+        load_suite(bad)
