@@ -43,7 +43,7 @@ def test_training_view_ignores_what_does_not_shape_the_model() -> None:
     same = load_config(
         None, {"train.target": "politics", "llm.backend": "llama", "train.threads": 1}
     )
-    other = load_config(None, {"train.target": "politics", "train.lr": 1e-4})
+    other = load_config(None, {"train.target": "politics", "train.lr": 3e-4})
     assert training_view(base) == training_view(same)
     assert config_hash(base) == config_hash(same) != config_hash(other)
     assert training_view(base.model_dump(mode="json")) == training_view(base)
@@ -53,7 +53,7 @@ def test_finished_run_needs_scores_and_the_same_config(tmp_path: Path) -> None:
     cfg = load_config(None, {"train.target": "politics"})
     default, hashed = run_folders(tmp_path, cfg)
     assert finished_run(tmp_path, cfg) is None
-    other = load_config(None, {"train.target": "politics", "train.lr": 1e-4})
+    other = load_config(None, {"train.target": "politics", "train.lr": 3e-4})
     _finish(default, other)  # the default folder holds another config's run
     assert finished_run(tmp_path, cfg) is None
     assert finished_run(tmp_path, other) == default

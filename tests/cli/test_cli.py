@@ -94,13 +94,22 @@ def test_old_output_names_still_work(tmp_path: Path, capsys) -> None:
     src = tmp_path / "in.txt"
     src.write_text("Merkel\tI-person\nspoke\tO\n", encoding="utf-8")
     code, out, err = _run(
-        capsys, "data", "check", str(src), "--repair", "--out", str(tmp_path / "a")
+        capsys, "data", "check", str(src), "--repair", "--out", str(tmp_path / "a.txt")
     )
     assert code == 0, err
-    assert (tmp_path / "a").read_text(encoding="utf-8").startswith("Merkel\tB-person")
-    code, _, err = _run(capsys, "data", "check", str(src), "--repair", "-o", str(tmp_path / "b"))
-    assert code == 0 and (tmp_path / "b").is_file(), err
+    assert (tmp_path / "a.txt").read_text(encoding="utf-8").startswith("Merkel\tB-person")
     code, _, err = _run(
-        capsys, "data", "check", str(src), "-o", str(tmp_path / "c"), "--out", str(tmp_path / "d")
+        capsys, "data", "check", str(src), "--repair", "-o", str(tmp_path / "b.txt")
+    )
+    assert code == 0 and (tmp_path / "b.txt").is_file(), err
+    code, _, err = _run(
+        capsys,
+        "data",
+        "check",
+        str(src),
+        "-o",
+        str(tmp_path / "c.txt"),
+        "--out",
+        str(tmp_path / "d.txt"),
     )
     assert code == 2 and err == "error: give --output or --out, not both\n"

@@ -62,7 +62,7 @@ def test_recipe_hash_follows_recipe_config_and_data(
     assert base == recipe_hash(cfg, data_files(cfg, small_crossner))
     more = load_config(None, {**tiny, "default_model.epochs": 2})
     assert recipe_hash(more, data_files(more, small_crossner)) != base
-    lr = load_config(None, {**tiny, "train.lr": 1e-4})
+    lr = load_config(None, {**tiny, "train.lr": 3e-4})
     assert recipe_hash(lr, data_files(lr, small_crossner)) != base
     threads = load_config(None, {**tiny, "train.threads": 2})  # does not shape the model
     assert recipe_hash(threads, data_files(threads, small_crossner)) == base

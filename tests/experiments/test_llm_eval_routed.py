@@ -72,21 +72,20 @@ ANSWERS = {
 
 
 def answer(body: dict) -> Step:
-    """Discovery: no links. Voting: 5s for the scripted type, 1s for every other option (a
-    mention the script does not expect gets "none"; the test checks which mentions were asked)."""
+    """Discovery: no links. Voting (the default lettered choice): the letter of the scripted
+    type (a mention the script does not expect gets "none"; the test checks which mentions
+    were asked)."""
     user = body["messages"][-1]["content"]
-    if "Mentions to judge:" not in user:
+    if "lettered options" not in user:
         assert "Task: causal evidence" in user, user
         return Step(content=json.dumps({"links": []}))
     sentence = re.search(r'Sentence: """(.*?)"""', user).group(1)
     votes = {}
-    for cid, mention, options in re.findall(r'- c(\d+) "(.*?)" options: (.*)', user):
+    for cid, mention, options in re.findall(r'- c(\d+) "(.*?)": (.*)', user):
         chosen = ANSWERS.get((sentence, mention), "none")  # unscripted: see asked_mentions
-        types = [o.split(" (tagger")[0] for o in options.split(", ")]
-        assert chosen in types, (chosen, types)
-        votes[f"c{cid}"] = {"reason": "scripted"} | {
-            t: [5, 5, 5] if t == chosen else [1, 1, 1] for t in types
-        }
+        letters = dict(re.findall(r"([A-Z])\) (\w+)", options))
+        assert chosen in letters.values(), (chosen, letters)
+        votes[f"c{cid}"] = next(k for k, t in letters.items() if t == chosen)
     return Step(content=json.dumps(votes))
 
 
@@ -99,7 +98,7 @@ def asked_mentions(requests: list[dict]) -> list[str]:
     return [
         m
         for body in requests
-        for m in re.findall(r'- c\d+ "(.*?)" options:', body["messages"][-1]["content"])
+        for m in re.findall(r'- c\d+ "(.*?)": A\)', body["messages"][-1]["content"])
     ]
 
 

@@ -139,7 +139,7 @@ def test_survival_rates_are_a_hand_count():
         s("NATO/B-organisation", "met/O"),
         s("Angela/B-person", "Merkel/I-person", "spoke/O"),
     ]
-    cfs, _ = counterfactuals(sentences, [x.tags for x in sentences], EntityBase({}, {}), "mask", 0)
+    cfs, _ = counterfactuals(sentences, [x.tags for x in sentences], EntityBase({}), "mask", 0)
     assert [(c.sentence, c.start, c.label) for c in cfs] == [
         (0, 0, "person"), (0, 2, "person"), (0, 4, "location"), (1, 0, "organisation"),
         (2, 0, "person"),

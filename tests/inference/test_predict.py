@@ -28,25 +28,26 @@ TEXTS = [
     "",
     "   ",
 ]
-# What names_tagger finds in TEXTS: (text, label, score = mean probability of its tags).
+# What names_tagger finds in TEXTS: (text, label, score = the span's probability of its
+# type: the mean over its words of P(B-type) + P(I-type); a capitalised word is 0.3 + 0.6).
 EXPECTED = [
     [
-        ("Angela Merkel", "person", 0.45),
+        ("Angela Merkel", "person", 0.9),
         ("CDU", "organisation", 0.5),
-        ("Baden-Württemberg", "person", 0.3),
+        ("Baden-Württemberg", "person", 0.9),
         ("U.S.", "organisation", 0.5),
     ],
     [
-        ("Zoë   Saldaña", "person", 0.45),
-        ("François Hollande", "person", 0.45),
-        ("Besançon", "person", 0.3),
-        ("France", "person", 0.3),
+        ("Zoë   Saldaña", "person", 0.9),
+        ("François Hollande", "person", 0.9),
+        ("Besançon", "person", 0.9),
+        ("France", "person", 0.9),
     ],
     [
         ("北京", "location", 0.8),
-        ("Summer Olympics", "person", 0.45),
+        ("Summer Olympics", "person", 0.9),
         ("🎉", "location", 0.8),
-        ("Emmanuel Macron", "person", 0.45),
+        ("Emmanuel Macron", "person", 0.9),
     ],
     [],
     [],

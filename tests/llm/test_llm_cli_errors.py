@@ -48,4 +48,5 @@ def test_missing_api_key(url):
 
 
 def test_unknown_backend():
-    assert "llm.backend" in one_line_error(ping("--llm", "claude"))
+    line = one_line_error(ping("--llm", "claude"))  # the option lists its choices
+    assert "--llm" in line and "'claude'" in line and "'llama', 'gpt'" in line
