@@ -24,15 +24,23 @@ CROSSNER = REPO.parent / "shared" / "data" / "crossner"
 @pytest.fixture(scope="session", autouse=True)
 def _pinned_locations(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """``$CDLM_DATA_DIR`` names the fixture data (or is unset when it is absent), the user cache
-    (CrossNER downloads, LLM answers) is an empty session folder, and so is ``$CDLM_RUNS_DIR``.
+    (CrossNER downloads, LLM answers) is an empty session folder, and so is ``$CDLM_RUNS_DIR``;
+    only the default model the install built is linked into it, for the tests that use it.
     Subprocesses inherit the same environment."""
+    from cdlm.runs import model_dir
+
     home = tmp_path_factory.mktemp("pinned")
+    real_default = model_dir()  # the default model the install built, before the cache moves
     with pytest.MonkeyPatch.context() as mp:
         if (CROSSNER / "politics" / "train.txt").is_file():
             mp.setenv("CDLM_DATA_DIR", str(CROSSNER))
         else:
             mp.delenv("CDLM_DATA_DIR", raising=False)
+        mp.delenv("CDLM_HOME", raising=False)
         mp.setenv("XDG_CACHE_HOME", str(home / "cache"))  # platformdirs' user cache on Linux
+        if (real_default / "model.safetensors").is_file():  # read only: tests save elsewhere
+            model_dir().parent.mkdir(parents=True)
+            model_dir().symlink_to(real_default, target_is_directory=True)
         mp.setenv("CDLM_RUNS_DIR", str(home / "runs"))
         for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
             mp.delenv(name, raising=False)
