@@ -136,7 +136,8 @@ def plot_learning_curve(
     best_epoch: int | None = None,
     title: str = "",
 ) -> Path:
-    """Mean train loss (left axis) and dev F1 (right axis) per epoch; the kept epoch marked."""
+    """Mean train loss (left axis) and dev F1 (right axis) per epoch; the kept epoch marked. A
+    multi-domain model's history holds a dev F1 per head: one line each, and their mean."""
     epochs = [int(h["epoch"]) for h in history]
     fig = _figure(6.5, 3.8)
     ax = fig.add_subplot()
@@ -144,9 +145,14 @@ def plot_learning_curve(
     ax.set_xlabel("epoch")
     ax.set_ylabel("mean train loss", color="tab:blue")
     right = ax.twinx()
-    right.plot(
-        epochs, [100 * h["dev_f1"] for h in history], "s-", color="tab:orange", label="dev F1"
-    )
+    dev = [h["dev_f1"] for h in history]
+    if dev and isinstance(dev[0], Mapping):  # a model with a head per domain
+        for head in dev[0]:
+            right.plot(epochs, [100 * d[head] for d in dev], ".-", lw=1, label=f"dev F1 {head}")
+        mean = [100 * sum(d.values()) / len(d) for d in dev]
+        right.plot(epochs, mean, "s-", color="black", label="dev F1 mean")
+    else:
+        right.plot(epochs, [100 * d for d in dev], "s-", color="tab:orange", label="dev F1")
     right.set_ylabel("dev F1 (%)", color="tab:orange")
     if best_epoch is not None:
         ax.axvline(best_epoch, color="grey", linestyle=":", label=f"kept: epoch {best_epoch}")

@@ -61,6 +61,12 @@ def test_f1_learning_and_suite_pngs(tmp_path: Path) -> None:
     ]
     plot_learning_curve(history, tmp_path / "lc.png", best_epoch=3)
     _png(tmp_path / "lc.png")
+    heads = [  # a multi-domain model (the default model): a dev F1 per head
+        {"epoch": e, "train_loss": 1.0 / e, "dev_f1": {"news": 0.8, "politics": 0.1 * e}}
+        for e in (1, 2)
+    ]
+    plot_learning_curve(heads, tmp_path / "lc_heads.png", best_epoch=2)
+    _png(tmp_path / "lc_heads.png")
     spec = SuiteSpec(name="s", variants=["baseline", "gcn"], domains=["politics", "music"])
     runs = [
         RunRecord(
