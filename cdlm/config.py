@@ -243,16 +243,36 @@ class ReasoningConfig(Section):
     # Free-text reasons in votes and self-checks: "explain" = only when the output is explained
     # (`--explain`), "always", "never". They cost most of an answer's tokens.
     reasons: Literal["explain", "always", "never"] = "explain"
+    # Choice votes read from log-probabilities: divide each letter's probability by its
+    # probability in a content-free prompt (the same vote with sentence and mention "N/A"), so a
+    # model's taste for a letter position (SmolLM2 puts ~0.9 on the last letter, "none") does
+    # not decide. One extra call per expert and option count per run.
+    calibrate: bool = True
+    # Weigh each ballot by the tagger: an option's value is p_tagger * p_llm (/ p_prior),
+    # renormalised, so an LLM that knows no better than chance changes nothing and a confident
+    # one still overrides. Off: the ballot is the LLM's distribution alone (the paper's vote).
+    tagger_prior: bool = True
+    # Floor on a letter's probability before dividing or multiplying (a one-hot answer of a
+    # backend without log-probabilities then still leaves the tagger a say).
+    letter_floor: float = Field(0.02, gt=0.0, lt=1.0)
     # Rule: a candidate whose tagger top probability is at least this is voted on by the first
     # expert alone; the others vote only on the rest. None = the whole panel on every candidate.
     solo_confidence: float | None = Field(0.9, ge=0.0, le=1.0)
-    # Rule: "unsure" = causal discovery only for sentences with a candidate below
-    # solo_confidence (its evidence is for the full panel); "always" = every routed sentence.
-    # LLM-only mode always runs it (it proposes the mentions).
-    discovery_when: Literal["always", "unsure"] = "always"
+    # Rule: the first expert votes first; the others are asked only about the candidates where
+    # its ballot prefers another option than the tagger's decision (a change is proposed) or
+    # values its preference below this. None = the whole panel at once on every candidate
+    # (concurrently where the backend allows).
+    panel_confidence: float | None = Field(0.5, ge=0.0, le=1.0)
+    # Rule: "unsure" = causal discovery only for sentences with a candidate whose tagger top
+    # probability is below discovery_confidence; "always" = every routed sentence. LLM-only
+    # mode always runs it (it proposes the mentions).
+    discovery_when: Literal["always", "unsure"] = "unsure"
+    discovery_confidence: float = Field(0.6, ge=0.0, le=1.0)  # (the routing threshold's default)
     # Show the tagger's probability beside each option in the prompts (options are listed most
-    # probable first either way); off saves about 5 prompt tokens per option.
-    show_probs: bool = True
+    # probable first either way); about 5 prompt tokens per option. Off by default: with
+    # tagger_prior the tagger's probabilities enter every ballot already, and showing them to
+    # the LLM as well would count them twice.
+    show_probs: bool = False
     # Candidate types shown per span (plus "none", and the tagger's own type if not among them);
     # at most 8, so a choice vote's options fit the letters A-J.
     top_k: int = Field(3, ge=1, le=8)
@@ -403,6 +423,31 @@ class CdlmConfig(Section):
     default_model: DefaultModelConfig = DefaultModelConfig()
     serve: ServeConfig = ServeConfig()
     corpus: CorpusConfig = CorpusConfig()
+
+
+# Fields that older cdlm versions wrote into a checkpoint's config.json and that no longer
+# exist, with why. `saved_config` drops them so an old checkpoint still loads; a user's own
+# config file naming one is still an error (a typo there must not pass silently).
+RETIRED_FIELDS: dict[str, str] = {
+    "causal.l_ecf": "the feature-level counterfactual loss, replaced by input-level views",
+    "causal.l_ent": "the feature-level entity-only loss, replaced by input-level views",
+    "causal.fill": "the learned feature fill of the feature-level counterfactual",
+}
+
+
+def drop_retired(data: Any) -> tuple[Any, list[str]]:
+    """``data`` (a saved config) without the fields of :data:`RETIRED_FIELDS`, and the names
+    of those it had."""
+    if not isinstance(data, dict):  # not a config at all: validation says so
+        return data, []
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    dropped = []
+    for dotted in RETIRED_FIELDS:
+        section, _, name = dotted.partition(".")
+        if isinstance(out.get(section), dict) and name in out[section]:
+            del out[section][name]
+            dropped.append(dotted)
+    return out, dropped
 
 
 # Named model variants: `cdlm train --variant NAME` / suite `variants = [...]` apply these

@@ -25,7 +25,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from cdlm.config import CdlmConfig, one_line
+from cdlm.config import CdlmConfig, drop_retired, one_line
 from cdlm.errors import ConfigError, DataError, ModelNotFoundError
 from cdlm.model.decode import decode
 from cdlm.model.encoder import encoder_label, load_pretrained
@@ -401,7 +401,8 @@ def _corrupt(path: Path, exc: Exception) -> ModelNotFoundError:
 def saved_config(path: Path, meta: dict[str, Any]) -> CdlmConfig:
     """The full config saved in a checkpoint's ``config.json``."""
     try:
-        return CdlmConfig.model_validate(meta["config"])
+        data, _ = drop_retired(meta["config"])
+        return CdlmConfig.model_validate(data)
     except ValidationError as exc:  # e.g. written by a cdlm with other config fields
         where = one_line(exc, str(path / "config.json"))
         raise ModelNotFoundError(

@@ -8,8 +8,9 @@ the tagger's easy decisions.
 - LLM-only mode (no checkpoint): discovery proposes the mentions; the grounded ones become the
   candidates for voting and self-check.
 - Discovery rule (``reasoning.discovery_when``): ``"unsure"`` gathers causal evidence only for
-  sentences with a candidate the tagger is unsure of (below ``reasoning.solo_confidence``, where
-  the full panel sits); ``"always"`` for every routed sentence. LLM-only mode always runs it.
+  sentences with a candidate the tagger is unsure of (top probability below
+  ``reasoning.discovery_confidence``); ``"always"`` for every routed sentence. LLM-only mode
+  always runs it.
 - Self-check rule (``reasoning.selfcheck_when``): ``"changed"`` checks only the candidates whose
   voted type differs from the tagger's decision ("none" for a likely-missed span); where vote
   and tagger agree there is nothing to guard against. ``"always"`` checks every decided one.
@@ -31,7 +32,7 @@ from cdlm.reasoning.candidates import NONE, Candidate, Doc
 from cdlm.reasoning.discovery import DiscoveryResult, discover, proposed_candidates
 from cdlm.reasoning.selfcheck import selfcheck
 from cdlm.reasoning.stage import Task
-from cdlm.reasoning.voting import VoteResult, solo, vote
+from cdlm.reasoning.voting import VoteResult, vote
 
 
 @dataclass
@@ -85,7 +86,8 @@ def reason(task: Task, doc: Doc, cands: list[Candidate] | None) -> Outcome:
     Returns only the entities of the asked candidates; ``route`` merges them with the rest."""
     fallbacks = 0
     skip = cands is not None and task.config.discovery_when == "unsure"
-    if skip and all(solo(task, c) for c in cands or []):
+    bar = task.config.discovery_confidence
+    if skip and all(max(o.prob for o in c.options) >= bar for c in cands or []):
         disc = DiscoveryResult([], 0, True)  # the discovery rule: the tagger is sure
     else:
         disc = discover(task, doc, cands)

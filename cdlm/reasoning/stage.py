@@ -15,6 +15,7 @@ string can loop until ``max_tokens``; every list and string in an output model h
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -95,6 +96,10 @@ class Task:
     log: UsageLog
     reasons: bool = False
     warned_overflow: bool = field(default=False, repr=False)
+    # Per-run answers a stage reuses (e.g. the vote's content-free letter priors), under `lock`
+    # because sentences may run side by side (:meth:`map`).
+    memo: dict[Any, Any] = field(default_factory=dict, repr=False)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def workers(self) -> int:

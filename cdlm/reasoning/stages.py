@@ -20,7 +20,7 @@ from cdlm.reasoning.fill import FILL
 from cdlm.reasoning.selfcheck import SELFCHECK
 from cdlm.reasoning.stage import Stage, Task
 from cdlm.reasoning.templates import PromptSet, open_prompts
-from cdlm.reasoning.voting import VOTE
+from cdlm.reasoning.voting import VOTE, VOTE_PRIOR
 
 registry: dict[str, Stage] = {}
 
@@ -33,7 +33,7 @@ def register(stage: Stage) -> Stage:
     return stage
 
 
-for _stage in (DISCOVERY, VOTE, SELFCHECK, FILL):  # the pipeline's order, then FactMix's
+for _stage in (DISCOVERY, VOTE, VOTE_PRIOR, SELFCHECK, FILL):  # pipeline order, then FactMix
     register(_stage)
 
 

@@ -15,6 +15,14 @@ required field per candidate, so the model can neither skip a candidate nor pick
 was not offered). With reasons (``Task.reasons``) each candidate also gets a short reason; in a
 choice vote it comes after all the letters, so asking for reasons does not change the decision.
 
+Ballot of a choice vote (``weigh``): with ``reasoning.calibrate`` each letter's probability is
+divided by its probability in a content-free vote of the same expert over as many options (the
+sentence and the mention replaced by "N/A", asked once per run: "calibrate before use", Zhao et
+al. 2021), which removes a taste for a letter position; with ``reasoning.tagger_prior`` it is
+multiplied by the tagger's probability of the option. Renormalised, the ballot is then a
+posterior ``p(o) ~ p_tagger(o) * p_llm(o) / p_prior(o)``: an LLM that reads the sentence no
+better than its content-free prompt leaves the tagger's decision, a confident one overrides it.
+
 Aggregation rule (``aggregate``, both forms):
 1. A ballot gives each of a candidate's options a value in [0, 1].
 2. An expert prefers its highest-valued option; ties go to the tagger's own decision, then to
@@ -26,6 +34,10 @@ Rules that save calls (config, each documented at its field):
 - Panel size (``reasoning.solo_confidence``): a candidate whose tagger top probability is at
   least this is voted on by the first expert alone; the other experts are asked only about the
   remaining candidates, and not at all when none remain.
+- Panel confidence (``reasoning.panel_confidence``): in round 1 the first expert votes first;
+  the others are asked only about the candidates where its ballot proposes a change (prefers
+  another option than the tagger's decision) or values its preference below this. Where the
+  first expert confirms the tagger there is nothing for a panel to settle.
 - Rounds (``reasoning.rounds``): after a round, only the candidates whose experts prefer
   different options (a split vote) go to the next round, in which each expert sees the others'
   latest votes; the others keep their votes. A candidate with one voter is never split. Voting
@@ -47,7 +59,7 @@ from pydantic import Field, create_model
 from cdlm.errors import ConfigError
 from cdlm.llm.base import LLMResult
 from cdlm.llm.choice import LETTERS, choice_layout, one_hot
-from cdlm.reasoning.candidates import Candidate, Doc
+from cdlm.reasoning.candidates import NONE, Candidate, Doc, Option
 from cdlm.reasoning.discovery import Link
 from cdlm.reasoning.stage import (
     Output,
@@ -157,17 +169,99 @@ def solo(task: Task, cand: Candidate) -> bool:
     return bar is not None and max(o.prob for o in cand.options) >= bar
 
 
+CONTENT_FREE = "N/A"  # the sentence and mention of the calibration vote
+
+
+def content_free(task: Task, k: int) -> tuple[Doc, Candidate] | None:
+    """The calibration vote's sentence and candidate over ``k`` options (the domain's first
+    types then "none", equal tagger probabilities); None when the domain has too few types."""
+    types = [t for t in task.types if t != NONE][: k - 1] + [NONE]
+    if len(types) < k:
+        return None
+    cand = Candidate(
+        0, 0, 1, CONTENT_FREE, 0, len(CONTENT_FREE), [Option(t, 1 / k) for t in types],
+        "span", None, 1 / k, 0.0,
+    )  # fmt: skip
+    return Doc.from_tokens([CONTENT_FREE]), cand
+
+
+def letter_prior(task: Task, expert: int, k: int) -> dict[str, float] | None:
+    """The expert's letter distribution over ``k`` options in the content-free vote, asked
+    once per task (stage ``vote_prior``) and kept. None when the backend gives no
+    log-probabilities or the answer failed."""
+    key = ("letter_prior", expert, k)
+    with task.lock:  # held while asking: sentences side by side ask it once between them
+        if key not in task.memo:
+            prior = None
+            free = content_free(task, k)
+            if free is not None:
+                doc, cand = free
+                variables = vote_variables(task, doc, personas(task)[expert], 1, [cand], [], [])
+                schema = choice_schema(((0, tuple(cand.option_types)),))
+                (result,) = task.ask_many(VOTE_PRIOR, [(variables, schema)], logprobs=True)
+                prior = result.probs["c0"] if result is not None and result.probs else None
+            task.memo[key] = prior
+        return task.memo[key]
+
+
+def weigh(
+    cand: Candidate,
+    llm: dict[str, float],
+    prior: dict[str, float] | None,
+    tagger_prior: bool,
+    floor: float,
+) -> dict[str, float]:
+    """A candidate's ballot from the letter probabilities ``llm`` (see the module docstring):
+    divided by ``prior`` where given, times the tagger's option probabilities with
+    ``tagger_prior``, renormalised; unchanged when neither applies."""
+    if prior is None and not tagger_prior:
+        return {t: float(llm[LETTERS[j]]) for j, t in enumerate(cand.option_types)}
+    values = {}
+    for j, option in enumerate(cand.options):
+        value = max(llm[LETTERS[j]], floor)
+        if prior is not None:
+            value /= max(prior[LETTERS[j]], floor)
+        if tagger_prior:
+            value *= max(option.prob, floor)
+        values[option.type] = value
+    total = sum(values.values())
+    return {t: v / total for t, v in values.items()}
+
+
+def needs_panel(task: Task, cand: Candidate, latest: dict[int, dict[int, Ballot]]) -> bool:
+    """Whether experts after the first vote on ``cand`` in round 1: not when the tagger is sure
+    (``solo_confidence``), nor when the first expert confirms the tagger's decision with at
+    least ``panel_confidence``."""
+    if solo(task, cand):
+        return False
+    first = latest[cand.id].get(0)
+    bar = task.config.panel_confidence
+    if first is None or bar is None:
+        return True
+    order = cand.tie_order  # the tagger's decision first
+    return first.preference(order) != order[0] or max(first.scores.values()) < bar
+
+
 def ballots_of(
-    result: LLMResult[Any], cands: list[Candidate], expert: int, rnd: int
+    result: LLMResult[Any], cands: list[Candidate], expert: int, rnd: int, task: Task | None = None
 ) -> dict[int, Ballot]:
-    """Each candidate's ballot from one expert's answer (either form of vote)."""
+    """Each candidate's ballot from one expert's answer (either form of vote); a choice ballot
+    is weighed by ``task``'s rules (calibration, tagger prior), as it is without a task."""
     answer = result.value
     out = {}
     if isinstance(answer, ChoiceAnswer):
         probs = result.probs or one_hot(answer, choice_layout(type(answer)))
+        cfg = task.config if task is not None else None
         for cand in cands:
             dist = probs[f"c{cand.id}"]
-            scores = {t: float(dist[LETTERS[j]]) for j, t in enumerate(cand.option_types)}
+            k = len(cand.options)
+            prior = (
+                letter_prior(task, expert, k)
+                if task is not None and cfg is not None and cfg.calibrate and result.probs
+                else None
+            )
+            tagger = cfg is not None and cfg.tagger_prior
+            scores = weigh(cand, dist, prior, tagger, cfg.letter_floor if cfg else 0.0)
             out[cand.id] = Ballot(expert, rnd, scores, getattr(answer, f"r{cand.id}", ""))
         return out
     for cand in cands:
@@ -252,6 +346,26 @@ VOTE = Stage(
 )
 
 
+def _prior_samples(task: Task, doc: Doc, cands: list[Candidate]) -> Samples:
+    """The content-free vote over three options."""
+    free = content_free(task, 3)
+    if free is None:
+        return []
+    free_doc, cand = free
+    plain = replace(task, config=task.config.model_copy(update={"vote": "choice"}))
+    return [("content-free", vote_variables(plain, free_doc, "a linguist", 1, [cand], [], []))]
+
+
+# The calibration vote (``reasoning.calibrate``): the vote's own template, its usage counted apart.
+VOTE_PRIOR = Stage(
+    name="vote_prior",
+    template="vote.jinja",
+    schema=vote_schema,
+    required=VOTE.required,
+    samples=_prior_samples,
+)
+
+
 def vote(task: Task, doc: Doc, cands: list[Candidate], links: list[Link]) -> VoteResult:
     """Run the panel over ``cands`` (see the module docstring for the rules)."""
     panel = personas(task)
@@ -261,32 +375,41 @@ def vote(task: Task, doc: Doc, cands: list[Candidate], links: list[Link]) -> Vot
     pending = list(cands)
     abstentions = rounds_run = calls = 0
     logprobs = task.config.vote == "choice" and task.config.logprobs
+    first_wave = task.config.panel_confidence is not None and len(panel) > 1
     for rnd in range(1, task.config.rounds + 1):
         rounds_run = rnd
         previous = {cid: dict(b) for cid, b in latest.items()}
-        jobs, asked = [], []
-        for expert, persona in enumerate(panel):
-            mine = [c for c in pending if rnd > 1 or expert == 0 or not solo(task, c)]
-            if not mine:
-                continue
-            others = (
-                [(c, [b for e, b in sorted(previous[c.id].items()) if e != expert]) for c in mine]
-                if rnd > 1
-                else []
-            )
-            variables = vote_variables(task, doc, persona, rnd, mine, links, others)
-            jobs.append((variables, vote_schema(task, mine)))
-            asked.append((expert, mine))
-        calls += len(jobs)
-        for (expert, mine), result in zip(
-            asked, task.ask_many(VOTE, jobs, logprobs=logprobs), strict=True
-        ):
-            if result is None:
-                abstentions += 1
-                continue
-            for cid, ballot in ballots_of(result, mine, expert, rnd).items():
-                latest[cid][expert] = ballot
-                every[cid].append(ballot)
+        everyone = list(range(len(panel)))
+        waves = [[0], everyone[1:]] if rnd == 1 and first_wave else [everyone]
+        for wave in waves:
+            jobs, asked = [], []
+            for expert in wave:
+                mine = [
+                    c for c in pending if rnd > 1 or expert == 0 or needs_panel(task, c, latest)
+                ]
+                if not mine:
+                    continue
+                others = (
+                    [
+                        (c, [b for e, b in sorted(previous[c.id].items()) if e != expert])
+                        for c in mine
+                    ]
+                    if rnd > 1
+                    else []
+                )
+                variables = vote_variables(task, doc, panel[expert], rnd, mine, links, others)
+                jobs.append((variables, vote_schema(task, mine)))
+                asked.append((expert, mine))
+            calls += len(jobs)
+            for (expert, mine), result in zip(
+                asked, task.ask_many(VOTE, jobs, logprobs=logprobs), strict=True
+            ):
+                if result is None:
+                    abstentions += 1
+                    continue
+                for cid, ballot in ballots_of(result, mine, expert, rnd, task).items():
+                    latest[cid][expert] = ballot
+                    every[cid].append(ballot)
         pending = [
             by_id[cid]
             for cid in (c.id for c in pending)

@@ -56,6 +56,30 @@ def test_corrupt_config(tiny_checkpoint: Path, tmp_path: Path) -> None:
         Tagger.load(bad)
 
 
+def test_a_checkpoint_with_retired_config_fields_loads_and_predicts_the_same(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    """A checkpoint written by an older cdlm (config fields since removed) still loads; the
+    same field in a user's own config file stays an error."""
+    from cdlm.config import RETIRED_FIELDS, load_config
+    from cdlm.errors import ConfigError
+
+    old = _broken_copy(tiny_checkpoint, tmp_path / "old")
+    meta = json.loads((old / "config.json").read_text())
+    for dotted in RETIRED_FIELDS:
+        section, _, name = dotted.partition(".")
+        meta["config"][section][name] = 0.1
+    (old / "config.json").write_text(json.dumps(meta))
+    again, now = Tagger.load(old), Tagger.load(tiny_checkpoint)
+    assert again.config == now.config
+    for a, b in zip(again.predict_proba(SENTENCES), now.predict_proba(SENTENCES), strict=True):
+        assert np.array_equal(a, b)
+    user = tmp_path / "user.toml"
+    user.write_text("[causal]\nl_ecf = 0.1\n")
+    with pytest.raises(ConfigError, match="l_ecf"):
+        load_config(user)
+
+
 def test_corrupt_or_missing_weights(tiny_checkpoint: Path, tmp_path: Path) -> None:
     bad = _broken_copy(tiny_checkpoint, tmp_path / "bad")
     (bad / "model.safetensors").write_bytes(b"\x00" * 100)

@@ -21,7 +21,7 @@ from cdlm.reasoning.candidates import Option
 from cdlm.reasoning.pipeline import reason, route_many
 from cdlm.reasoning.stage import Task
 from cdlm.reasoning.stages import load_prompts, make_task
-from cdlm.reasoning.voting import ballots_of, choice_schema, vote_schema
+from cdlm.reasoning.voting import ballots_of, choice_schema, vote_schema, weigh
 
 
 @pytest.fixture(autouse=True)
@@ -76,9 +76,9 @@ def test_an_invalid_letter_is_repaired_through_the_real_client(doc_and_cands) ->
         ]
         server.default = Step(content=schema_answer)
         backend = GptBackend(LLMConfig(backend="gpt", base_url=server.base_url, concurrency=1))
-        task = Task(
-            backend, load_prompts(), ReasoningConfig(experts=1), "politics", POLITICS, UsageLog()
-        )
+        # the letters as answered, not weighed by the tagger (that rule is tested apart)
+        cfg = ReasoningConfig(experts=1, tagger_prior=False)
+        task = Task(backend, load_prompts(), cfg, "politics", POLITICS, UsageLog())
         out = reason(task, doc, cands)
         repair = server.requests[2]["messages"][-1]["content"]
     assert "c0" in repair and "not valid" in repair
@@ -122,20 +122,58 @@ def test_confident_candidates_go_to_one_expert(scripted, doc_and_cands) -> None:
     the tagger is unsure of; with every candidate sure, one call."""
     doc, cands = doc_and_cands
     cands[0].options = [Option("politician", 0.95), Option("person", 0.04), Option("none", 0.01)]
-    task = scripted(_script({}), solo_confidence=0.9)
+    task = scripted(_script({}), solo_confidence=0.9, panel_confidence=None)
     reason(task, doc, cands)
     first, *others = _vote_prompts(task)
     assert '- c0 "Angela Merkel"' in first and '- c1 "CDU"' in first
     assert len(others) == 2
     assert all('- c0 "' not in p and '- c1 "CDU"' in p for p in others)
 
-    sure = scripted(_script({}), solo_confidence=0.5)  # CDU's top probability is 0.5
+    sure = scripted(_script({}), solo_confidence=0.5, panel_confidence=None)  # CDU's top: 0.5
     reason(sure, doc, cands)
     assert len(_vote_prompts(sure)) == 1
-    everyone = scripted(_script({}), solo_confidence=None)
+    everyone = scripted(_script({}), solo_confidence=None, panel_confidence=None)
     reason(everyone, doc, cands)
     assert len(_vote_prompts(everyone)) == 3
     assert all('- c0 "' in p for p in _vote_prompts(everyone))
+
+
+def test_the_panel_joins_only_where_the_first_ballot_is_unsure(scripted, doc_and_cands) -> None:
+    """Panel-confidence rule: the first expert votes alone first; the others are asked about
+    the candidates whose first ballot values no option at least ``panel_confidence``."""
+    doc, cands = doc_and_cands
+    personas = ReasoningConfig().personas
+    # One-hot "A" weighed by the tagger: Merkel's ballot gives politician about 0.98.
+    sure = scripted(_script({}), solo_confidence=None, panel_confidence=0.9)
+    reason(sure, doc, cands)
+    (only,) = _vote_prompts(sure)
+    assert only.rstrip().endswith(f"Vote as {personas[0]}.")
+    unsure = scripted(_script({}), solo_confidence=None, panel_confidence=0.999)
+    reason(unsure, doc, cands)
+    first, *rest = _vote_prompts(unsure)
+    assert first.rstrip().endswith(f"Vote as {personas[0]}.") and len(rest) == 2
+    assert [p.rstrip().rsplit("Vote as ", 1)[1] for p in rest] == [f"{x}." for x in personas[1:3]]
+
+
+def test_a_ballot_is_the_tagger_prior_times_the_calibrated_llm(doc_and_cands) -> None:
+    """``weigh``: p ~ p_tagger * p_llm / p_prior, floored and renormalised; neither rule leaves
+    the LLM's distribution as it is."""
+    _, cands = doc_and_cands
+    cand = cands[0]  # politician, person, none
+    tagger = [o.prob for o in cand.options]
+    llm = {"A": 0.05, "B": 0.05, "C": 0.9}
+    as_is = dict(zip(cand.option_types, llm.values(), strict=True))
+    assert weigh(cand, llm, None, False, 0.02) == as_is
+    # An LLM that says what it says without the sentence: the tagger decides.
+    same = weigh(cand, llm, llm, True, 0.02)
+    total = sum(tagger)
+    for t, p in zip(cand.option_types, tagger, strict=True):
+        assert same[t] == pytest.approx(p / total)
+    # A letter bias removed: equal evidence relative to the prior keeps the tagger's order.
+    biased = weigh(cand, {"A": 0.1, "B": 0.0, "C": 0.9}, None, True, 0.02)
+    want = [max(p, 0.02) * w for p, w in zip(tagger, (0.1, 0.02, 0.9), strict=True)]
+    assert [biased[t] for t in cand.option_types] == pytest.approx([w / sum(want) for w in want])
+    assert sum(biased.values()) == pytest.approx(1.0)
 
 
 def test_discovery_only_where_the_tagger_is_unsure(scripted, doc_and_cands) -> None:
@@ -237,9 +275,8 @@ def test_outputs_do_not_depend_on_concurrency() -> None:
     def run(concurrency: int) -> tuple[list, int, list[str]]:
         with running(Step(content=schema_answer, delay=0.05)) as server:
             cfg = LLMConfig(backend="gpt", base_url=server.base_url, concurrency=concurrency)
-            task = Task(
-                GptBackend(cfg), load_prompts(), ReasoningConfig(), "politics", POLITICS, UsageLog()
-            )
+            rcfg = ReasoningConfig(panel_confidence=None)  # a round's experts go out together
+            task = Task(GptBackend(cfg), load_prompts(), rcfg, "politics", POLITICS, UsageLog())
             outcomes = [
                 (
                     [(e.start, e.end, e.label, round(e.score, 6), e.source) for e in o.entities],

@@ -101,7 +101,7 @@ def test_disagreement_triggers_another_round_then_consensus_stops(scripted, doc_
         prefer = {0: "person" if persona_b and not second else "politician"}
         return vote_answer(schema, prefer, messages)
 
-    task = scripted(script, rounds=3)
+    task = scripted(script, rounds=3, panel_confidence=None)  # the whole panel at once
     out = reason(task, doc, cands)
     assert out.trace["rounds"] == 2 and out.trace["consensus"] is True
     stages = [s for s, _ in task.backend.requests]
@@ -123,6 +123,7 @@ def test_disagreement_triggers_another_round_then_consensus_stops(scripted, doc_
             )
         ),
         rounds=3,
+        panel_confidence=None,
     )
     out = reason(agree, doc, cands)
     assert out.trace["rounds"] == 1

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 
+import pytest
+
 from cdlm.config import CdlmConfig, LLMConfig, ReasoningConfig
 from cdlm.inference.predict import predict_with_llm
 from cdlm.llm.usage import UsageLog
@@ -45,6 +47,15 @@ def test_every_stage_renders_parses_and_validates_with_smollm(real_task) -> None
         assert set(ent.explanation) >= {"links", "votes", "selfcheck"}
     for link in out.trace["links"]:  # grounded: both ends occur in the sentence
         assert link["cause"].lower() in doc.text.lower() and link["effect"] in doc.text
+    # Calibration: one content-free vote per option count, a distribution over its letters,
+    # asked once per task (a second sentence asks none).
+    priors = {k: v for k, v in real_task.memo.items() if k[0] == "letter_prior"}
+    sizes = {len(c.options) for c in cands}
+    assert summary["vote_prior"].requests == len(sizes) == len(priors)
+    for (_, _, k), prior in priors.items():
+        assert len(prior) == k and sum(prior.values()) == pytest.approx(1.0, abs=1e-4)
+    reason(real_task, doc, cands)
+    assert real_task.log.summary()["vote_prior"].requests == len(sizes)
 
 
 def test_injected_instruction_cannot_change_format_or_add_outside_spans(

@@ -18,7 +18,7 @@ from cdlm.reasoning.templates import default_prompts_dir
 
 
 def test_registry_holds_the_stages_in_pipeline_order() -> None:
-    assert list(registry) == ["discovery", "vote", "selfcheck", "augment_fill"]
+    assert list(registry) == ["discovery", "vote", "vote_prior", "selfcheck", "augment_fill"]
     for name, stage in registry.items():
         assert stage.name == name
         assert (default_prompts_dir() / stage.template).is_file()
