@@ -136,7 +136,11 @@ def test_repair_turn_that_outgrows_the_context_is_a_cached_failure(smollm_backen
     instruction) would not fit: that is a failed answer, cached, so a re-run makes no call --
     not a context overflow that is asked again, at full price, on every run."""
     from cdlm.llm.base import LLMOutputError
+    from cdlm.llm.llama import LlamaBackend
 
+    # A small context, so that filling it is a few seconds of prompt processing.
+    small = smollm_backend.cfg.model_copy(update={"n_ctx": 512})
+    smollm_backend = LlamaBackend(small, cache=None, notice=None)
     budget, n_ctx = 48, smollm_backend.n_ctx
 
     def padded(n_words: int) -> list[Message]:

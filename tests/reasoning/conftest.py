@@ -44,7 +44,9 @@ def smollm_backend(smollm_path: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture
 def real_task(smollm_backend: Any) -> Task:
-    cfg = ReasoningConfig(experts=1, rounds=1, max_links=3, selfcheck_when="always")
+    cfg = ReasoningConfig(
+        experts=1, rounds=1, max_links=3, selfcheck_when="always", discovery_when="always"
+    )
     return Task(smollm_backend, load_prompts(), cfg, "politics", POLITICS, UsageLog())
 
 

@@ -106,7 +106,7 @@ def _script(prefer_type: dict[str, str]):
             for name in schema.model_fields:
                 if line.startswith(f"- {name} "):
                     mention = line.split('"')[1]
-                    options = line.split(":", 1)[1]
+                    options = line.split(":", 1)[1] + " "  # the last option ends the line
                     want = prefer_type.get(mention)
                     letter = "A"
                     if want:
@@ -153,6 +153,13 @@ def test_the_panel_joins_only_where_the_first_ballot_is_unsure(scripted, doc_and
     first, *rest = _vote_prompts(unsure)
     assert first.rstrip().endswith(f"Vote as {personas[0]}.") and len(rest) == 2
     assert [p.rstrip().rsplit("Vote as ", 1)[1] for p in rest] == [f"{x}." for x in personas[1:3]]
+    # The first expert proposes a change for CDU (the tagger said O): the panel is asked about
+    # CDU alone, however sure that ballot is.
+    change = scripted(_script({"CDU": "politicalparty"}), solo_confidence=None)
+    reason(change, doc, cands)
+    first, *rest = _vote_prompts(change)
+    assert '- c0 "' in first and len(rest) == 2
+    assert all('- c1 "CDU"' in p and '- c0 "' not in p for p in rest)
 
 
 def test_a_ballot_is_the_tagger_prior_times_the_calibrated_llm(doc_and_cands) -> None:
@@ -178,14 +185,14 @@ def test_a_ballot_is_the_tagger_prior_times_the_calibrated_llm(doc_and_cands) ->
 
 def test_discovery_only_where_the_tagger_is_unsure(scripted, doc_and_cands) -> None:
     doc, cands = doc_and_cands
-    unsure = scripted(_script({}), discovery_when="unsure", solo_confidence=0.9)
+    unsure = scripted(_script({}), discovery_when="unsure", discovery_confidence=0.9)
     reason(unsure, doc, cands)  # both candidates are below 0.9
     assert [s for s, _ in unsure.backend.requests].count("discovery") == 1
-    sure = scripted(_script({}), discovery_when="unsure", solo_confidence=0.5)
+    sure = scripted(_script({}), discovery_when="unsure", discovery_confidence=0.5)
     out = reason(sure, doc, cands)
     assert [s for s, _ in sure.backend.requests].count("discovery") == 0
     assert out.fallbacks == 0 and out.trace["links"] == []
-    always = scripted(_script({}), discovery_when="always", solo_confidence=0.5)
+    always = scripted(_script({}), discovery_when="always", discovery_confidence=0.5)
     reason(always, doc, cands)
     assert [s for s, _ in always.backend.requests].count("discovery") == 1
 
