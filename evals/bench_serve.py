@@ -132,6 +132,31 @@ def load_test(url: str, texts: list[str], n: int, concurrency: int, domain: str 
     }
 
 
+def forward_ceiling(
+    model: str, domain: str | None, texts: list[str], n: int, threads: int | None
+) -> dict[str, float]:
+    """The most micro-batching can give: the model's own predictions/s (no HTTP) one text at a
+    time vs eight texts per call, over the same ``n`` texts, in this process, with the
+    server's torch threads. Runs before the servers start, on a quiet CPU."""
+    import torch
+
+    from cdlm.inference.model import CDLM
+
+    if threads:
+        torch.set_num_threads(threads)
+    m = CDLM.from_pretrained(model)
+    sample = [texts[k % len(texts)] for k in range(n)]
+    m.predict(sample[:8], domain=domain)  # warm-up
+    rates = {}
+    for size in (1, 8):
+        start = time.perf_counter()
+        for k in range(0, n, size):
+            m.predict(sample[k : k + size], domain=domain, batch_size=size)
+        rates[f"batch_{size}_texts_per_s"] = n / (time.perf_counter() - start)
+    rates["ratio"] = rates["batch_8_texts_per_s"] / rates["batch_1_texts_per_s"]
+    return rates
+
+
 def _md(record: dict[str, Any]) -> str:
     p = record["provenance"]
     rows = []
@@ -142,7 +167,7 @@ def _md(record: dict[str, Any]) -> str:
             f"{one['requests_per_s']:.1f} | {one['p50_ms']:.0f} | {one['p95_ms']:.0f} | "
             f"{mb['requests_per_s'] / one['requests_per_s']:.2f}x |"
         )
-    lt = record["load_test"]
+    lt, fc = record["load_test"], record["forward_ceiling"]
     met = "met" if record["speedup_at_8"] >= TARGET_SPEEDUP_AT_8 else "**not met**"
     return f"""# `cdlm serve` throughput and latency
 
@@ -158,6 +183,12 @@ runs on the same machine.
 
 Goal: micro-batched vs one-by-one at concurrency 8 >= {TARGET_SPEEDUP_AT_8}x: measured
 {record["speedup_at_8"]:.2f}x ({met}).
+
+The ceiling of that goal on this machine: the model alone (no HTTP, same process, the server's
+threads) predicts {fc["batch_1_texts_per_s"]:.1f} texts/s one at a time and
+{fc["batch_8_texts_per_s"]:.1f} texts/s eight per call: **{fc["ratio"]:.2f}x** is the most
+that micro-batching eight requests can give here, before HTTP and the client (same CPU) take
+their share.
 
 Load test (micro-batched): {lt["sent"]} requests at concurrency {record["load_concurrency"]}:
 {lt["answered"]} answered, {lt["ok"]} correct (200, spans inside their text); the server counted
@@ -198,6 +229,10 @@ def main() -> None:
         "server_threads": args.server_threads,
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
     }
+    record["forward_ceiling"] = forward_ceiling(
+        args.model, args.domain, texts, args.requests, args.server_threads
+    )
+    print(f"forward ceiling: {record['forward_ceiling']}", flush=True)
     for name, flags in (("micro_batched", []), ("one_by_one", ["--no-micro-batch"])):
         proc, url = start(args.model, [*flags, *threads])
         try:
