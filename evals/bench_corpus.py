@@ -140,7 +140,9 @@ def peak_rss(cmd: list[str], out: Path, stop_after: int | None) -> tuple[int, in
                 if sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b"")) >= (
                     stop_after
                 ):
-                    proc.send_signal(signal.SIGINT)
+                    # SIGTERM, not SIGINT: a command started from a background shell job
+                    # inherits SIGINT ignored and would run to the end of the big file.
+                    proc.send_signal(signal.SIGTERM)
                     break
         time.sleep(0.1)
     proc.wait()

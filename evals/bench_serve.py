@@ -184,11 +184,12 @@ runs on the same machine.
 Goal: micro-batched vs one-by-one at concurrency 8 >= {TARGET_SPEEDUP_AT_8}x: measured
 {record["speedup_at_8"]:.2f}x ({met}).
 
-The ceiling of that goal on this machine: the model alone (no HTTP, same process, the server's
-threads) predicts {fc["batch_1_texts_per_s"]:.1f} texts/s one at a time and
-{fc["batch_8_texts_per_s"]:.1f} texts/s eight per call: **{fc["ratio"]:.2f}x** is the most
-that micro-batching eight requests can give here, before HTTP and the client (same CPU) take
-their share.
+What batching can give the model itself on this machine: alone (no HTTP, same process, the
+server's threads) it predicts {fc["batch_1_texts_per_s"]:.1f} texts/s one at a time and
+{fc["batch_8_texts_per_s"]:.1f} texts/s eight per call, **{fc["ratio"]:.2f}x**. Batching
+adds that, plus the per-request costs around the model that one-by-one pays eight times;
+HTTP handling and the client share the same two cores. 2x needs a forward that batches well
+(a GPU, or many cores). Single runs vary by about 20% on a shared 2-core VM.
 
 Load test (micro-batched): {lt["sent"]} requests at concurrency {record["load_concurrency"]}:
 {lt["answered"]} answered, {lt["ok"]} correct (200, spans inside their text); the server counted

@@ -17,6 +17,11 @@ from pathlib import Path
 import pytest
 from llm_fault_server import FaultServer, running
 
+# Under pytest-xdist (`-n 2`, pyproject.toml) each worker gets one core: one OpenMP/torch thread,
+# set before torch loads and inherited by subprocesses, so two workers do not fight over two.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 REPO = Path(__file__).resolve().parents[1]
 CROSSNER = REPO.parent / "shared" / "data" / "crossner"
 

@@ -143,12 +143,14 @@ def test_the_panel_joins_only_where_the_first_ballot_is_unsure(scripted, doc_and
     the candidates whose first ballot values no option at least ``panel_confidence``."""
     doc, cands = doc_and_cands
     personas = ReasoningConfig().personas
-    # One-hot "A" weighed by the tagger: Merkel's ballot gives politician about 0.98.
-    sure = scripted(_script({}), solo_confidence=None, panel_confidence=0.9)
+    # The first expert confirms the tagger on both (Merkel: politician, CDU: none); one-hot
+    # answers weighed by the tagger give each ballot about 0.98 for that option.
+    confirm = _script({"CDU": "none"})
+    sure = scripted(confirm, solo_confidence=None, panel_confidence=0.9)
     reason(sure, doc, cands)
     (only,) = _vote_prompts(sure)
     assert only.rstrip().endswith(f"Vote as {personas[0]}.")
-    unsure = scripted(_script({}), solo_confidence=None, panel_confidence=0.999)
+    unsure = scripted(confirm, solo_confidence=None, panel_confidence=0.999)
     reason(unsure, doc, cands)
     first, *rest = _vote_prompts(unsure)
     assert first.rstrip().endswith(f"Vote as {personas[0]}.") and len(rest) == 2
