@@ -80,7 +80,8 @@ def resolve_path(name_or_path: Path | str) -> Path:
                 "model folder"
             )
     raise ModelNotFoundError(
-        f"no model at {path} (not a folder, nor a model name in {model_dir(name).parent}); "
+        f"no model at {path} (not a folder, nor a model name in "
+        f"{model_dir(DEFAULT_MODEL).parent}); "
         "build the default one with `cdlm model build-default` or train one with `cdlm train`"
     )
 

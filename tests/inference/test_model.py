@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ import pytest
 from cdlm import CDLM
 from cdlm.config import load_config
 from cdlm.errors import ConfigError, DataError, ModelNotFoundError
+from cdlm.runs import model_dir
 
 MERKEL = "Angela Merkel met Emmanuel Macron in Paris to discuss the European Union budget."
 KEYS = {"start", "end", "text", "label", "score", "source"}
@@ -170,6 +172,10 @@ def test_missing_default_model_says_how_to_build(
     monkeypatch.setenv("CDLM_HOME", str(tmp_path))
     with pytest.raises(ModelNotFoundError, match="cdlm model build-default"):
         CDLM.from_pretrained("default")
+    # A path that is not there names the models folder the bare names are looked up in.
+    models = str(model_dir("default").parent)
+    with pytest.raises(ModelNotFoundError, match=rf"nor a model name in {re.escape(models)}\)"):
+        CDLM.from_pretrained(tmp_path / "nothing" / "here")
 
 
 def test_route_flags_with_smollm(tiny_checkpoint: Path, smollm_path: Path, tmp_path: Path) -> None:
