@@ -437,19 +437,16 @@ RETIRED_FIELDS: dict[str, str] = {
 }
 
 
-def drop_retired(data: Any) -> tuple[Any, list[str]]:
-    """``data`` (a saved config) without the fields of :data:`RETIRED_FIELDS`, and the names
-    of those it had."""
+def drop_retired(data: Any) -> Any:
+    """``data`` (a saved config) without the fields of :data:`RETIRED_FIELDS`."""
     if not isinstance(data, dict):  # not a config at all: validation says so
-        return data, []
+        return data
     out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
-    dropped = []
     for dotted in RETIRED_FIELDS:
         section, _, name = dotted.partition(".")
-        if isinstance(out.get(section), dict) and name in out[section]:
-            del out[section][name]
-            dropped.append(dotted)
-    return out, dropped
+        if isinstance(out.get(section), dict):
+            out[section].pop(name, None)
+    return out
 
 
 # Named model variants: `cdlm train --variant NAME` / suite `variants = [...]` apply these

@@ -401,8 +401,7 @@ def _corrupt(path: Path, exc: Exception) -> ModelNotFoundError:
 def saved_config(path: Path, meta: dict[str, Any]) -> CdlmConfig:
     """The full config saved in a checkpoint's ``config.json``."""
     try:
-        data, _ = drop_retired(meta["config"])
-        return CdlmConfig.model_validate(data)
+        return CdlmConfig.model_validate(drop_retired(meta["config"]))
     except ValidationError as exc:  # e.g. written by a cdlm with other config fields
         where = one_line(exc, str(path / "config.json"))
         raise ModelNotFoundError(

@@ -77,6 +77,11 @@ class Candidate:
     evidence: list[str] = field(default_factory=list)  # types the discovery stage proposed
 
     @property
+    def top_prob(self) -> float:
+        """The tagger's probability of its most probable option ("none" included)."""
+        return max(o.prob for o in self.options)
+
+    @property
     def option_types(self) -> list[str]:
         return [o.type for o in self.options]
 

@@ -87,7 +87,7 @@ def reason(task: Task, doc: Doc, cands: list[Candidate] | None) -> Outcome:
     fallbacks = 0
     skip = cands is not None and task.config.discovery_when == "unsure"
     bar = task.config.discovery_confidence
-    if skip and all(max(o.prob for o in c.options) >= bar for c in cands or []):
+    if skip and all(c.top_prob >= bar for c in cands or []):
         disc = DiscoveryResult([], 0, True)  # the discovery rule: the tagger is sure
     else:
         disc = discover(task, doc, cands)

@@ -166,7 +166,7 @@ def personas(task: Task) -> list[str]:
 def solo(task: Task, cand: Candidate) -> bool:
     """Whether the panel-size rule leaves ``cand`` to the first expert alone."""
     bar = task.config.solo_confidence
-    return bar is not None and max(o.prob for o in cand.options) >= bar
+    return bar is not None and cand.top_prob >= bar
 
 
 CONTENT_FREE = "N/A"  # the sentence and mention of the calibration vote
@@ -251,17 +251,12 @@ def ballots_of(
     out = {}
     if isinstance(answer, ChoiceAnswer):
         probs = result.probs or one_hot(answer, choice_layout(type(answer)))
-        cfg = task.config if task is not None else None
+        calibrate = task is not None and task.config.calibrate and result.probs is not None
+        tagger = task is not None and task.config.tagger_prior
+        floor = task.config.letter_floor if task is not None else 0.0
         for cand in cands:
-            dist = probs[f"c{cand.id}"]
-            k = len(cand.options)
-            prior = (
-                letter_prior(task, expert, k)
-                if task is not None and cfg is not None and cfg.calibrate and result.probs
-                else None
-            )
-            tagger = cfg is not None and cfg.tagger_prior
-            scores = weigh(cand, dist, prior, tagger, cfg.letter_floor if cfg else 0.0)
+            prior = letter_prior(task, expert, len(cand.options)) if calibrate else None
+            scores = weigh(cand, probs[f"c{cand.id}"], prior, tagger, floor)
             out[cand.id] = Ballot(expert, rnd, scores, getattr(answer, f"r{cand.id}", ""))
         return out
     for cand in cands:
@@ -366,6 +361,15 @@ VOTE_PRIOR = Stage(
 )
 
 
+def _others(
+    expert: int, mine: list[Candidate], previous: dict[int, dict[int, Ballot]], rnd: int
+) -> list[tuple[Candidate, list[Ballot]]]:
+    """The other experts' ballots of the previous round on ``mine`` (none in round 1)."""
+    if rnd == 1:
+        return []
+    return [(c, [b for e, b in sorted(previous[c.id].items()) if e != expert]) for c in mine]
+
+
 def vote(task: Task, doc: Doc, cands: list[Candidate], links: list[Link]) -> VoteResult:
     """Run the panel over ``cands`` (see the module docstring for the rules)."""
     panel = personas(task)
@@ -382,28 +386,22 @@ def vote(task: Task, doc: Doc, cands: list[Candidate], links: list[Link]) -> Vot
         everyone = list(range(len(panel)))
         waves = [[0], everyone[1:]] if rnd == 1 and first_wave else [everyone]
         for wave in waves:
-            jobs, asked = [], []
-            for expert in wave:
-                mine = [
-                    c for c in pending if rnd > 1 or expert == 0 or needs_panel(task, c, latest)
-                ]
-                if not mine:
-                    continue
-                others = (
-                    [
-                        (c, [b for e, b in sorted(previous[c.id].items()) if e != expert])
-                        for c in mine
-                    ]
-                    if rnd > 1
-                    else []
+            # Round 1: the first expert gets every candidate, the others those needing a panel.
+            rest = pending if rnd > 1 else [c for c in pending if needs_panel(task, c, latest)]
+            asked = [(e, pending if e == 0 else rest) for e in wave]
+            asked = [(e, mine) for e, mine in asked if mine]
+            jobs = [
+                (
+                    vote_variables(
+                        task, doc, panel[e], rnd, mine, links, _others(e, mine, previous, rnd)
+                    ),
+                    vote_schema(task, mine),
                 )
-                variables = vote_variables(task, doc, panel[expert], rnd, mine, links, others)
-                jobs.append((variables, vote_schema(task, mine)))
-                asked.append((expert, mine))
+                for e, mine in asked
+            ]
             calls += len(jobs)
-            for (expert, mine), result in zip(
-                asked, task.ask_many(VOTE, jobs, logprobs=logprobs), strict=True
-            ):
+            results = task.ask_many(VOTE, jobs, logprobs=logprobs)
+            for (expert, mine), result in zip(asked, results, strict=True):
                 if result is None:
                     abstentions += 1
                     continue
