@@ -12,8 +12,12 @@ Two forms of vote (``reasoning.vote``):
 
 One call per expert and round covers all the candidates it is asked about (the schema has one
 required field per candidate, so the model can neither skip a candidate nor pick an option that
-was not offered). With reasons (``Task.reasons``) each candidate also gets a short reason; in a
-choice vote it comes after all the letters, so asking for reasons does not change the decision.
+was not offered). With ``reasoning.panel_call = "joint"`` (choice votes) the experts asked about
+the same candidates answer in one call instead: the prompt lists them, the answer has one letter
+per expert and candidate (``{"e2c0":"A","e3c0":"B"}``), each scored at its position, so a later
+expert's letters are read after the earlier experts' (as in a panel that speaks in turn).
+With reasons (``Task.reasons``) each candidate also gets a short reason; in a choice vote it
+comes after all the letters, so asking for reasons does not change the decision.
 
 Ballot of a choice vote (``weigh``): with ``reasoning.calibrate`` each letter's probability is
 divided by its probability in a content-free vote of the same expert over as many options (the
@@ -38,13 +42,15 @@ Rules that save calls (config, each documented at its field):
   the others are asked only about the candidates where its ballot proposes a change (prefers
   another option than the tagger's decision) or values its preference below this. Where the
   first expert confirms the tagger there is nothing for a panel to settle.
-- Rounds (``reasoning.rounds``): after a round, only the candidates whose experts prefer
-  different options (a split vote) go to the next round, in which each expert sees the others'
-  latest votes; the others keep their votes. A candidate with one voter is never split. Voting
-  stops when no vote is split or after ``rounds`` rounds.
+- Joint panel (``reasoning.panel_call``): the experts asked about the same candidates in the
+  same wave answer in one call (choice votes), so a panel costs one call, not one per expert.
+- Rounds (``reasoning.rounds``, 1 by default): after a round, only the candidates whose experts
+  prefer different options (a split vote) go to the next round, in which each expert sees the
+  others' latest votes; the others keep their votes. A candidate with one voter is never split.
+  Voting stops when no vote is split or after ``rounds`` rounds.
 
-The experts of a round are asked together (:meth:`Task.ask_many`, concurrent where the backend
-allows). An expert whose answer could not be parsed abstains (counted as a fallback); a candidate
+The calls of a wave are sent together (:meth:`Task.ask_many`, concurrent where the backend
+allows). A call whose answer could not be parsed abstains (counted as a fallback); a candidate
 no expert voted on keeps the tagger's decision.
 """
 
@@ -86,15 +92,31 @@ class ChoiceAnswer(Output):
     """Base of the choice-vote output models (built per call by :func:`choice_schema`)."""
 
 
+def answer_key(field: str, cid: int, expert: int | None = None) -> str:
+    """The JSON key of a candidate's ``field`` ("c" letter, "r" reason): ``c<id>`` in one
+    expert's answer, ``e<expert + 1>c<id>`` in a joint panel answer."""
+    return f"{field}{cid}" if expert is None else f"e{expert + 1}{field}{cid}"
+
+
 @lru_cache(maxsize=256)
-def choice_schema(options: Menu, max_reason: int | None = None) -> type[Output]:
+def choice_schema(
+    options: Menu, max_reason: int | None = None, experts: tuple[int, ...] = ()
+) -> type[Output]:
     """``{"c<id>": "A"|"B"|..., ...}`` (one letter per offered option), then with reasons
-    ``"r<id>": str`` for every candidate."""
+    ``"r<id>": str`` for every candidate; for a joint panel (``experts``) the same per expert,
+    keyed ``e<expert + 1>c<id>``, every letter before any reason."""
+    who: tuple[int | None, ...] = experts or (None,)
     fields: dict[str, Any] = {
-        f"c{cid}": (literal(LETTERS[: len(types)]), ...) for cid, types in options
+        answer_key("c", cid, e): (literal(LETTERS[: len(types)]), ...)
+        for e in who
+        for cid, types in options
     }
     if max_reason is not None:
-        fields |= {f"r{cid}": (str, text_field(max_reason)) for cid, _ in options}
+        fields |= {
+            answer_key("r", cid, e): (str, text_field(max_reason))
+            for e in who
+            for cid, _ in options
+        }
     return create_model("Choices", __base__=ChoiceAnswer, **fields)
 
 
@@ -112,11 +134,13 @@ def scores_schema(options: Menu, max_reason: int | None = None) -> type[Output]:
     return create_model("Votes", __base__=Output, **fields)  # type: ignore[call-overload]
 
 
-def vote_schema(task: Task, cands: list[Candidate]) -> type[Output]:
-    """The output model of a vote on ``cands`` in the configured form."""
+def vote_schema(task: Task, cands: list[Candidate], experts: tuple[int, ...] = ()) -> type[Output]:
+    """The output model of a vote on ``cands`` in the configured form (``experts``: the
+    experts of a joint panel call, choice votes only)."""
     menu = tuple((c.id, tuple(c.option_types)) for c in cands)
-    build = choice_schema if task.config.vote == "choice" else scores_schema
-    return build(menu, task.max_reason)
+    if task.config.vote == "choice":
+        return choice_schema(menu, task.max_reason, experts)
+    return scores_schema(menu, task.max_reason)
 
 
 @dataclass
@@ -243,10 +267,17 @@ def needs_panel(task: Task, cand: Candidate, latest: dict[int, dict[int, Ballot]
 
 
 def ballots_of(
-    result: LLMResult[Any], cands: list[Candidate], expert: int, rnd: int, task: Task | None = None
+    result: LLMResult[Any],
+    cands: list[Candidate],
+    expert: int,
+    rnd: int,
+    task: Task | None = None,
+    joint: bool = False,
 ) -> dict[int, Ballot]:
-    """Each candidate's ballot from one expert's answer (either form of vote); a choice ballot
-    is weighed by ``task``'s rules (calibration, tagger prior), as it is without a task."""
+    """Each candidate's ballot from one expert's answer (either form of vote; ``joint``: this
+    expert's fields of a joint panel answer); a choice ballot is weighed by ``task``'s rules
+    (calibration, tagger prior), as it is without a task. The calibration prior is the
+    expert's own content-free vote, asked in the one-expert form either way."""
     answer = result.value
     out = {}
     if isinstance(answer, ChoiceAnswer):
@@ -254,10 +285,12 @@ def ballots_of(
         calibrate = task is not None and task.config.calibrate and result.probs is not None
         tagger = task is not None and task.config.tagger_prior
         floor = task.config.letter_floor if task is not None else 0.0
+        who = expert if joint else None
         for cand in cands:
             prior = letter_prior(task, expert, len(cand.options)) if calibrate else None
-            scores = weigh(cand, probs[f"c{cand.id}"], prior, tagger, floor)
-            out[cand.id] = Ballot(expert, rnd, scores, getattr(answer, f"r{cand.id}", ""))
+            scores = weigh(cand, probs[answer_key("c", cand.id, who)], prior, tagger, floor)
+            reason = getattr(answer, answer_key("r", cand.id, who), "")
+            out[cand.id] = Ballot(expert, rnd, scores, reason)
         return out
     for cand in cands:
         vote = getattr(answer, f"c{cand.id}")
@@ -276,13 +309,16 @@ def vote_variables(
     cands: list[Candidate],
     links: list[Link],
     others: list[tuple[Candidate, list[Ballot]]],
+    panel: list[dict[str, str]] | None = None,
 ) -> dict:
     """The template variables of one expert's voting prompt (``others``: earlier ballots of the
-    other experts, per candidate, shown from round 2 on)."""
+    other experts, per candidate, shown from round 2 on; ``panel``: the experts of a joint call,
+    ``[{"key": "e2", "persona": ...}]``, instead of ``persona``)."""
     return {
         **task.type_context(),
         "sentence": doc.text,
         "persona": persona,
+        "panel": panel or [],
         "round": rnd,
         "vote": task.config.vote,
         "reasons": task.reasons,
@@ -329,6 +365,11 @@ def _samples(task: Task, doc: Doc, cands: list[Candidate]) -> Samples:
                 vote_variables(reasons, doc, "a linguist", 2, cands, links, round2),
             ),
         ]
+    members = [{"key": "e2", "persona": "a domain expert"}, {"key": "e3", "persona": "a sceptic"}]
+    joint = replace(task, config=task.config.model_copy(update={"vote": "choice"}))
+    cases.append(
+        ("choice joint panel", vote_variables(joint, doc, "", 1, cands, links, [], members))
+    )
     return cases
 
 
@@ -362,12 +403,51 @@ VOTE_PRIOR = Stage(
 
 
 def _others(
-    expert: int, mine: list[Candidate], previous: dict[int, dict[int, Ballot]], rnd: int
+    expert: int | None, mine: list[Candidate], previous: dict[int, dict[int, Ballot]], rnd: int
 ) -> list[tuple[Candidate, list[Ballot]]]:
-    """The other experts' ballots of the previous round on ``mine`` (none in round 1)."""
+    """The other experts' ballots of the previous round on ``mine`` (none in round 1); every
+    expert's for a joint call (``expert`` None)."""
     if rnd == 1:
         return []
     return [(c, [b for e, b in sorted(previous[c.id].items()) if e != expert]) for c in mine]
+
+
+Call = tuple[tuple[int, ...], list[Candidate]]  # (experts answering together, their candidates)
+
+
+def calls_of(asked: list[tuple[int, list[Candidate]]], joint: bool) -> list[Call]:
+    """The calls for ``(expert, candidates)`` pairs: one per expert, or with ``joint`` one per
+    run of consecutive experts asked about the same candidates."""
+    calls: list[Call] = []
+    for expert, mine in asked:
+        if joint and calls and [c.id for c in calls[-1][1]] == [c.id for c in mine]:
+            calls[-1] = ((*calls[-1][0], expert), mine)
+        else:
+            calls.append(((expert,), mine))
+    return calls
+
+
+def call_job(
+    task: Task,
+    doc: Doc,
+    call: Call,
+    rnd: int,
+    links: list[Link],
+    previous: dict[int, dict[int, Ballot]],
+) -> tuple[dict, type[Output]]:
+    """The (variables, schema) of one call: one expert's prompt, or a joint panel's."""
+    experts, mine = call
+    panel = personas(task)
+    if len(experts) == 1:
+        (e,) = experts
+        others = _others(e, mine, previous, rnd)
+        return vote_variables(task, doc, panel[e], rnd, mine, links, others), vote_schema(
+            task, mine
+        )
+    members = [{"key": f"e{e + 1}", "persona": panel[e]} for e in experts]
+    others = _others(None, mine, previous, rnd)
+    variables = vote_variables(task, doc, "", rnd, mine, links, others, members)
+    return variables, vote_schema(task, mine, experts)
 
 
 def vote(task: Task, doc: Doc, cands: list[Candidate], links: list[Link]) -> VoteResult:
@@ -379,6 +459,7 @@ def vote(task: Task, doc: Doc, cands: list[Candidate], links: list[Link]) -> Vot
     pending = list(cands)
     abstentions = rounds_run = calls = 0
     logprobs = task.config.vote == "choice" and task.config.logprobs
+    joint = task.config.vote == "choice" and task.config.panel_call == "joint"
     first_wave = task.config.panel_confidence is not None and len(panel) > 1
     for rnd in range(1, task.config.rounds + 1):
         rounds_run = rnd
@@ -389,25 +470,19 @@ def vote(task: Task, doc: Doc, cands: list[Candidate], links: list[Link]) -> Vot
             # Round 1: the first expert gets every candidate, the others those needing a panel.
             rest = pending if rnd > 1 else [c for c in pending if needs_panel(task, c, latest)]
             asked = [(e, pending if e == 0 else rest) for e in wave]
-            asked = [(e, mine) for e, mine in asked if mine]
-            jobs = [
-                (
-                    vote_variables(
-                        task, doc, panel[e], rnd, mine, links, _others(e, mine, previous, rnd)
-                    ),
-                    vote_schema(task, mine),
-                )
-                for e, mine in asked
-            ]
+            wave_calls = calls_of([(e, mine) for e, mine in asked if mine], joint)
+            jobs = [call_job(task, doc, call, rnd, links, previous) for call in wave_calls]
             calls += len(jobs)
             results = task.ask_many(VOTE, jobs, logprobs=logprobs)
-            for (expert, mine), result in zip(asked, results, strict=True):
+            for (experts, mine), result in zip(wave_calls, results, strict=True):
                 if result is None:
                     abstentions += 1
                     continue
-                for cid, ballot in ballots_of(result, mine, expert, rnd, task).items():
-                    latest[cid][expert] = ballot
-                    every[cid].append(ballot)
+                for expert in experts:
+                    ballots = ballots_of(result, mine, expert, rnd, task, len(experts) > 1)
+                    for cid, ballot in ballots.items():
+                        latest[cid][expert] = ballot
+                        every[cid].append(ballot)
         pending = [
             by_id[cid]
             for cid in (c.id for c in pending)

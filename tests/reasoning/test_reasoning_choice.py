@@ -104,7 +104,8 @@ def _script(prefer_type: dict[str, str]):
         out = {}
         for line in messages[1].content.splitlines():
             for name in schema.model_fields:
-                if line.startswith(f"- {name} "):
+                field = name.split("e", 1)[-1].lstrip("0123456789")  # joint panel: "e2c0"
+                if line.startswith(f"- {field} "):
                     mention = line.split('"')[1]
                     options = line.split(":", 1)[1] + " "  # the last option ends the line
                     want = prefer_type.get(mention)
@@ -122,17 +123,24 @@ def test_confident_candidates_go_to_one_expert(scripted, doc_and_cands) -> None:
     the tagger is unsure of; with every candidate sure, one call."""
     doc, cands = doc_and_cands
     cands[0].options = [Option("politician", 0.95), Option("person", 0.04), Option("none", 0.01)]
-    task = scripted(_script({}), solo_confidence=0.9, panel_confidence=None)
+    task = scripted(_script({}), solo_confidence=0.9, panel_confidence=None, panel_call="separate")
     reason(task, doc, cands)
     first, *others = _vote_prompts(task)
     assert '- c0 "Angela Merkel"' in first and '- c1 "CDU"' in first
     assert len(others) == 2
     assert all('- c0 "' not in p and '- c1 "CDU"' in p for p in others)
+    joint = scripted(_script({}), solo_confidence=0.9, panel_confidence=None)
+    reason(joint, doc, cands)
+    first, *others = _vote_prompts(joint)  # the first expert alone (its candidates differ)
+    assert '- c0 "Angela Merkel"' in first and len(others) == 1  # the other two in one call
+    assert '- c0 "' not in others[0] and "- e2: " in others[0] and "- e3: " in others[0]
 
     sure = scripted(_script({}), solo_confidence=0.5, panel_confidence=None)  # CDU's top: 0.5
     reason(sure, doc, cands)
     assert len(_vote_prompts(sure)) == 1
-    everyone = scripted(_script({}), solo_confidence=None, panel_confidence=None)
+    everyone = scripted(
+        _script({}), solo_confidence=None, panel_confidence=None, panel_call="separate"
+    )
     reason(everyone, doc, cands)
     assert len(_vote_prompts(everyone)) == 3
     assert all('- c0 "' in p for p in _vote_prompts(everyone))
@@ -150,18 +158,22 @@ def test_the_panel_joins_only_where_the_first_ballot_is_unsure(scripted, doc_and
     reason(sure, doc, cands)
     (only,) = _vote_prompts(sure)
     assert only.rstrip().endswith(f"Vote as {personas[0]}.")
-    unsure = scripted(confirm, solo_confidence=None, panel_confidence=0.999)
+    unsure = scripted(confirm, solo_confidence=None, panel_confidence=0.999, panel_call="separate")
     reason(unsure, doc, cands)
     first, *rest = _vote_prompts(unsure)
     assert first.rstrip().endswith(f"Vote as {personas[0]}.") and len(rest) == 2
     assert [p.rstrip().rsplit("Vote as ", 1)[1] for p in rest] == [f"{x}." for x in personas[1:3]]
-    # The first expert proposes a change for CDU (the tagger said O): the panel is asked about
-    # CDU alone, however sure that ballot is.
+    # The first expert proposes a change for CDU (the tagger said O): the panel (one joint call,
+    # the default) is asked about CDU alone, however sure that ballot is.
     change = scripted(_script({"CDU": "politicalparty"}), solo_confidence=None)
     reason(change, doc, cands)
     first, *rest = _vote_prompts(change)
-    assert '- c0 "' in first and len(rest) == 2
-    assert all('- c1 "CDU"' in p and '- c0 "' not in p for p in rest)
+    assert '- c0 "' in first and len(rest) == 1
+    assert '- c1 "CDU"' in rest[0] and '- c0 "' not in rest[0]
+    assert [ln for ln in rest[0].splitlines() if ln.startswith("- e")] == [
+        f"- e2: {personas[1]}",
+        f"- e3: {personas[2]}",
+    ]
 
 
 def test_a_ballot_is_the_tagger_prior_times_the_calibrated_llm(doc_and_cands) -> None:
@@ -284,7 +296,8 @@ def test_outputs_do_not_depend_on_concurrency() -> None:
     def run(concurrency: int) -> tuple[list, int, list[str]]:
         with running(Step(content=schema_answer, delay=0.05)) as server:
             cfg = LLMConfig(backend="gpt", base_url=server.base_url, concurrency=concurrency)
-            rcfg = ReasoningConfig(panel_confidence=None)  # a round's experts go out together
+            # a round's experts go out together, one request each
+            rcfg = ReasoningConfig(panel_confidence=None, panel_call="separate")
             task = Task(GptBackend(cfg), load_prompts(), rcfg, "politics", POLITICS, UsageLog())
             outcomes = [
                 (

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from cdlm.config import ReasoningConfig
 from cdlm.errors import TemplateError
 from cdlm.reasoning.candidates import Candidate, Doc, Option, ground
 from cdlm.reasoning.pipeline import reason, route
@@ -21,7 +22,7 @@ from cdlm.reasoning.routing import Router, calibrate
 from cdlm.reasoning.selfcheck import revise
 from cdlm.reasoning.stages import load_prompts
 from cdlm.reasoning.templates import default_prompts_dir
-from cdlm.reasoning.voting import Ballot, ChoiceAnswer, aggregate
+from cdlm.reasoning.voting import Ballot, ChoiceAnswer, aggregate, vote
 
 
 def vote_answer(schema, prefer: dict[int, str], messages=None) -> dict:
@@ -30,14 +31,15 @@ def vote_answer(schema, prefer: dict[int, str], messages=None) -> dict:
     out = {}
     if issubclass(schema, ChoiceAnswer):
         for name in schema.model_fields:
-            if not name.startswith("c"):
+            field = name.split("e", 1)[-1].lstrip("0123456789")  # "e2c0" (a joint panel) -> "c0"
+            if not field.startswith("c"):
                 out[name] = "why not"
                 continue
             line = next(
-                ln for ln in messages[1].content.splitlines() if ln.startswith(f"- {name} ")
+                ln for ln in messages[1].content.splitlines() if ln.startswith(f"- {field} ")
             )
             options = dict(re.findall(r"([A-J])\) (\w+)", line.split(":", 1)[1]))
-            want = prefer.get(int(name[1:]))
+            want = prefer.get(name, prefer.get(int(field[1:])))  # by answer key, else by id
             out[name] = next((k for k, t in options.items() if t == want), "A")
         return out
     for name, field in schema.model_fields.items():
@@ -101,7 +103,8 @@ def test_disagreement_triggers_another_round_then_consensus_stops(scripted, doc_
         prefer = {0: "person" if persona_b and not second else "politician"}
         return vote_answer(schema, prefer, messages)
 
-    task = scripted(script, rounds=3, panel_confidence=None)  # the whole panel at once
+    # the whole panel at once, one call per expert
+    task = scripted(script, rounds=3, panel_confidence=None, panel_call="separate")
     out = reason(task, doc, cands)
     assert out.trace["rounds"] == 2 and out.trace["consensus"] is True
     stages = [s for s, _ in task.backend.requests]
@@ -124,10 +127,37 @@ def test_disagreement_triggers_another_round_then_consensus_stops(scripted, doc_
         ),
         rounds=3,
         panel_confidence=None,
+        panel_call="separate",
     )
     out = reason(agree, doc, cands)
     assert out.trace["rounds"] == 1
     assert [s for s, _ in agree.backend.requests].count("vote") == 3
+
+
+def test_a_joint_panel_is_one_call_per_round_with_every_experts_ballot(scripted, doc_and_cands):
+    """``panel_call = "joint"``: the experts answer in one call (one letter per expert and
+    candidate), each letter a ballot of its own expert; a split re-asks the panel in one call."""
+    doc, cands = doc_and_cands
+    personas = ReasoningConfig().personas
+
+    def script(stage, schema, messages):
+        second = "Round 2" in messages[1].content
+        return vote_answer(schema, {} if second else {"e2c0": "person"}, messages)
+
+    task = scripted(script, rounds=3, panel_confidence=None)
+    voted = vote(task, doc, cands, [])
+    prompts = [m[1].content for _, m in task.backend.requests]
+    assert len(prompts) == voted.calls == 2 and voted.rounds_run == 2 and voted.consensus
+    for i, persona in enumerate(personas, 1):  # every expert listed under its key
+        assert f"- e{i}: {persona}" in prompts[0]
+    assert "Vote as" not in prompts[0]
+    assert 'c1 "CDU"' not in prompts[1] and "Round 2" in prompts[1]  # only the split one
+    merkel = next(c for c in cands if c.text == "Angela Merkel")
+    first = {
+        b.expert: b.preference(merkel.tie_order) for b in voted.ballots[merkel.id] if b.round == 1
+    }
+    assert first == {0: "politician", 1: "person", 2: "politician"}
+    assert voted.decisions[merkel.id][0] == "politician"
 
 
 def test_selfcheck_revises_only_on_contradiction(scripted, doc_and_cands) -> None:
@@ -189,10 +219,10 @@ def test_unparseable_answers_fall_back_to_the_tagger_and_are_counted(scripted, d
     assert [(e.text, e.label, e.source) for e in out.entities] == [
         ("Angela Merkel", "politician", "tagger")
     ]  # the missed candidate stays O
-    assert out.fallbacks == 3
+    assert out.fallbacks == 2  # the first expert's call, then the rest of the panel's (joint)
     summary = task.log.summary()
-    assert summary["vote"].fallbacks == 3 and summary["vote"].failures == 3
-    assert summary["total"].requests == 4
+    assert summary["vote"].fallbacks == 2 and summary["vote"].failures == 2
+    assert summary["total"].requests == 3
 
 
 def test_router_threshold_margin_budget(doc_and_cands) -> None:

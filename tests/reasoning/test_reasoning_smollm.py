@@ -121,3 +121,28 @@ def test_a_prompt_too_long_for_the_context_falls_back_and_is_counted(
         assert all(e.source == "tagger" for e in out.entities)
     warned = [r.getMessage() for r in caplog.records if "does not fit" in r.getMessage()]
     assert len(warned) == 1 and "set llm.n_ctx" in warned[0], warned
+
+
+def test_a_joint_panel_is_one_scored_call_with_a_ballot_per_expert(smollm_backend) -> None:
+    """``panel_call = "joint"`` with the real SmolLM2: the three experts answer in one call,
+    every letter scored from the log-probabilities, and each expert gets its own ballot (a
+    distribution over its candidate's options)."""
+    from cdlm.reasoning.stage import Task
+    from cdlm.reasoning.voting import vote
+
+    cfg = ReasoningConfig(
+        experts=3, solo_confidence=None, panel_confidence=None, calibrate=False, tagger_prior=False
+    )  # the ballots are the LLM's letter distributions as read
+    task = Task(smollm_backend, load_prompts(), cfg, "politics", sorted(POLITICS), UsageLog())
+    _, doc, cands = _sample_task(load_prompts())
+    voted = vote(task, doc, cands, [])
+    summary = task.log.summary()["vote"]
+    assert voted.calls == summary.requests == 1 and summary.failures == 0
+    for cand in cands:
+        ballots = voted.ballots[cand.id]
+        assert sorted(b.expert for b in ballots) == [0, 1, 2]
+        for ballot in ballots:
+            assert set(ballot.scores) == set(cand.option_types)
+            assert sum(ballot.scores.values()) == pytest.approx(1.0, abs=1e-4)
+        # read from log-probabilities, not one-hot letters: some option is strictly inside (0, 1)
+        assert any(0.0 < v < 1.0 for b in ballots for v in b.scores.values())
