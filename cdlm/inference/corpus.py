@@ -39,7 +39,7 @@ from typing import Any, Literal
 from cdlm.config import CorpusConfig
 from cdlm.data.corpus import STDIN, Format, Record, read_records
 from cdlm.data.resume import ResumeState, resume_state
-from cdlm.errors import ConfigError
+from cdlm.errors import CdlmError, ConfigError
 from cdlm.inference.predictors import (
     Predictor,
     PredictorFactory,
@@ -98,8 +98,16 @@ def run_local(
         initargs=(factory, 1 if threads is None else threads),
     )
     window: deque[Future[list[bytes]]] = deque()
+    source, bad_input = iter(batches), None
     try:
-        for batch in batches:
+        while True:
+            try:
+                batch = next(source)
+            except StopIteration:
+                break
+            except CdlmError as exc:  # a bad input line: the batches before it still count
+                bad_input = exc
+                break
             window.append(pool.submit(_work, batch))
             if len(window) >= workers * (1 + prefetch):
                 yield window.popleft().result()
@@ -107,6 +115,8 @@ def run_local(
             yield window.popleft().result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+    if bad_input is not None:
+        raise bad_input
 
 
 # --- the run: read, skip what is done, predict, append in order -----------------------------
@@ -147,16 +157,23 @@ class _Batch:
 def _batches(
     records: Iterator[tuple[int, int, Record]], state: ResumeState, size: int, skipped: list[int]
 ) -> Iterator[_Batch]:
+    """Batches of ``size`` records not yet done; the records read before a bad line are
+    batched (so predicted and written) before its error goes on."""
     batch: list[Record] = []
     position = 0
-    for _, position, record in records:
-        if state.skip(record):
-            skipped[0] += 1
-            continue
-        batch.append(record)
-        if len(batch) >= size:
+    try:
+        for _, position, record in records:
+            if state.skip(record):
+                skipped[0] += 1
+                continue
+            batch.append(record)
+            if len(batch) >= size:
+                yield _Batch(batch, position)
+                batch = []
+    except CdlmError:
+        if batch:
             yield _Batch(batch, position)
-            batch = []
+        raise
     if batch:
         yield _Batch(batch, position)
 

@@ -105,15 +105,20 @@ def test_plain_text_input_and_bad_lines(tiny_checkpoint: Path, tmp_path: Path) -
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": 1, "text": "ok"}\n{"id": 2, "txt": "typo"}\n', encoding="utf-8")
     cmd = [sys.executable, "-m", "cdlm", "predict", "--checkpoint", str(tiny_checkpoint)]
-    proc = subprocess.run(
-        [*cmd, "--input", str(bad), "--output", str(tmp_path / "o.jsonl"), "--no-progress"],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.strip().splitlines()[-1] == (
-        f"error: {bad}:2: field 'text': expected a string, got nothing"
-    )
-    assert "Traceback" not in proc.stderr
+    for workers in ("1", "2"):
+        done = tmp_path / f"o{workers}.jsonl"
+        proc = subprocess.run(
+            [*cmd, "--input", str(bad), "--output", str(done), "--no-progress",
+             "--workers", workers],
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.strip().splitlines()[-1] == (
+            f"error: {bad}:2: field 'text': expected a string, got nothing"
+        )
+        assert "Traceback" not in proc.stderr
+        # the record before the bad line (same batch) is written; a fixed file resumes after it
+        assert [r["id"] for r in _read(done)] == [1], workers
 
 
 def test_resume_after_a_real_kill(
