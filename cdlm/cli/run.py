@@ -202,6 +202,13 @@ def evaluate(
         str | None,
         typer.Option(help="With --suite: run only these of its domains (comma-separated)."),
     ] = None,
+    train: Annotated[
+        bool,
+        typer.Option(
+            help="With --suite: train the runs not finished yet (default), or with --no-train "
+            "only write the results of the finished ones."
+        ),
+    ] = True,
     llm: Annotated[
         LLMChoice, typer.Option(help="Also score tagger + LLM reasoning with this backend.")
     ] = "none",
@@ -270,7 +277,7 @@ def evaluate(
             spec = select_variants(spec, [v.strip() for v in variants.split(",") if v.strip()])
         if domains:
             spec = select_domains(spec, [d.strip() for d in domains.split(",") if d.strip()])
-        summary = run_suite(spec, data_dir=data_dir)
+        summary = run_suite(spec, data_dir=data_dir, train=train)
         print(
             f"suite {spec.name}: {len(summary['runs'])} runs; wrote "
             f"{spec.results_dir}/{spec.name}.json and .md"

@@ -379,8 +379,10 @@ def run_suite(
     progress: bool = True,
     log: Callable[[str], None] = print,
     poll_s: float | None = None,
+    train: bool = True,
 ) -> dict[str, Any]:
     """Train or reuse every planned run, rewriting the results after each; returns them.
+    With ``train`` False, only the finished runs are read (a report of a suite in progress).
 
     ``train_fn(config, out_dir, data_dir=..., runs=..., progress=...)`` defaults to
     :func:`cdlm.experiments.train.train`.
@@ -429,6 +431,9 @@ def run_suite(
             folder, done = run_folder(spec, config)
             if done:
                 log(f"{what}: reusing {folder}")
+            elif not train:
+                log(f"{what}: not trained yet; left out")
+                continue
             else:
                 lock = claim(folder)
                 if lock is None:

@@ -102,6 +102,10 @@ def test_interrupted_suite_resumes(tmp_path):
         run_suite(spec, train_fn=FakeTrain(fail_on=3), progress=False, log=lambda _: None)
     partial = json.loads((tmp_path / "results" / "tiny.json").read_text(encoding="utf-8"))
     assert not partial["complete"] and len(partial["runs"]) == 2
+    # A report of the suite in progress trains nothing and lists the two finished runs.
+    report = FakeTrain()
+    result = run_suite(spec, train_fn=report, progress=False, log=lambda _: None, train=False)
+    assert report.calls == [] and not result["complete"] and len(result["runs"]) == 2
     resumed = FakeTrain()
     result = run_suite(spec, train_fn=resumed, progress=False, log=lambda _: None)
     assert len(resumed.calls) == 4 and result["complete"] and len(result["runs"]) == 6
