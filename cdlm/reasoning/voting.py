@@ -92,10 +92,15 @@ class ChoiceAnswer(Output):
     """Base of the choice-vote output models (built per call by :func:`choice_schema`)."""
 
 
+def expert_key(expert: int) -> str:
+    """How a joint panel's prompt and answer name an expert: ``e1`` for the first."""
+    return f"e{expert + 1}"
+
+
 def answer_key(field: str, cid: int, expert: int | None = None) -> str:
     """The JSON key of a candidate's ``field`` ("c" letter, "r" reason): ``c<id>`` in one
     expert's answer, ``e<expert + 1>c<id>`` in a joint panel answer."""
-    return f"{field}{cid}" if expert is None else f"e{expert + 1}{field}{cid}"
+    return f"{field}{cid}" if expert is None else f"{expert_key(expert)}{field}{cid}"
 
 
 @lru_cache(maxsize=256)
@@ -438,16 +443,14 @@ def call_job(
     """The (variables, schema) of one call: one expert's prompt, or a joint panel's."""
     experts, mine = call
     panel = personas(task)
-    if len(experts) == 1:
-        (e,) = experts
-        others = _others(e, mine, previous, rnd)
-        return vote_variables(task, doc, panel[e], rnd, mine, links, others), vote_schema(
-            task, mine
-        )
-    members = [{"key": f"e{e + 1}", "persona": panel[e]} for e in experts]
-    others = _others(None, mine, previous, rnd)
-    variables = vote_variables(task, doc, "", rnd, mine, links, others, members)
-    return variables, vote_schema(task, mine, experts)
+    if len(experts) == 1:  # one expert: its persona, the one-expert keys
+        who, persona, members, joint = experts[0], panel[experts[0]], None, ()
+    else:  # a joint panel: every member listed, shown every expert's earlier ballots
+        who, persona, joint = None, "", experts
+        members = [{"key": expert_key(e), "persona": panel[e]} for e in experts]
+    others = _others(who, mine, previous, rnd)
+    variables = vote_variables(task, doc, persona, rnd, mine, links, others, members)
+    return variables, vote_schema(task, mine, joint)
 
 
 def vote(task: Task, doc: Doc, cands: list[Candidate], links: list[Link]) -> VoteResult:
