@@ -233,8 +233,8 @@ class ReasoningConfig(Section):
 
     experts: int = Field(3, ge=1)  # personas voting; the first `experts` of `personas` are used
     # Voting rounds at most. Rule: a later round re-asks only the candidates whose experts split
-    # (each expert then sees the others' votes). One by default: a second round re-asked 39% of
-    # the sentences for 1.17 more calls each on politics (evals/results/politics__llm-cost__seed1).
+    # (each expert then sees the others' votes). One by default, for cost: see the README's
+    # LLM cost figures (evals/results/politics__llm-cost__seed1.md).
     rounds: int = Field(1, ge=1)
     # "joint": the experts asked about the same candidates answer in one call (the prompt lists
     # them; one letter per expert and candidate), so the panel after the first expert is one call;
