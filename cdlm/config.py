@@ -408,7 +408,7 @@ class CorpusConfig(Section):
 
     # Records per task sent to a worker. The tagger sorts a task by length and runs it in
     # forwards of train.eval_batch_size, so a larger task pads less (memory stays constant).
-    batch_size: int = Field(256, ge=1)
+    batch_size: int = Field(512, ge=1)
     # Batches queued per worker process beyond the one it works on: enough to keep it busy,
     # few enough that memory stays constant.
     prefetch: int = Field(2, ge=1)

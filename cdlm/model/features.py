@@ -9,6 +9,7 @@ a per-shape bias for every tag. Switch off with ``encoder.casing_features = fals
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 
 import torch
@@ -30,6 +31,7 @@ SHAPES: tuple[str, ...] = (
 _INDEX = {name: i for i, name in enumerate(SHAPES)}
 
 
+@functools.lru_cache(maxsize=1 << 16)  # words repeat; a corpus run asks again and again
 def word_shape(word: str) -> int:
     """The shape class index of one word (never 0, which is padding)."""
     if word.isdigit():

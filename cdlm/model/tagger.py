@@ -130,9 +130,11 @@ class BatchBuilder:
         token_lists: list[list[str]] | list[tuple[str, ...]],
         tag_lists: list[tuple[str, ...]] | list[list[str]] | None = None,
         masked: list[list[bool]] | None = None,
+        pieces: list[list[list[int]]] | None = None,
     ) -> Batch:
         """A batch; words flagged True in ``masked`` (one flag list per sentence) are read as
-        the encoder's mask token with the padding word shape (the input-level views)."""
+        the encoder's mask token with the padding word shape (the input-level views).
+        ``pieces``: the sentences' :meth:`word_pieces`, when the caller has them already."""
         tok = self.tokenizer
         windows: list[list[int]] = []
         n_words = max((len(t) for t in token_lists), default=0)
@@ -143,13 +145,15 @@ class BatchBuilder:
         word_mask = torch.zeros(size, dtype=torch.bool)
         shape_ids = torch.zeros(size, dtype=torch.long)
         tags = torch.full(size, IGNORE, dtype=torch.long) if tag_lists is not None else None
-        for b, pieces in enumerate(self.word_pieces(list(token_lists), masked)):
+        if pieces is None:
+            pieces = self.word_pieces(list(token_lists), masked)
+        for b, word_ids in enumerate(pieces):
             plan = plan_windows(
-                pieces, self.max_pieces, self.stride, tok.cls_token_id, tok.sep_token_id
+                word_ids, self.max_pieces, self.stride, tok.cls_token_id, tok.sep_token_id
             )
             offset = len(windows)
             windows.extend(plan.windows)
-            n = len(pieces)
+            n = len(word_ids)
             word_window[b, :n] = torch.tensor(plan.word_window, dtype=torch.long) + offset
             word_position[b, :n] = torch.tensor(plan.word_position, dtype=torch.long)
             word_mask[b, :n] = True
@@ -312,18 +316,24 @@ class Tagger(nn.Module):
     def predict_proba(
         self, token_lists: list[list[str]] | list[tuple[str, ...]], batch_size: int | None = None
     ) -> list[np.ndarray]:
-        """Softmax over the BIO labels for every word: one ``[W, L]`` array per sentence."""
+        """Softmax over the BIO labels for every word: one ``[W, L]`` array per sentence.
+        Sentences are batched in order of their word-piece count (what the encoder pays for),
+        so a batch pads little."""
         batch_size = batch_size or self.config.train.eval_batch_size
         was_training = self.training
         self.eval()
-        order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))
         out = [np.zeros((0, len(self.labels)), dtype=np.float32) for _ in token_lists]
+        pieces = self.builder.word_pieces([list(t) for t in token_lists])
+        order = sorted(
+            (i for i in range(len(token_lists)) if len(token_lists[i])),
+            key=lambda i: sum(len(p) for p in pieces[i]),
+        )
         try:
             for k in range(0, len(order), batch_size):
-                idx = [i for i in order[k : k + batch_size] if len(token_lists[i])]
-                if not idx:
-                    continue
-                batch = self.builder([token_lists[i] for i in idx]).to(self.device)
+                idx = order[k : k + batch_size]
+                batch = self.builder(
+                    [token_lists[i] for i in idx], pieces=[pieces[i] for i in idx]
+                ).to(self.device)
                 probs = self(batch).logits.float().softmax(-1).cpu().numpy()
                 for row, i in enumerate(idx):
                     out[i] = probs[row, : len(token_lists[i])]

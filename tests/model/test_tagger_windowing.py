@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cdlm.errors import ConfigError
-from cdlm.model.tagger import Tagger
+from cdlm.model.tagger import BatchBuilder, Tagger
 from cdlm.model.windowing import plan_windows
 
 
@@ -120,3 +120,35 @@ def test_small_windows_agree_with_one_big_window_away_from_edges(tiny_tagger: Ta
         h_small, _ = small.encode(small.builder([sentence]))
     cos = torch.nn.functional.cosine_similarity(h_big[0], h_small[0], dim=-1)
     assert cos.mean() > 0.9
+
+
+def test_batches_group_sentences_by_word_pieces_not_words(
+    tiny_tagger: Tagger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the encoder pays for is pieces: two words of a long rare term batch with the
+    six-word sentence of long words, not with the two plain words (less padding), and every
+    sentence's output is what it gets alone."""
+    term = "Pneumonoultramicroscopicsilicovolcanoconiosis"
+    sentences = [
+        [term, term],  # 2 words, many pieces
+        _words("the party won the vote ."),  # 6 words, 6 pieces
+        _words("it won"),  # 2 words, 2 pieces
+        [term] * 6,  # 6 words, most pieces
+    ]
+    seen: list[tuple[list[int], int]] = []  # (word counts, padded width) per forward
+    build = BatchBuilder.__call__
+
+    def spy(self, token_lists, *args, **kwargs):
+        batch = build(self, token_lists, *args, **kwargs)
+        seen.append((sorted(len(t) for t in token_lists), batch.input_ids.shape[1]))
+        return batch
+
+    monkeypatch.setattr(BatchBuilder, "__call__", spy)
+    together = tiny_tagger.predict_proba(sentences, batch_size=2)
+    monkeypatch.undo()
+    tok = tiny_tagger.tokenizer
+    pieces = [len(tok(s, is_split_into_words=True)["input_ids"]) for s in sentences]
+    assert pieces[2] < pieces[1] < pieces[0] < pieces[3]
+    assert seen == [([2, 6], pieces[1]), ([2, 6], pieces[3])]
+    for sentence, probs in zip(sentences, together, strict=True):
+        assert np.allclose(tiny_tagger.predict_proba([sentence])[0], probs, atol=1e-5)
