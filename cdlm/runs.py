@@ -31,6 +31,7 @@ DEFAULT_MODEL = "default"
 # Config sections and fields that do not change the trained model.
 _NOT_TRAINING = ("llm", "reasoning", "routing", "default_model", "serve", "corpus")
 _NOT_TRAINING_FIELDS = (
+    ("train", "variant"),  # a name for results; the variant's switches are in the config
     ("train", "threads"),
     ("train", "lock_poll_seconds"),
     # Chosen on dev after training (cdlm.experiments.debias) or used only by `cdlm probe`.
@@ -81,8 +82,13 @@ def training_view(config: CdlmConfig | dict[str, Any]) -> dict[str, Any]:
     data = config.model_dump(mode="json")
     for section in _NOT_TRAINING:
         data.pop(section, None)
-    if data["augment"]["method"] == "none":  # its other fields shape nothing then
+    # A module that is off: its other fields shape nothing.
+    if data["augment"]["method"] == "none":
         data.pop("augment")
+    if not data["fusion"]["enabled"]:
+        data.pop("fusion")
+    if not (data["causal"]["explicit"] or data["causal"]["implicit"]):
+        data.pop("causal")
     for section, name in _NOT_TRAINING_FIELDS:
         data.get(section, {}).pop(name, None)
     return data

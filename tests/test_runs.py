@@ -49,6 +49,27 @@ def test_training_view_ignores_what_does_not_shape_the_model() -> None:
     assert training_view(base.model_dump(mode="json")) == training_view(base)
 
 
+@pytest.mark.parametrize(
+    ("section", "off", "on"),
+    [
+        ("causal", {"causal.l_ctx": 0.1}, {"causal.explicit": True}),
+        ("fusion", {"fusion.l_gm": 0.0}, {"fusion.enabled": True}),
+        ("augment", {"augment.grid": [[4, 0]]}, {"augment.method": "factmix"}),
+    ],
+)
+def test_a_module_that_is_off_shapes_nothing(section: str, off: dict, on: dict) -> None:
+    """A module's settings count only when it is on, and a variant's name never does: a plain
+    run stays the same run whatever the defaults of the modules it does not use."""
+    base = load_config(None, {"train.target": "politics"})
+    renamed = load_config(None, {"train.target": "politics", "train.variant": "ep20", **off})
+    assert config_hash(base) == config_hash(renamed)
+    assert section not in training_view(base)
+    with_module = load_config(None, {"train.target": "politics", **on})
+    changed = load_config(None, {"train.target": "politics", **on, **off})
+    assert section in training_view(with_module)
+    assert config_hash(with_module) != config_hash(changed)
+
+
 def test_finished_run_needs_scores_and_the_same_config(tmp_path: Path) -> None:
     cfg = load_config(None, {"train.target": "politics"})
     default, hashed = run_folders(tmp_path, cfg)
