@@ -409,7 +409,7 @@ class ServeConfig(Section):
 class CorpusConfig(Section):
     """``cdlm predict --input FILE --output FILE`` on corpora (cdlm/inference/corpus.py)."""
 
-    # Records per task sent to a worker. The tagger sorts a task by length and runs it in
+    # Records per task sent to a worker. The tagger orders a task by word pieces and runs it in
     # forwards of train.eval_batch_size, so a larger task pads less (memory stays constant).
     batch_size: int = Field(512, ge=1)
     # Batches queued per worker process beyond the one it works on: enough to keep it busy,

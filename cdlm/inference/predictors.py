@@ -51,7 +51,7 @@ def load_predictor(spec: PredictorSpec) -> Predictor:
                 domain=spec.domain,
                 threshold=spec.threshold,
                 llm=llm,
-                # The whole task at once: the tagger sorts it by length before batching
+                # The whole task at once: the tagger orders it by word pieces before batching
                 # (``train.eval_batch_size`` per forward), so a task pads little.
                 batch_size=max(spec.batch_size, len(records)),
                 explain=spec.explain,
