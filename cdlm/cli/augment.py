@@ -39,13 +39,13 @@ def augment(
     entity_ratio: Annotated[
         int | None,
         typer.Option(
-            help="Max entity-level semi-facts per sentence (default: augment.entity_ratio = 8)"
+            help="Max entity-level semi-facts per sentence (default: augment.entity_ratio = 4)"
         ),
     ] = None,
     context_ratio: Annotated[
         int | None,
         typer.Option(
-            help="Max context-level semi-facts per sentence (default: augment.context_ratio = 5)"
+            help="Max context-level semi-facts per sentence (default: augment.context_ratio = 1)"
         ),
     ] = None,
     seed: Annotated[

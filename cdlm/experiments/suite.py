@@ -321,6 +321,7 @@ def markdown(spec: SuiteSpec, result: dict[str, Any]) -> str:
             f"| {'–' if r.get('alpha') is None else r['alpha']} | {minutes} "
             f"| `{r['checkpoint']}` | {r['reused']} |"
         )
+    lines += _grid_lines(runs)
     prov = result["provenance"]
     lines += [
         "",
@@ -329,6 +330,31 @@ def markdown(spec: SuiteSpec, result: dict[str, Any]) -> str:
         f"- time: {prov.get('time')}, machine: {prov.get('machine')}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _grid_lines(runs: list[dict[str, Any]]) -> list[str]:
+    """The FactMix ratio points each run searched on dev, so a choice can be read off."""
+    searched = [
+        r for r in runs if len(((r.get("augment") or {}).get("grid") or {}).get("points", [])) > 1
+    ]
+    if not searched:
+        return []
+    lines = [
+        "",
+        "FactMix (entity, context) ratio points searched on dev (dev F1; * = chosen):",
+        "",
+        "| variant | domain | seed | points |",
+        "|---|---|---:|---|",
+    ]
+    for r in searched:
+        grid = r["augment"]["grid"]
+        points = ", ".join(
+            f"{p['entity_ratio']}/{p['context_ratio']} {100 * p['dev_f1']:.2f}"
+            + ("*" if p == grid["chosen"] else "")
+            for p in grid["points"]
+        )
+        lines.append(f"| {r['variant']} | {r['domain']} | {r['seed']} | {points} |")
+    return lines
 
 
 def seeds_for(spec: SuiteSpec, variant: str, domain: str) -> list[int]:

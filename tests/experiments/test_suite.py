@@ -20,6 +20,7 @@ import pytest
 from cdlm.errors import ConfigError
 from cdlm.experiments.suite import (
     SuiteSpec,
+    _grid_lines,
     load_suite,
     planned_runs,
     run_config,
@@ -306,3 +307,18 @@ def test_define_needs_a_known_base_and_a_new_name(tmp_path):
     )
     with pytest.raises(ConfigError, match="define.gcn"):
         load_suite(bad)
+
+
+def test_the_factmix_points_a_run_searched_are_listed_with_the_chosen_one() -> None:
+    point = lambda e, c, f: {"entity_ratio": e, "context_ratio": c, "dev_f1": f}  # noqa: E731
+    grid = {"points": [point(4, 0, 0.60), point(4, 1, 0.65)], "chosen": point(4, 1, 0.65)}
+    runs = [
+        {"variant": "a+factmix", "domain": "politics", "seed": 1, "augment": {"grid": grid}},
+        {"variant": "b", "domain": "politics", "seed": 1, "augment": None},
+        {"variant": "c+factmix", "domain": "politics", "seed": 1,
+         "augment": {"grid": {"points": [point(4, 1, 0.6)], "chosen": point(4, 1, 0.6)}}},
+    ]  # fmt: skip
+    rows = [line for line in _grid_lines(runs) if line.startswith("| a")]
+    assert rows == ["| a+factmix | politics | 1 | 4/0 60.00, 4/1 65.00* |"]
+    assert not [line for line in _grid_lines(runs) if line.startswith(("| b", "| c"))]
+    assert _grid_lines(runs[1:]) == []
