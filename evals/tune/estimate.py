@@ -10,7 +10,7 @@ Extras: the dev alpha sweep of the causal variants and the test evaluation.
 
     python evals/tune/estimate.py evals/crossner_final.toml \
         --measured evals/results/tune_modules.json evals/results/tune_factmix.json \
-        --workers 2 --out evals/results/crossner_final_estimate
+        --workers 2 --skip causal-both --out evals/results/crossner_final_estimate
 
 The measurements were taken on a CPU shared with other jobs, two training processes at a time,
 so they already include the slowdown of running two workers side by side.
@@ -54,25 +54,41 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--long-factor", type=float, default=3.0, help="augmented / original set")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument(
+        "--skip",
+        nargs="*",
+        default=[],
+        help="measured variants that are not a recipe the suite runs",
+    )
     args = ap.parse_args()
 
     # Measured: seconds per epoch-work unit, epochs run, per kind.
     per_unit: dict[str, list[float]] = {}
     epochs: dict[str, list[int]] = {}
     sweep_units: list[float] = []
+    factmix_point: list[tuple[str, float]] = []
+    plain_seconds: dict[str, float] = {}
     sources = []
     for path in args.measured:
         for run in json.loads(path.read_text(encoding="utf-8"))["runs"]:
+            if run["variant"] in args.skip:
+                continue
             folder = Path(run["checkpoint"])
             scores = json.loads((folder / "scores.json").read_text(encoding="utf-8"))
             config = json.loads((folder / "config.json").read_text(encoding="utf-8"))["config"]
             k = kind(config)
             if config["augment"]["method"] == "factmix":
-                continue  # its grid points are several fine-tunings: not one run's epochs
+                # Its grid points are several fine-tunings: the mean point's time, against
+                # the plain run of its domain below (more epochs to converge, the fills).
+                points = len(scores["augment"]["grid"]["points"])
+                factmix_point.append((run["domain"], scores["target_seconds"] / points))
+                continue
             secs = [h["seconds"] for h in scores["history"]]
             # The median epoch: robust to an epoch that was paused for LLM work.
             per_unit.setdefault(k, []).append(statistics.median(secs) / work(run["domain"]))
             epochs.setdefault(k, []).append(len(secs))
+            if k == "plain" and not config["fusion"]["enabled"]:
+                plain_seconds[run["domain"]] = scores["target_seconds"]
             if k == "views":
                 after = scores["target_seconds"] - sum(secs)  # the alpha sweep on dev
                 sweep_units.append(max(after, 0.0) / SIZES[run["domain"]][1])
@@ -85,6 +101,9 @@ def main() -> None:
     n_epochs.setdefault("views", n_epochs["plain"])
     sweep = statistics.fmean(sweep_units) if sweep_units else 0.0
     eval_rate = rate["plain"] / 3  # a forward pass over one sentence, roughly
+    factmix_factor = statistics.fmean(
+        [t / plain_seconds[d] for d, t in factmix_point if d in plain_seconds] or [1.0]
+    )
 
     spec = load_suite(args.suite)
     rows, total = [], 0.0
@@ -102,6 +121,8 @@ def main() -> None:
         seconds += eval_rate * SIZES[domain][2]  # the test split, once
         if config["fusion"]["enabled"]:
             seconds *= 1.16  # bench_fusion: fusion's step time over the baseline's
+        if config["augment"]["method"] == "factmix" and not k.endswith("-long"):
+            seconds *= factmix_factor
         rows.append({"variant": variant, "domain": domain, "seed": seed, "minutes": seconds / 60})
         total += seconds
     wall = total / args.workers
@@ -115,7 +136,8 @@ def main() -> None:
         + ", ".join(f"{k} {v:.3f}" for k, v in sorted(rate.items()))
         + "; epochs per run: "
         + ", ".join(f"{k} {v:.1f}" for k, v in sorted(n_epochs.items()))
-        + f"; alpha sweep {sweep:.3f} s per dev sentence.",
+        + f"; alpha sweep {sweep:.3f} s per dev sentence; a steps-matched FactMix run takes "
+        f"{factmix_factor:.2f}x its plain twin (one ratio point).",
         "",
         "| variant | domain | seed | minutes |",
         "|---|---|---:|---:|",
@@ -133,6 +155,7 @@ def main() -> None:
         "rate": rate,
         "epochs": n_epochs,
         "sweep_seconds_per_dev_sentence": sweep,
+        "factmix_factor": factmix_factor,
         "measured": sources,
         "runs": rows,
         "provenance": prov,
