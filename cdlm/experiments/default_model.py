@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from cdlm.config import CdlmConfig
 from cdlm.data.bio import Sentence
@@ -121,13 +121,22 @@ def recipe_hash(cfg: CdlmConfig, files: dict[str, Path]) -> str:
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def is_built(out: Path, recipe: str) -> bool:
-    """The folder holds a finished model built from exactly this recipe."""
+def is_built(out: Path, recipe: str, files: dict[str, Path]) -> bool:
+    """The folder holds a finished model built from this recipe: the same hash, or a saved
+    config that hashes to it today (a default that changed in a part of the config the model
+    does not use, e.g. a module that is off, never forces a rebuild)."""
     try:
         saved = json.loads((out / RECIPE_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return saved.get("recipe") == recipe and (out / "model.safetensors").is_file()
+    if not (out / "model.safetensors").is_file():
+        return False
+    if saved.get("recipe") == recipe:
+        return True
+    try:
+        return recipe_hash(CdlmConfig.model_validate(saved.get("config")), files) == recipe
+    except ValidationError:
+        return False
 
 
 def bundle_config(cfg: CdlmConfig) -> CdlmConfig:
@@ -170,7 +179,7 @@ def build_default(
         )
     files = data_files(cfg, data_dir)
     key = recipe_hash(cfg, files)
-    if not force and is_built(out, key):
+    if not force and is_built(out, key, files):
         return BuildResult(path=str(out), skipped=True, recipe=key)
     threads = torch.get_num_threads()
     if cfg.train.threads:

@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from cdlm.config import load_config
-from cdlm.experiments.default_model import build_default, data_files, recipe_hash
+from cdlm.experiments.default_model import (
+    RECIPE_FILE,
+    build_default,
+    data_files,
+    is_built,
+    recipe_hash,
+)
 
 
 def test_build_writes_model_scores_and_results(tiny_bundle: Path) -> None:
@@ -90,3 +96,31 @@ def test_no_data_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert caught.value.code == 0 and err.count("\n") == 1
     assert err.startswith("default model not built: ") and "cdlm model build-default" in err
     assert not (tmp_path / "m").exists()
+
+
+def test_a_model_is_built_when_its_saved_recipe_means_the_same_today(
+    tiny_bundle_config: dict, small_crossner: Path, tmp_path: Path
+) -> None:
+    """An older hash whose saved config hashes to today's recipe (a default changed only in a
+    module the model does not use) is built; a config that trains differently is not."""
+    cfg = load_config(None, tiny_bundle_config)
+    files = data_files(cfg, small_crossner)
+    key = recipe_hash(cfg, files)
+    out = tmp_path / "m"
+    out.mkdir()
+
+    def saved(config: dict, recipe: str = "0123456789abcdef") -> None:
+        (out / RECIPE_FILE).write_text(json.dumps({"recipe": recipe, "config": config}), "utf-8")
+
+    unused = load_config(None, {**tiny_bundle_config, "causal.l_ctx": 0.7})
+    saved(unused.model_dump(mode="json"))
+    assert not is_built(out, key, files), "no weights yet"
+    (out / "model.safetensors").write_bytes(b"")
+    assert is_built(out, key, files)
+    other = load_config(None, {**tiny_bundle_config, "train.lr": 3e-4})
+    saved(other.model_dump(mode="json"))
+    assert not is_built(out, key, files)
+    saved(other.model_dump(mode="json"), recipe=key)
+    assert is_built(out, key, files)
+    saved({"train": {"lr": "fast"}})
+    assert not is_built(out, key, files)
