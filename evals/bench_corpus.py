@@ -10,8 +10,9 @@ Every variant runs on the same sentences (the politics test set as running text,
 is reported, so a burst of load from other processes hits all variants alike):
 
 - ``raw_forward``: the model's encoder alone on pre-tokenised, padded batches of
-  ``train.eval_batch_size`` (the tagger's forward size) over the whole corpus sorted by length
-  (the ceiling: no tokenising, windowing, decoding, JSON or I/O);
+  ``train.eval_batch_size`` (the tagger's forward size) over the whole corpus in order of word
+  pieces, as the tagger orders a task (the ceiling: no tokenising, windowing, decoding, JSON or
+  I/O, and one sort over the whole corpus where a streaming run sorts each task);
 - ``local_1x1``, ``local_2x1``: ``cdlm predict --input corpus.jsonl --output out.jsonl`` with
   ``--workers 1`` / ``--workers 2`` (:func:`cdlm.inference.corpus.predict_corpus`);
 - ``ray_2cpu``: the same with ``--engine ray --workers 2`` on a local Ray with 2 CPUs;
@@ -72,8 +73,11 @@ def raw_forward(model: str, domain: str | None, sentences, batch_size: int) -> f
     from cdlm.inference.model import CDLM
 
     tagger = CDLM.from_pretrained(model).tagger(domain)
-    order = sorted((list(s.tokens) for s in sentences), key=len)
     tok, max_pieces = tagger.tokenizer, tagger.config.encoder.max_pieces
+    # In order of word pieces, as the tagger batches (the encoder pays for pieces).
+    words = [list(s.tokens) for s in sentences]
+    pieces = tok(words, is_split_into_words=True, truncation=True, max_length=max_pieces)
+    order = [words[i] for i in sorted(range(len(words)), key=lambda i: len(pieces["input_ids"][i]))]
     batches = [
         tok(
             order[k : k + batch_size],
