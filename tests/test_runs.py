@@ -52,7 +52,7 @@ def test_training_view_ignores_what_does_not_shape_the_model() -> None:
 @pytest.mark.parametrize(
     ("section", "off", "on"),
     [
-        ("causal", {"causal.l_ctx": 0.1}, {"causal.explicit": True}),
+        ("causal", {"causal.l_ctx": 0.7}, {"causal.explicit": True}),
         ("fusion", {"fusion.l_gm": 0.0}, {"fusion.enabled": True}),
         ("augment", {"augment.grid": [[4, 0]]}, {"augment.method": "factmix"}),
     ],
