@@ -334,9 +334,12 @@ def markdown(spec: SuiteSpec, result: dict[str, Any]) -> str:
 
 def _grid_lines(runs: list[dict[str, Any]]) -> list[str]:
     """The FactMix ratio points each run searched on dev, so a choice can be read off."""
-    searched = [
-        r for r in runs if len(((r.get("augment") or {}).get("grid") or {}).get("points", [])) > 1
-    ]
+
+    def points(run: dict[str, Any]) -> list[dict[str, Any]]:
+        grid = (run.get("augment") or {}).get("grid") or {}
+        return grid.get("points", [])
+
+    searched = [r for r in runs if len(points(r)) > 1]
     if not searched:
         return []
     lines = [

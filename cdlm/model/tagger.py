@@ -323,7 +323,7 @@ class Tagger(nn.Module):
         was_training = self.training
         self.eval()
         out = [np.zeros((0, len(self.labels)), dtype=np.float32) for _ in token_lists]
-        pieces = self.builder.word_pieces([list(t) for t in token_lists])
+        pieces = self.builder.word_pieces(list(token_lists))
         order = sorted(
             (i for i in range(len(token_lists)) if len(token_lists[i])),
             key=lambda i: sum(len(p) for p in pieces[i]),
