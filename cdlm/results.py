@@ -57,9 +57,10 @@ def atomic_write_text(path: Path | str, text: str) -> None:
         fh.write(text)
 
 
-def write_json(path: Path | str, data: Any) -> None:
-    """``data`` as indented JSON with a trailing newline, atomically."""
-    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+def write_json(path: Path | str, data: Any, indent: int | None = 2) -> None:
+    """``data`` as JSON (indented unless ``indent`` is None) with a trailing newline,
+    atomically."""
+    atomic_write_text(path, json.dumps(data, indent=indent) + "\n")
 
 
 def write_results(

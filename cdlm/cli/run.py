@@ -206,7 +206,8 @@ def evaluate(
         bool,
         typer.Option(
             help="With --suite: train the runs not finished yet (default), or with --no-train "
-            "only write the results of the finished ones."
+            "only write the results of the finished ones (in the runs folder or recorded in "
+            "the suite's ledger)."
         ),
     ] = True,
     llm: Annotated[

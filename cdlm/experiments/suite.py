@@ -33,16 +33,32 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cdlm.config import VARIANTS, CdlmConfig, load_config, one_line, read_toml
 from cdlm.errors import ConfigError
+from cdlm.experiments.ledger import ProbeSummary, RunRecord, recorded_run, write_entry
 from cdlm.results import RESULTS_DIR
 from cdlm.results import write_results as write_record
 from cdlm.runs import (
     claim,
+    config_hash,
     first_finished,
     run_folders,
     runs_dir,
     saved_config,
     training_view,
 )
+
+__all__ = ["RunRecord", "SuiteProbe", "SuiteSpec", "load_suite", "run_suite"]
+
+
+class SuiteProbe(BaseModel):
+    """The entity-bias probe the suite runs on some of its runs right after they finish (while
+    the checkpoint is at hand); the survival rates go into the run's ledger record."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    variants: list[str] = Field(min_length=1)
+    seeds: list[int] = Field([1], min_length=1)
+    split: str = "test"
+    limit: int | None = Field(150, ge=1)  # the first N sentences of the split (None = all)
 
 
 class SuiteSpec(BaseModel):
@@ -67,28 +83,10 @@ class SuiteSpec(BaseModel):
     define: dict[str, dict[str, Any]] = {}
     runs_dir: str | None = None  # None = $CDLM_RUNS_DIR, else ./runs (as `cdlm train`)
     results_dir: str = str(RESULTS_DIR)
-
-
-class RunRecord(BaseModel):
-    variant: str
-    domain: str
-    seed: int
-    checkpoint: str
-    reused: bool
-    dev_f1: float
-    test_f1: float
-    test_precision: float
-    test_recall: float
-    best_epoch: int | None = None
-    epochs_run: int | None = None  # target epochs trained (best == run: stopped at the cap)
-    target_seconds: float | None = None
-    # `+factmix` variants: chosen ratios, grid dev F1, generated/kept counts (scores.json).
-    augment: dict[str, Any] | None = None
-    # Debiasing strength chosen on dev (variants with the explicit counterfactual), else None.
-    alpha: float | None = None
-    # Per test sentence (correct, predicted, gold) spans from scores.json, for the paired
-    # bootstrap intervals; not written into the results file.
-    test_counts: list[tuple[int, int, int]] | None = Field(None, exclude=True)
+    # One record per finished run (cdlm.experiments.ledger); None = <results_dir>/<name>_runs.
+    # Committed, it lets the suite go on on a machine without the checkpoints.
+    ledger: str | None = None
+    probe: SuiteProbe | None = None
 
 
 def load_suite(path: Path) -> SuiteSpec:
@@ -108,6 +106,8 @@ def load_suite(path: Path) -> SuiteSpec:
         raise ConfigError(
             f"{path}: field 'variants': unknown {unknown}; known: {', '.join(VARIANTS)}"
         )
+    if spec.probe is not None and (extra := set(spec.probe.variants) - set(spec.variants)):
+        raise ConfigError(f"{path}: field 'probe.variants': {sorted(extra)} not in 'variants'")
     if spec.config is not None:
         spec.config = str((Path(path).parent / spec.config).resolve())
     if spec.runs_dir is None:
@@ -144,6 +144,32 @@ def run_folder(spec: SuiteSpec, config: CdlmConfig) -> tuple[Path, bool]:
     # Train into the default folder unless it holds another config's run.
     default_taken = (default / "config.json").is_file() and saved_config(default) != wanted
     return (hashed if default_taken else default), False
+
+
+def ledger_dir(spec: SuiteSpec) -> Path:
+    return Path(spec.ledger) if spec.ledger else Path(spec.results_dir) / f"{spec.name}_runs"
+
+
+def wants_probe(spec: SuiteSpec, variant: str, seed: int) -> bool:
+    return spec.probe is not None and variant in spec.probe.variants and seed in spec.probe.seeds
+
+
+def probe_run(
+    probe: SuiteProbe, folder: Path, domain: str, data_dir: Path | str | None
+) -> ProbeSummary:
+    """The entity-bias probe of one finished run (its checkpoint must be at hand)."""
+    from cdlm.experiments.probe import resolve_input, run_probe
+    from cdlm.model.tagger import Tagger
+
+    sentences, _, own = resolve_input(f"{domain}/{probe.split}", data_dir)
+    sentences = sentences[: probe.limit] if probe.limit else sentences
+    entities, modes = run_probe(Tagger.load(folder), sentences, own, data_dir)
+    return ProbeSummary(
+        split=probe.split,
+        sentences=len(sentences),
+        entities=entities,
+        survival={name: mode.overall.rate for name, mode in modes.items()},
+    )
 
 
 def _record(variant: str, domain: str, seed: int, folder: Path, reused: bool, split: str):
@@ -215,7 +241,41 @@ def summarise(spec: SuiteSpec, records: list[RunRecord]) -> dict[str, Any]:
         "average": average,
         "delta": delta,
         "interval": intervals(spec, records),
+        "probe": probe_summary(spec, records),
     }
+
+
+def probe_summary(spec: SuiteSpec, records: list[RunRecord]) -> dict[str, dict[str, Any]]:
+    """Per (domain, variant): mean type survival per probe mode over the probed seeds; per
+    variant: the mean over domains of those means, when every domain was probed."""
+    probes: dict[str, dict[str, list[ProbeSummary]]] = {}
+    for r in records:
+        if r.probe is not None:
+            probes.setdefault(r.domain, {}).setdefault(r.variant, []).append(r.probe)
+    table = {
+        domain: {
+            variant: {"survival": _mean_survival([p.survival for p in ps]), "n": len(ps)}
+            for variant, ps in row.items()
+        }
+        for domain, row in probes.items()
+    }
+    average = {}
+    for variant in spec.variants:
+        cells = [table.get(d, {}).get(variant) for d in spec.domains]
+        if all(cells):
+            average[variant] = _mean_survival([c["survival"] for c in cells])  # type: ignore[index]
+    return {"per_domain": table, "average": average}
+
+
+def _mean_survival(rates: list[dict[str, float | None]]) -> dict[str, float]:
+    """Mode -> mean of the rates that exist (a mode with no replaced entity has None)."""
+    modes = sorted({m for r in rates for m in r})
+    means = {}
+    for mode in modes:
+        known = [r[mode] for r in rates if r.get(mode) is not None]
+        if known:
+            means[mode] = statistics.fmean(known)  # type: ignore[arg-type]
+    return means
 
 
 BOOTSTRAP_RESAMPLES = 2000
@@ -322,6 +382,7 @@ def markdown(spec: SuiteSpec, result: dict[str, Any]) -> str:
             f"| `{r['checkpoint']}` | {r['reused']} |"
         )
     lines += _grid_lines(runs)
+    lines += _probe_lines(spec, summary.get("probe") or {})
     prov = result["provenance"]
     lines += [
         "",
@@ -357,6 +418,38 @@ def _grid_lines(runs: list[dict[str, Any]]) -> list[str]:
             for p in grid["points"]
         )
         lines.append(f"| {r['variant']} | {r['domain']} | {r['seed']} | {points} |")
+    return lines
+
+
+def _probe_lines(spec: SuiteSpec, probe: dict[str, Any]) -> list[str]:
+    """Type survival per probe mode: variants x domains, and the gain over the baseline."""
+    table, average = probe.get("per_domain") or {}, probe.get("average") or {}
+    if spec.probe is None or not table:
+        return []
+    modes = sorted({m for row in table.values() for c in row.values() for m in c["survival"]})
+    limit = f"the first {spec.probe.limit}" if spec.probe.limit else "all"
+    lines = [
+        "",
+        f"Entity-bias probe: share of predicted entities whose type survives when the name is "
+        f"swapped for a same-type name from another domain (swap) or replaced by a placeholder, "
+        f"on {limit} {spec.probe.split} sentences (%, mean over seeds {spec.probe.seeds}; n "
+        "seeds probed):",
+    ]
+    for mode in modes:
+        lines += [
+            "",
+            f"| {mode} survival | " + " | ".join(spec.domains) + " | average |",
+            "|---|" + "---:|" * (len(spec.domains) + 1),
+        ]
+        for variant in spec.probe.variants:
+            cells = []
+            for d in spec.domains:
+                c = table.get(d, {}).get(variant)
+                rate = None if c is None else c["survival"].get(mode)
+                cells.append("–" if rate is None else f"{100 * rate:.1f} ({c['n']})")  # type: ignore[index]
+            a = average.get(variant, {}).get(mode)
+            cells.append("–" if a is None else f"{100 * a:.1f}")
+            lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -421,18 +514,25 @@ def run_suite(
     if train_fn is None:
         from cdlm.experiments.train import train as train_fn
 
-    results_dir = Path(spec.results_dir)
+    results_dir, ledger = Path(spec.results_dir), ledger_dir(spec)
     plan = planned_runs(spec)
+    configs = [run_config(spec, *run) for run in plan]
+    hashes = [config_hash(c) for c in configs]
     records: dict[int, RunRecord] = {}
     result: dict[str, Any] = {}
-    first = run_config(spec, *plan[0])
-    first_config = training_view(first)
+    first_config = training_view(configs[0])
     if poll_s is None:
-        poll_s = first.train.lock_poll_seconds
+        poll_s = configs[0].train.lock_poll_seconds
 
     def write_results() -> None:
+        """The results of every run finished so far: by this process, or recorded in the ledger
+        (by another suite process, or on another machine)."""
         nonlocal result
-        done = [records[k] for k in sorted(records)]
+        done = []
+        for k, (variant, domain, seed) in enumerate(plan):
+            record = records.get(k) or recorded_run(ledger, variant, domain, seed, hashes[k])
+            if record is not None:
+                done.append(record)
         result = {
             "name": spec.name,
             "split": spec.split,
@@ -448,6 +548,22 @@ def run_suite(
         }
         write_record(results_dir / f"{spec.name}.json", result, markdown(spec, result))
 
+    def finish(k: int, folder: Path, reused: bool) -> RunRecord:
+        """The run's record from its folder, probed if the suite asks, kept in the ledger."""
+        variant, domain, seed = plan[k]
+        record = _record(variant, domain, seed, folder, reused, spec.split)
+        kept = recorded_run(ledger, variant, domain, seed, hashes[k])
+        if wants_probe(spec, variant, seed):
+            if kept is not None and kept.probe is not None:
+                record.probe = kept.probe
+            else:
+                log(f"{variant} {domain} seed {seed}: entity-bias probe")
+                record.probe = probe_run(spec.probe, folder, domain, data_dir)  # type: ignore[arg-type]
+        if kept is None or (record.probe is not None and kept.probe is None):
+            provenance = stamp(seed=seed, config=training_view(configs[k]))
+            write_entry(ledger, record, hashes[k], provenance)
+        return record
+
     # Runs another process is training are skipped and retried after the rest, so several
     # suite processes on one runs folder share the work instead of queueing behind each other.
     pending = list(range(len(plan)))
@@ -455,11 +571,16 @@ def run_suite(
         waiting = []
         for k in pending:
             variant, domain, seed = plan[k]
-            config = run_config(spec, variant, domain, seed)
             what = f"[{k + 1}/{len(plan)}] {variant} {domain} seed {seed}"
-            folder, done = run_folder(spec, config)
+            folder, done = run_folder(spec, configs[k])
+            recorded = None if done else recorded_run(ledger, variant, domain, seed, hashes[k])
             if done:
                 log(f"{what}: reusing {folder}")
+            elif recorded is not None:
+                log(f"{what}: recorded in {ledger} (checkpoint not here)")
+                records[k] = recorded
+                write_results()
+                continue
             elif not train:
                 log(f"{what}: not trained yet; left out")
                 continue
@@ -471,7 +592,7 @@ def run_suite(
                 try:
                     log(f"{what}: training into {folder}")
                     train_fn(
-                        config,
+                        configs[k],
                         folder,
                         data_dir=data_dir,
                         runs=spec.runs_dir,
@@ -481,7 +602,7 @@ def run_suite(
                     )
                 finally:
                     lock.unlink(missing_ok=True)
-            records[k] = _record(variant, domain, seed, folder, done, spec.split)
+            records[k] = finish(k, folder, done)
             write_results()
         if waiting and len(waiting) == len(pending):  # all left are someone else's: wait
             log(f"{len(waiting)} run(s) being trained by another process; waiting")

@@ -10,6 +10,7 @@ locking logic ``FakeTrain`` stands in for it and writes the same two files (``co
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ import pytest
 
 from cdlm.errors import ConfigError
 from cdlm.experiments.suite import (
+    SuiteProbe,
     SuiteSpec,
     _grid_lines,
     load_suite,
@@ -130,24 +132,31 @@ def test_reuse_of_a_really_trained_run(tmp_path, small_crossner):
             "train.batch_size": 8,
             "train.threads": 1,
         },
+        probe=SuiteProbe(variants=["baseline"], limit=4),
     )
-    quiet = {"data_dir": small_crossner, "progress": False, "log": lambda _: None}
+    lines: list[str] = []
+    quiet = {"data_dir": small_crossner, "progress": False, "log": lines.append}
     first = run_suite(spec, **quiet)  # the real cdlm.experiments.train.train
     folder = tmp_path / "runs" / "politics__baseline__seed1"
     (run,) = first["runs"]
     assert run["checkpoint"] == str(folder) and not run["reused"]
+    # The probe ran on the fresh checkpoint, once: its record is kept in the ledger.
+    assert run["probe"]["sentences"] == 4 and set(run["probe"]["survival"]) == {"swap", "nonce"}
+    assert sum("entity-bias probe" in line for line in lines) == 1
     scores = json.loads((folder / "scores.json").read_text(encoding="utf-8"))
     assert run["dev_f1"] == scores["dev"]["f1"] and run["test_f1"] == scores["test"]["f1"]
     weights = (folder / "model.safetensors").stat().st_mtime_ns
 
-    def again(changed: dict) -> tuple[FakeTrain, dict]:
-        fake = FakeTrain()
-        update = {"overrides": {**spec.overrides, **changed}}
+    def again(changed: dict, probe: SuiteProbe | None = None) -> tuple[FakeTrain, dict]:
+        fake = FakeTrain()  # its checkpoints are not real: no probe unless asked
+        update = {"overrides": {**spec.overrides, **changed}, "probe": probe}
         return fake, run_suite(spec.model_copy(update=update), train_fn=fake, **quiet)
 
-    fake, result = again({})
+    fake, result = again({}, spec.probe)
     assert fake.calls == [] and result["runs"][0]["reused"]
     assert result["runs"][0]["test_f1"] == run["test_f1"]
+    assert result["runs"][0]["probe"] == run["probe"]
+    assert sum("entity-bias probe" in line for line in lines) == 1
     # Threads and LLM settings do not change the trained model.
     fake, result = again({"train.threads": 2, "llm.max_tokens": 99, "routing.threshold": 0.5})
     assert fake.calls == [] and result["runs"][0]["checkpoint"] == str(folder)
@@ -159,8 +168,9 @@ def test_reuse_of_a_really_trained_run(tmp_path, small_crossner):
     assert (folder / "model.safetensors").stat().st_mtime_ns == weights  # not overwritten
     saved = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     assert saved["config"]["train"]["target_epochs"] == 1
-    # An interrupted run (weights and config, no scores) is not reused.
+    # An interrupted run (weights and config, no scores, nothing in the ledger) is not reused.
     (folder / "scores.json").unlink()
+    (tmp_path / "results" / "real_runs" / "politics__baseline__seed1.json").unlink()
     fake, result = again({})
     assert fake.calls == [("baseline", "politics", 1)]
     assert result["runs"][0]["checkpoint"] == str(folder)
@@ -322,3 +332,108 @@ def test_the_factmix_points_a_run_searched_are_listed_with_the_chosen_one() -> N
     assert rows == ["| a+factmix | politics | 1 | 4/0 60.00, 4/1 65.00* |"]
     assert not [line for line in _grid_lines(runs) if line.startswith(("| b", "| c"))]
     assert _grid_lines(runs[1:]) == []
+
+
+def test_a_suite_goes_on_from_its_ledger_where_the_checkpoints_are_gone(tmp_path):
+    """A fresh machine has the committed ledger but no runs folder: nothing is trained again, the
+    results (intervals included) are the same; a config change that shapes the model retrains."""
+    import shutil
+
+    spec = _spec(tmp_path)
+    first = run_suite(spec, train_fn=CountingTrain(), progress=False, log=lambda _: None)
+    ledger = tmp_path / "results" / "tiny_runs"
+    assert sorted(p.name for p in ledger.iterdir())[:2] == [
+        "music__baseline__seed1.json",
+        "music__gcn__seed1.json",
+    ]
+    assert len(list(ledger.iterdir())) == 6
+    shutil.rmtree(tmp_path / "runs")
+    fresh = FakeTrain()
+    lines: list[str] = []
+    again = run_suite(spec, train_fn=fresh, progress=False, log=lines.append)
+    assert fresh.calls == [] and again["complete"]
+    assert sum("recorded in" in line for line in lines) == 6
+    assert again["summary"] == first["summary"] and again["summary"]["interval"]
+    assert [r["test_f1"] for r in again["runs"]] == [r["test_f1"] for r in first["runs"]]
+    changed = spec.model_copy(update={"overrides": {"train.target_epochs": 2}})
+    retrain = FakeTrain()
+    run_suite(changed, train_fn=retrain, progress=False, log=lambda _: None)
+    assert len(retrain.calls) == 6
+
+
+def test_a_report_of_the_whole_suite_gathers_what_workers_on_parts_recorded(tmp_path):
+    """Two workers given different variants; the report (no training) holds both."""
+    spec = _spec(tmp_path)
+    quiet = {"progress": False, "log": lambda _: None}
+    run_suite(select_variants(spec, ["gcn"]), train_fn=FakeTrain(), **quiet)
+    last = run_suite(select_variants(spec, ["baseline"]), train_fn=FakeTrain(), **quiet)
+    assert len(last["runs"]) == 3 and {r["variant"] for r in last["runs"]} == {"baseline"}
+    shutil.rmtree(tmp_path / "runs")  # read from the ledger alone
+    whole = run_suite(spec, train_fn=FakeTrain(), progress=False, log=lambda _: None, train=False)
+    assert whole["complete"] and len(whole["runs"]) == 6
+
+
+def test_a_broken_ledger_entry_is_one_line_naming_it(tmp_path):
+    from cdlm.errors import DataError
+
+    spec = _spec(tmp_path)
+    run_suite(spec, train_fn=FakeTrain(), progress=False, log=lambda _: None)
+    entry = tmp_path / "results" / "tiny_runs" / "music__gcn__seed1.json"
+    entry.write_text('{"config_hash": "x", "record": {"variant": ', encoding="utf-8")
+    with pytest.raises(DataError, match=r"music__gcn__seed1.json: not a run ledger entry") as exc:
+        run_suite(spec, train_fn=FakeTrain(), progress=False, log=lambda _: None)
+    assert "\n" not in str(exc.value)
+
+
+def test_probe_table_from_the_runs_probes() -> None:
+    from cdlm.experiments.suite import (
+        ProbeSummary,
+        RunRecord,
+        SuiteProbe,
+        markdown,
+        probe_summary,
+    )
+
+    spec = SuiteSpec(
+        name="p",
+        variants=["baseline", "full"],
+        domains=["politics", "music"],
+        probe=SuiteProbe(variants=["baseline", "full"], limit=10),
+    )
+
+    def run(variant: str, domain: str, seed: int, nonce: float | None) -> RunRecord:
+        probe = ProbeSummary(
+            split="test", sentences=10, entities=8, survival={"swap": 0.5, "nonce": nonce}
+        )
+        return RunRecord(
+            variant=variant, domain=domain, seed=seed, checkpoint="c", reused=False,
+            dev_f1=0.5, test_f1=0.5, test_precision=0.5, test_recall=0.5, probe=probe,
+        )  # fmt: skip
+
+    records = [
+        run("baseline", "politics", 1, 0.25),
+        run("full", "politics", 1, 0.75),
+        run("full", "politics", 2, 0.5),
+        run("baseline", "music", 1, 0.0),
+        run("full", "music", 1, None),  # nothing replaced
+    ]
+    table = probe_summary(spec, records)
+    assert table["per_domain"]["politics"]["full"] == {
+        "survival": {"nonce": 0.625, "swap": 0.5},
+        "n": 2,
+    }
+    assert table["average"]["baseline"] == {"nonce": 0.125, "swap": 0.5}  # 0.0 is a rate
+    assert table["average"]["full"] == {"nonce": 0.625, "swap": 0.5}
+    result = {
+        "complete": True,
+        "runs": [r.model_dump(mode="json") for r in records],
+        "planned": 5,
+        "summary": {
+            "per_domain": {}, "average": {}, "delta": {}, "interval": {}, "probe": table,
+        },
+        "provenance": {},
+    }  # fmt: skip
+    md = markdown(spec, result)
+    assert "| nonce survival | politics | music | average |" in md
+    assert "| full | 62.5 (2) | – | 62.5 |" in md
+    assert "| baseline | 25.0 (1) | 0.0 (1) | 12.5 |" in md
