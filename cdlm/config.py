@@ -423,6 +423,17 @@ class CorpusConfig(Section):
     ray_chunk_bytes: int = Field(16 * 1024 * 1024, ge=1)
 
 
+class QuantizeConfig(Section):
+    """``--quantize int8`` (cdlm/model/quantize.py): the encoder exported to ONNX and its
+    weights quantized to int8 for ONNX Runtime."""
+
+    opset: int = Field(18, ge=17)  # ONNX opset of the export
+    per_channel: bool = True  # an int8 scale per output channel: closer to fp32 than per matrix
+    # Where exported encoders are cached (one folder per encoder's weights); None = the user
+    # cache folder (<cdlm home>/onnx).
+    cache_dir: str | None = None
+
+
 class CdlmConfig(Section):
     encoder: EncoderConfig = EncoderConfig()
     tagger: TaggerConfig = TaggerConfig()
@@ -436,6 +447,7 @@ class CdlmConfig(Section):
     default_model: DefaultModelConfig = DefaultModelConfig()
     serve: ServeConfig = ServeConfig()
     corpus: CorpusConfig = CorpusConfig()
+    quantize: QuantizeConfig = QuantizeConfig()
 
 
 # Fields that older cdlm versions wrote into a checkpoint's config.json and that no longer

@@ -136,7 +136,7 @@ class CDLM:
     ) -> CDLM:
         """``"default"`` (the default model in the user's cdlm home), another model name there,
         or a folder written by :meth:`save_pretrained` or by ``cdlm train``. ``quantize="int8"``
-        quantizes the encoder's linear layers for faster CPU inference
+        runs the encoder as int8 ONNX for faster CPU inference
         (:mod:`cdlm.model.quantize`; measured in ``evals/bench_corpus.py``)."""
         from cdlm.model.bundle import BUNDLE_FORMAT, TaggerBundle
         from cdlm.model.quantize import check_quantize
@@ -153,7 +153,7 @@ class CDLM:
         if mode != "none":
             from cdlm.model.quantize import quantize_encoder
 
-            quantize_encoder(model, mode)
+            quantize_encoder(model, mode, model.config.quantize)
         return cls(model, config=config, path=path)
 
     @classmethod
