@@ -2,7 +2,8 @@
 micro-batched vs one-by-one, and a bounded load test (every request answered, none lost).
 
     python evals/bench_serve.py [--model default] [--domain politics] [--requests 200]
-        [--load-requests 2000] [--load-concurrency 64] [--out evals/results/bench_serve.json]
+        [--load-requests 2000] [--load-concurrency 64] [--quantize none|int8]
+        [--out evals/results/bench_serve.json]
 
 Two real servers, one after the other: ``cdlm serve --port 0`` (micro-batched, the default
 config) and ``cdlm serve --port 0 --no-micro-batch`` (each request its own forward pass). An
@@ -133,7 +134,12 @@ def load_test(url: str, texts: list[str], n: int, concurrency: int, domain: str 
 
 
 def forward_ceiling(
-    model: str, domain: str | None, texts: list[str], n: int, threads: int | None
+    model: str,
+    domain: str | None,
+    texts: list[str],
+    n: int,
+    threads: int | None,
+    quantize: str = "none",
 ) -> dict[str, float]:
     """The most micro-batching can give: the model's own predictions/s (no HTTP) one text at a
     time vs eight texts per call, over the same ``n`` texts, in this process, with the
@@ -144,7 +150,7 @@ def forward_ceiling(
 
     if threads:
         torch.set_num_threads(threads)
-    m = CDLM.from_pretrained(model)
+    m = CDLM.from_pretrained(model, quantize=quantize)
     sample = [texts[k % len(texts)] for k in range(n)]
     m.predict(sample[:8], domain=domain)  # warm-up
     rates = {}
@@ -172,7 +178,8 @@ def _md(record: dict[str, Any]) -> str:
     return f"""# `cdlm serve` throughput and latency
 
 Command: `{p["command"]}` (commit `{p["commit"]}`, {p["time"]}, {p["machine"]}).
-Model `{record["model"]}` (domain {record["domain"]}); {record["requests"]} requests of one
+Model `{record["model"]}` (domain {record["domain"]}, encoder \
+{"int8 ONNX" if record.get("quantize") == "int8" else "fp32"}); {record["requests"]} requests of one
 sentence per concurrency level; server config {json.dumps(record["serve_config"])}; the client
 runs on the same machine.
 
@@ -211,9 +218,11 @@ def main() -> None:
     parser.add_argument(
         "--server-threads", type=int, default=None, help="torch threads of the server"
     )
+    parser.add_argument("--quantize", choices=["none", "int8"], default="none")
     parser.add_argument("--out", type=Path, default=Path("evals/results/bench_serve.json"))
     args = parser.parse_args()
-    threads = ["--threads", str(args.server_threads)] if args.server_threads else []
+    extra = ["--threads", str(args.server_threads)] if args.server_threads else []
+    extra += ["--quantize", args.quantize]
 
     from cdlm.config import ServeConfig
     from cdlm.data.registry import load_split
@@ -228,14 +237,15 @@ def main() -> None:
         "load_concurrency": args.load_concurrency,
         "serve_config": ServeConfig().model_dump(mode="json"),
         "server_threads": args.server_threads,
+        "quantize": args.quantize,
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
     }
     record["forward_ceiling"] = forward_ceiling(
-        args.model, args.domain, texts, args.requests, args.server_threads
+        args.model, args.domain, texts, args.requests, args.server_threads, args.quantize
     )
     print(f"forward ceiling: {record['forward_ceiling']}", flush=True)
     for name, flags in (("micro_batched", []), ("one_by_one", ["--no-micro-batch"])):
-        proc, url = start(args.model, [*flags, *threads])
+        proc, url = start(args.model, [*flags, *extra])
         try:
             record[name] = {}
             for c in CONCURRENCY:
