@@ -81,7 +81,9 @@ def read_entry(ledger: Path, variant: str, domain: str, seed: int) -> LedgerEntr
         raise DataError(f"{path}: not a run ledger entry ({first})") from None
 
 
-def recorded_run(ledger: Path, variant: str, domain: str, seed: int, config_hash: str):
+def recorded_run(
+    ledger: Path, variant: str, domain: str, seed: int, config_hash: str
+) -> RunRecord | None:
     """The recorded run when its config hashes as today's (``reused`` set), else None."""
     entry = read_entry(ledger, variant, domain, seed)
     if entry is None or entry.config_hash != config_hash:

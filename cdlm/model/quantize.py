@@ -16,8 +16,11 @@ politics test set, same run) by ``evals/bench_corpus.py``. Needs the ``onnx`` ex
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Literal
@@ -115,7 +118,7 @@ def export_int8(encoder: nn.Module, cfg: QuantizeConfig) -> Path:
         fp32 = folder / "encoder.onnx"
         export_onnx(encoder, fp32, cfg.opset)
         tmp = folder / "encoder.int8.onnx.tmp"
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _quiet_root_logger():
             warnings.simplefilter("ignore")
             quantize_dynamic(fp32, tmp, weight_type=QuantType.QInt8, per_channel=cfg.per_channel)
         tmp.replace(int8)  # the int8 file appears whole or not at all
@@ -123,11 +126,22 @@ def export_int8(encoder: nn.Module, cfg: QuantizeConfig) -> Path:
     return int8
 
 
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """onnxruntime's quantizer advises "pre-processing" through the root logger on every call;
+    the advice is for static quantization, not for what is done here."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 def export_onnx(encoder: nn.Module, path: Path, opset: int) -> None:
     """torch's dynamo exporter, batch and sequence length dynamic. (The older TorchScript
     exporter mis-traced the transformers attention mask: outputs off by more than 1.)"""
-    import logging
-
     example = {
         "input_ids": torch.ones(2, 8, dtype=torch.long),
         "attention_mask": torch.ones(2, 8, dtype=torch.long),
