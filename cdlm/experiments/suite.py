@@ -19,9 +19,9 @@ committed: where the checkpoints are gone (a fresh machine) a recorded run with 
 training config is read from there instead of trained again. A ``[probe]`` section names the
 variants and seeds whose checkpoints get the entity-bias probe as soon as they are finished.
 
-Results: ``<results_dir>/<name>.json`` (every run, per domain and variant mean and sample std over seeds,
-the average over domains of the per-domain means, deltas against the ``baseline`` variant, and
-provenance) and ``<name>.md`` (the same as tables). Model selection uses dev only; the test
+Results: ``<results_dir>/<name>.json`` (every run, per domain and variant mean and sample std
+over seeds, the average over domains of the per-domain means, deltas against the ``baseline``
+variant, and provenance) and ``<name>.md`` (the same as tables). Model selection uses dev only; the test
 score is read at the best dev epoch.
 """
 
