@@ -21,8 +21,8 @@ variants and seeds whose checkpoints get the entity-bias probe as soon as they a
 
 Results: ``<results_dir>/<name>.json`` (every run, per domain and variant mean and sample std
 over seeds, the average over domains of the per-domain means, deltas against the ``baseline``
-variant, and provenance) and ``<name>.md`` (the same as tables). Model selection uses dev only; the test
-score is read at the best dev epoch.
+variant, and provenance) and ``<name>.md`` (the same as tables). Model selection uses dev only;
+the test score is read at the best dev epoch.
 """
 
 from __future__ import annotations
