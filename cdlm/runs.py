@@ -29,7 +29,16 @@ RUNS_ENV = "CDLM_RUNS_DIR"
 DEFAULT_MODEL = "default"
 
 # Config sections and fields that do not change the trained model.
-_NOT_TRAINING = ("llm", "reasoning", "routing", "default_model", "serve", "corpus", "quantize")
+_NOT_TRAINING = (
+    "llm",
+    "reasoning",
+    "routing",
+    "default_model",
+    "serve",
+    "corpus",
+    "predict",
+    "quantize",
+)
 _NOT_TRAINING_FIELDS = (
     ("train", "variant"),  # a name for results; the variant's switches are in the config
     ("train", "threads"),

@@ -16,7 +16,9 @@ is reported, so a burst of load from other processes hits all variants alike):
 - ``local_1x1``, ``local_2x1``: ``cdlm predict --input corpus.jsonl --output out.jsonl`` with
   ``--workers 1`` / ``--workers 2`` (:func:`cdlm.inference.corpus.predict_corpus`);
 - ``ray_2cpu``: the same with ``--engine ray --workers 2`` on a local Ray with 2 CPUs;
-- ``local_1x1_int8``: ``--quantize int8``.
+- ``local_1x1_int8``: ``--quantize int8``;
+- ``local_1x1_fixed_batches``: ``local_1x1`` with ``predict.max_padding = None`` (fixed forward
+  batches of ``train.eval_batch_size``, as before the padding bound).
 
 Rates are *steady* sentences/s: from the first written batch to the last, so model loading and
 worker start-up (reported apart) are left out; ``end to end`` also counts them. F1: strict IOB2
@@ -104,6 +106,15 @@ def corpus_run(corpus: Path, out: Path, spec, *, workers: int, engine: str, conf
         str(corpus), out, spec, fmt="jsonl", workers=workers, threads=1, engine=engine,
         config=config, overwrite=True, progress=False,
     )  # fmt: skip
+
+
+def _spans(path: Path) -> list[list[tuple[int, int, str]]]:
+    """Each output record's entities as (start, end, label)."""
+    with open(path, encoding="utf-8") as fh:
+        return [
+            [(e["start"], e["end"], e["label"]) for e in json.loads(line)["entities"]]
+            for line in fh
+        ]
 
 
 def f1_and_speed(model: str, domain: str | None, sentences, quantize: str) -> dict[str, float]:
@@ -243,6 +254,12 @@ bursts (often all blocks at the end), so its steady rate is not a rate: read its
 |---|---:|---:|---|
 {goals}
 
+Forward batches (`predict.max_padding`): `local_1x1` ends a length-sorted batch before it
+pads more than {record["predict_max_padding"]} of its real pieces; `local_1x1_fixed_batches`
+is the same run with fixed batches of `train.eval_batch_size`:
+**{record["bounded_vs_fixed_batches"]:.2f}x**; records whose entities (offsets, label)
+differ between the two: {record["bounded_vs_fixed_records_differing"]}.
+
 int8 vs fp32 on the {record["domain"]} test set ({q["test_sentences"]} sentences, tagging only,
 same run): F1 {q["fp32"]["f1"]:.2f} (fp32) vs {q["int8"]["f1"]:.2f} (int8);
 {q["fp32"]["sentences_per_s"]:.1f} vs {q["int8"]["sentences_per_s"]:.1f} sentences/s.
@@ -317,6 +334,8 @@ def main() -> None:
     _write_corpus(corpus, texts)
     spec = PredictorSpec(model=args.model, domain=args.domain)
     spec8 = PredictorSpec(model=args.model, domain=args.domain, quantize="int8")
+    fixed = CdlmConfig(predict={"max_padding": None}).model_dump(mode="json")
+    spec_fixed = PredictorSpec(model=args.model, domain=args.domain, config=fixed)
 
     variants: dict[str, Any] = {
         "local_1x1": lambda: corpus_run(corpus, work / "o.jsonl", spec, workers=1,
@@ -325,6 +344,8 @@ def main() -> None:
                                         engine="local", config=config),
         "local_1x1_int8": lambda: corpus_run(corpus, work / "o.jsonl", spec8, workers=1,
                                              engine="local", config=config),
+        "local_1x1_fixed_batches": lambda: corpus_run(corpus, work / "o.jsonl", spec_fixed,
+                                                      workers=1, engine="local", config=config),
     }  # fmt: skip
     if not args.skip_ray:
         import ray
@@ -336,12 +357,15 @@ def main() -> None:
     rates: dict[str, list[float]] = {"raw_forward": [], **{name: [] for name in variants}}
     startup: dict[str, list[float]] = {name: [] for name in variants}
     end_to_end: dict[str, list[float]] = {name: [] for name in variants}
+    spans: dict[str, list[list[tuple[int, int, str]]]] = {}
     for r in range(args.repeats):
         seconds = raw_forward(args.model, args.domain, sentences, cdlm_config.train.eval_batch_size)
         rates["raw_forward"].append(len(sentences) / seconds)
         for name, run in variants.items():
             result = run()
             assert result.written == len(sentences), (name, result)
+            if name in ("local_1x1", "local_1x1_fixed_batches"):
+                spans[name] = _spans(work / "o.jsonl")
             rates[name].append(result.steady_records_per_s)
             startup[name].append(result.first_write_s)
             end_to_end[name].append(result.records_per_s)
@@ -364,6 +388,12 @@ def main() -> None:
         "int8_f1_drop_points": int8["fp32"]["f1"] - int8["int8"]["f1"],
     }
     record: dict[str, Any] = {
+        "predict_max_padding": cdlm_config.predict.max_padding,
+        "bounded_vs_fixed_batches": speed["local_1x1"] / speed["local_1x1_fixed_batches"],
+        "bounded_vs_fixed_records_differing": sum(
+            a != b
+            for a, b in zip(spans["local_1x1"], spans["local_1x1_fixed_batches"], strict=True)
+        ),
         "model": args.model,
         "domain": args.domain,
         "sentences": len(sentences),

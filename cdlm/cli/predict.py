@@ -191,7 +191,8 @@ def predict(
 
         tagger = m.tagger(domain)
         while chunk := list(itertools.islice(records, batch_size)):
-            for tagged in tag_texts(tagger, [r["text"] for r in chunk]):
+            texts = [r["text"] for r in chunk]
+            for tagged in tag_texts(tagger, texts, max_padding=m.config.predict.max_padding):
                 print("\n".join([*conll_lines(tagged), ""]))
         return
     _print_records(

@@ -314,7 +314,10 @@ class CDLM:
         while chunk := list(itertools.islice(items, batch_size)):
             texts = [_text_of(item, position + k) for k, item in enumerate(chunk)]
             position += len(chunk)
-            yield from self._records(chunk, tag_texts(call.tagger, texts, call.types), call)
+            tagged = tag_texts(
+                call.tagger, texts, call.types, max_padding=self.config.predict.max_padding
+            )
+            yield from self._records(chunk, tagged, call)
 
     def _records(
         self, chunk: list[Item], tagged: list[TaggedText], call: _Call

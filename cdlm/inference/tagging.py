@@ -14,6 +14,7 @@ the number a user thresholds is the number the LLM router reads.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -40,7 +41,7 @@ class TaggedText:
     tags: list[str]
     labels: list[str]  # the tagger's BIO labels (the columns of probs)
 
-    @property
+    @functools.cached_property
     def doc(self) -> Doc:
         return doc_of(self.text, self.tokens)
 
@@ -103,13 +104,16 @@ def tag_texts(
     texts: Sequence[str],
     types: Sequence[str] | None = None,
     batch_size: int | None = None,
+    max_padding: float | None = None,
 ) -> list[TaggedText]:
     """Tokenise, tag and decode every text; nothing is dropped (empty texts give no tokens).
-    ``types``: decode only these entity types (see the module docstring)."""
+    ``types``: decode only these entity types (see the module docstring); ``batch_size`` and
+    ``max_padding``: the tagger's forward batches (``predict.max_padding``)."""
     from cdlm.model.decode import decode
 
     token_lists = [tokenize(t) for t in texts]
-    probs = model.predict_proba([[tok.text for tok in toks] for toks in token_lists], batch_size)
+    words = [[tok.text for tok in toks] for toks in token_lists]
+    probs = model.predict_proba(words, batch_size, max_padding)
     out = []
     for text, toks, p in zip(texts, token_lists, probs, strict=True):
         if types is not None:

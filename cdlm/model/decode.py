@@ -8,11 +8,15 @@ probabilities and hard transition constraints — no learned transition scores (
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 
-def _constraints(labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Log-space masks: which tags may start a sentence and which may follow which."""
+@functools.lru_cache(maxsize=64)
+def _constraints(labels: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Log-space masks: which tags may start a sentence and which may follow which (built
+    once per label set: decoding calls this for every sentence)."""
     n = len(labels)
     start = np.zeros(n)
     trans = np.zeros((n, n))
@@ -29,7 +33,7 @@ def viterbi(probs: np.ndarray, labels: list[str]) -> list[str]:
     """The most probable valid IOB2 tag sequence for ``probs`` [W, L]."""
     if len(probs) == 0:
         return []
-    start, trans = _constraints(labels)
+    start, trans = _constraints(tuple(labels))
     logp = np.log(np.clip(probs, 1e-12, 1.0))
     score = logp[0] + start
     back = np.zeros((len(probs), len(labels)), dtype=np.int64)

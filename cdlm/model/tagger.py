@@ -27,6 +27,7 @@ from torch import nn
 
 from cdlm.config import CdlmConfig, drop_retired, one_line
 from cdlm.errors import ConfigError, DataError, ModelNotFoundError
+from cdlm.model.batching import length_batches
 from cdlm.model.decode import decode
 from cdlm.model.encoder import encoder_label, load_pretrained
 from cdlm.model.features import CasingFeatures, word_shape
@@ -314,23 +315,25 @@ class Tagger(nn.Module):
 
     @torch.inference_mode()
     def predict_proba(
-        self, token_lists: list[list[str]] | list[tuple[str, ...]], batch_size: int | None = None
+        self,
+        token_lists: list[list[str]] | list[tuple[str, ...]],
+        batch_size: int | None = None,
+        max_padding: float | None = None,
     ) -> list[np.ndarray]:
         """Softmax over the BIO labels for every word: one ``[W, L]`` array per sentence.
         Sentences are batched in order of their word-piece count (what the encoder pays for),
-        so a batch pads little."""
+        so a batch pads little; ``max_padding`` bounds it (:mod:`cdlm.model.batching`)."""
         batch_size = batch_size or self.config.train.eval_batch_size
         was_training = self.training
         self.eval()
         out = [np.zeros((0, len(self.labels)), dtype=np.float32) for _ in token_lists]
         pieces = self.builder.word_pieces(list(token_lists))
+        cost = [2 + sum(len(p) for p in words) for words in pieces]  # + [CLS], [SEP]
         order = sorted(
-            (i for i in range(len(token_lists)) if len(token_lists[i])),
-            key=lambda i: sum(len(p) for p in pieces[i]),
+            (i for i in range(len(token_lists)) if len(token_lists[i])), key=cost.__getitem__
         )
         try:
-            for k in range(0, len(order), batch_size):
-                idx = order[k : k + batch_size]
+            for idx in length_batches(order, cost, batch_size, max_padding):
                 batch = self.builder(
                     [token_lists[i] for i in idx], pieces=[pieces[i] for i in idx]
                 ).to(self.device)
