@@ -45,6 +45,14 @@ def start(model: str, flags: list[str]) -> tuple[subprocess.Popen, str]:
     raise RuntimeError(f"cdlm serve did not start: {proc.stderr.read()[-2000:]}")  # type: ignore[union-attr]
 
 
+def server_cpu_s(proc: subprocess.Popen) -> float:
+    """CPU seconds (user + system, all threads) the server process has used so far."""
+    import psutil
+
+    times = psutil.Process(proc.pid).cpu_times()
+    return times.user + times.system
+
+
 def stop(proc: subprocess.Popen) -> None:
     proc.terminate()
     proc.wait(timeout=120)
@@ -168,12 +176,21 @@ def _md(record: dict[str, Any]) -> str:
     rows = []
     for c in CONCURRENCY:
         mb, one = record["micro_batched"][str(c)], record["one_by_one"][str(c)]
+        cpu = " | ".join(
+            f"{x['server_cpu_ms']:.1f}" if "server_cpu_ms" in x else "-" for x in (mb, one)
+        )
         rows.append(
             f"| {c} | {mb['requests_per_s']:.1f} | {mb['p50_ms']:.0f} | {mb['p95_ms']:.0f} | "
             f"{one['requests_per_s']:.1f} | {one['p50_ms']:.0f} | {one['p95_ms']:.0f} | "
-            f"{mb['requests_per_s'] / one['requests_per_s']:.2f}x |"
+            f"{mb['requests_per_s'] / one['requests_per_s']:.2f}x | {cpu} |"
         )
     lt, fc = record["load_test"], record["forward_ceiling"]
+    mb8, one8 = record["micro_batched"]["8"], record["one_by_one"]["8"]
+    cpu_ratio = (
+        f"{mb8['server_cpu_ms'] / one8['server_cpu_ms']:.2f}x"
+        if "server_cpu_ms" in mb8 and "server_cpu_ms" in one8
+        else "(not measured)"
+    )
     met = "met" if record["speedup_at_8"] >= TARGET_SPEEDUP_AT_8 else "**not met**"
     return f"""# `cdlm serve` throughput and latency
 
@@ -184,8 +201,8 @@ sentence per concurrency level; server config {json.dumps(record["serve_config"]
 runs on the same machine.
 
 | concurrency | micro-batched req/s | p50 ms | p95 ms | one-by-one req/s | p50 ms | p95 ms \
-| speed-up |
-|---:|---:|---:|---:|---:|---:|---:|---:|
+| speed-up | server CPU ms/req, micro-batched | one-by-one |
+|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
 {chr(10).join(rows)}
 
 Goal: micro-batched vs one-by-one at concurrency 8 >= {TARGET_SPEEDUP_AT_8}x: measured
@@ -195,8 +212,11 @@ What batching can give the model itself on this machine: alone (no HTTP, same pr
 server's threads) it predicts {fc["batch_1_texts_per_s"]:.1f} texts/s one at a time and
 {fc["batch_8_texts_per_s"]:.1f} texts/s eight per call, **{fc["ratio"]:.2f}x**. Batching
 adds that, plus the per-request costs around the model that one-by-one pays eight times;
-HTTP handling and the client share the same two cores. 2x needs a forward that batches well
-(a GPU, or many cores). Single runs vary by about 20% on a shared 2-core VM.
+HTTP handling and the client share the same two cores. The server's CPU time per request (all
+its threads, the columns on the right) says what batching saves of the work itself: a
+micro-batched request costs {cpu_ratio} of a one-by-one one at concurrency 8. On a CPU the
+forward's cost grows with the word pieces it reads, batched or not, so 2x needs a forward that
+batches well (a GPU, or many cores). Single runs vary by about 20% on a shared 2-core VM.
 
 Load test (micro-batched): {lt["sent"]} requests at concurrency {record["load_concurrency"]}:
 {lt["answered"]} answered, {lt["ok"]} correct (200, spans inside their text); the server counted
@@ -249,11 +269,13 @@ def main() -> None:
         try:
             record[name] = {}
             for c in CONCURRENCY:
+                cpu_before = server_cpu_s(proc)
                 latencies, wall, answers = asyncio.run(
                     drive(url, texts, args.requests, c, args.domain)
                 )
+                cpu_ms = 1000 * (server_cpu_s(proc) - cpu_before) / (args.requests + 1)
                 assert all(status == 200 for status, _, _ in answers), answers[:3]
-                record[name][str(c)] = summary(latencies, wall)
+                record[name][str(c)] = {**summary(latencies, wall), "server_cpu_ms": cpu_ms}
                 print(f"{name} c={c}: {record[name][str(c)]}", flush=True)
             if name == "micro_batched":
                 record["load_test"] = load_test(
