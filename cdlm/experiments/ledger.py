@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
+from cdlm.config import one_line
 from cdlm.errors import DataError
 from cdlm.results import write_json
 
@@ -76,7 +77,9 @@ def read_entry(ledger: Path, variant: str, domain: str, seed: int) -> LedgerEntr
         return None
     try:
         return LedgerEntry.model_validate(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError, ValidationError) as exc:
+    except ValidationError as exc:
+        raise DataError(f"not a run ledger entry: {one_line(exc, str(path))}") from None
+    except (OSError, ValueError) as exc:
         first = str(exc).splitlines()[0]
         raise DataError(f"{path}: not a run ledger entry ({first})") from None
 

@@ -383,6 +383,11 @@ def test_a_broken_ledger_entry_is_one_line_naming_it(tmp_path):
     with pytest.raises(DataError, match=r"music__gcn__seed1.json: not a run ledger entry") as exc:
         run_suite(spec, train_fn=FakeTrain(), progress=False, log=lambda _: None)
     assert "\n" not in str(exc.value)
+    # JSON, but not an entry: the message names the file and the field
+    entry.write_text('{"config_hash": "x", "record": {"variant": 3}}', encoding="utf-8")
+    with pytest.raises(DataError, match=r"music__gcn__seed1.json: field 'record") as exc:
+        run_suite(spec, train_fn=FakeTrain(), progress=False, log=lambda _: None)
+    assert "\n" not in str(exc.value)
 
 
 def test_probe_table_from_the_runs_probes() -> None:
