@@ -429,8 +429,8 @@ class PredictConfig(Section):
 
     # A forward batch of the length-sorted texts ends before its padded word pieces would pass
     # this share of its real ones (cdlm/model/batching.py); None = fixed batches of
-    # train.eval_batch_size. Chosen by speed on CPU (evals/bench_corpus.py): 0.02-0.05 tag
-    # 12-17% (fp32) and 35-55% (int8) more texts/s than fixed batches; outputs are unchanged.
+    # train.eval_batch_size. Chosen by speed on CPU; evals/bench_corpus.py runs both side by
+    # side and counts records whose entities differ.
     max_padding: float | None = Field(0.05, ge=0.0)
 
 
