@@ -1,10 +1,10 @@
 """Forward batches of sentences sorted by length, with padding bounded.
 
 The encoder pays for every padded position, and a batch pads every sentence to its longest. A
-fixed batch size over a sorted task still pads a lot where lengths are spread out (about 15% on
-CrossNER in tasks of 512 texts, batches of 64); ``max_padding`` ends a batch early instead, before
-its padded cost would exceed ``1 + max_padding`` times its real cost. On a CPU a smaller batch
-costs almost nothing per position, so fewer padded positions is time saved.
+fixed batch size over a sorted task still pads a lot where lengths are spread out;
+``max_padding`` ends a batch early instead, before its padded cost would exceed
+``1 + max_padding`` times its real cost. On a CPU a smaller batch costs about the same per
+position, so fewer padded positions is time saved (``evals/bench_corpus.py`` measures both).
 """
 
 from __future__ import annotations
@@ -21,10 +21,9 @@ def length_batches(
     batches: list[list[int]] = []
     batch: list[int] = []
     real = 0
-    for i in order:
-        longest = max(cost[i], cost[batch[-1]]) if batch else cost[i]
+    for i in order:  # ascending, so ``cost[i]`` is the longest of the batch it joins
         full = len(batch) >= max_size
-        padded = max_padding is not None and longest * (len(batch) + 1) > (1 + max_padding) * (
+        padded = max_padding is not None and cost[i] * (len(batch) + 1) > (1 + max_padding) * (
             real + cost[i]
         )
         if batch and (full or padded):
