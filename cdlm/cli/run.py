@@ -191,16 +191,23 @@ def evaluate(
         Path | None,
         typer.Option(
             help="Run a suite file (variants x domains x seeds, e.g. evals/crossner.toml): "
-            "trains or reuses each run; writes <name>.json/.md to the suite's results_dir."
+            "trains or reuses each run; writes <name>.json/.md to the suite's results_dir "
+            "(or --output; the recorded runs stay in the suite's ledger)."
         ),
     ] = None,
     variants: Annotated[
         str | None,
-        typer.Option(help="With --suite: run only these of its variants (comma-separated)."),
+        typer.Option(
+            help="With --suite: train only these of its variants (comma-separated); the "
+            "results still cover the whole suite."
+        ),
     ] = None,
     domains: Annotated[
         str | None,
-        typer.Option(help="With --suite: run only these of its domains (comma-separated)."),
+        typer.Option(
+            help="With --suite: train only these of its domains (comma-separated); the "
+            "results still cover the whole suite."
+        ),
     ] = None,
     train: Annotated[
         bool,
@@ -269,18 +276,30 @@ def evaluate(
         from cdlm.errors import ConfigError
 
         raise ConfigError("--plot is not available with --llm yet; run without --llm to plot")
-    results_dir = pick_output(output, results_dir, "--results-dir") or RESULTS_DIR
+    explicit_dir = pick_output(output, results_dir, "--results-dir")
+    results_dir = explicit_dir or RESULTS_DIR
     if suite is not None:
-        from cdlm.experiments.suite import load_suite, run_suite, select_domains, select_variants
+        from cdlm.experiments.suite import (
+            ledger_dir,
+            load_suite,
+            run_suite,
+            select_domains,
+            select_variants,
+        )
 
         spec = load_suite(suite)
+        if explicit_dir is not None:  # the results go there; the recorded runs stay put
+            spec = spec.model_copy(
+                update={"results_dir": str(explicit_dir), "ledger": str(ledger_dir(spec))}
+            )
+        part = spec
         if variants:
-            spec = select_variants(spec, [v.strip() for v in variants.split(",") if v.strip()])
+            part = select_variants(part, [v.strip() for v in variants.split(",") if v.strip()])
         if domains:
-            spec = select_domains(spec, [d.strip() for d in domains.split(",") if d.strip()])
-        summary = run_suite(spec, data_dir=data_dir, train=train)
+            part = select_domains(part, [d.strip() for d in domains.split(",") if d.strip()])
+        summary = run_suite(spec, data_dir=data_dir, train=train, part=part)
         print(
-            f"suite {spec.name}: {len(summary['runs'])} runs; wrote "
+            f"suite {spec.name}: {len(summary['runs'])} of {summary['planned']} runs; wrote "
             f"{spec.results_dir}/{spec.name}.json and .md"
         )
         if plot:

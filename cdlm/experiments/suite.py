@@ -507,9 +507,15 @@ def run_suite(
     log: Callable[[str], None] = print,
     poll_s: float | None = None,
     train: bool = True,
+    part: SuiteSpec | None = None,
 ) -> dict[str, Any]:
     """Train or reuse every planned run, rewriting the results after each; returns them.
     With ``train`` False, only the finished runs are read (a report of a suite in progress).
+
+    ``part`` (``spec`` narrowed by :func:`select_variants` / :func:`select_domains`): train or
+    reuse only its runs, as one of several workers on the suite. The results still cover the
+    whole suite, with the runs other workers recorded read from the ledger, so a worker on a
+    part never overwrites the table with that part alone.
 
     ``train_fn(config, out_dir, data_dir=..., runs=..., progress=...)`` defaults to
     :func:`cdlm.experiments.train.train`.
@@ -571,7 +577,8 @@ def run_suite(
 
     # Runs another process is training are skipped and retried after the rest, so several
     # suite processes on one runs folder share the work instead of queueing behind each other.
-    pending = list(range(len(plan)))
+    mine = set(planned_runs(part)) if part is not None else set(plan)
+    pending = [k for k, run in enumerate(plan) if run in mine]
     while pending:
         waiting = []
         for k in pending:

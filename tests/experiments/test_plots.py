@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -153,8 +154,16 @@ def test_cli_suite_plot(tmp_path: Path) -> None:
                 scores = {"dev": score, "test": score, "best_epoch": 1}
                 (folder / "scores.json").write_text(json.dumps(scores), encoding="utf-8")
     _, out = _cli("eval", "--suite", str(suite), "--plot")
-    assert "suite tiny: 8 runs" in out and f"wrote {tmp_path / 'res' / 'tiny.png'}" in out
+    assert "suite tiny: 8 of 8 runs" in out and f"wrote {tmp_path / 'res' / 'tiny.png'}" in out
     _png(tmp_path / "res" / "tiny.png")
+    # Elsewhere with --output, for one domain: the whole suite, read from the suite's ledger.
+    shutil.rmtree(tmp_path / "runs")
+    other = tmp_path / "other"
+    _, out = _cli(
+        "eval", "--suite", str(suite), "--no-train", "--domains", "music", "-o", str(other)
+    )
+    assert "suite tiny: 8 of 8 runs" in out
+    assert json.loads((other / "tiny.json").read_text(encoding="utf-8"))["complete"]
 
 
 def test_plot_with_llm_is_refused() -> None:

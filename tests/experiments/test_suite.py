@@ -362,12 +362,19 @@ def test_a_suite_goes_on_from_its_ledger_where_the_checkpoints_are_gone(tmp_path
 
 
 def test_a_report_of_the_whole_suite_gathers_what_workers_on_parts_recorded(tmp_path):
-    """Two workers given different variants; the report (no training) holds both."""
+    """Two workers given different variants each train only theirs, and each writes the table
+    of the whole suite (never its part alone); the report (no training) holds both."""
     spec = _spec(tmp_path)
     quiet = {"progress": False, "log": lambda _: None}
-    run_suite(select_variants(spec, ["gcn"]), train_fn=FakeTrain(), **quiet)
-    last = run_suite(select_variants(spec, ["baseline"]), train_fn=FakeTrain(), **quiet)
-    assert len(last["runs"]) == 3 and {r["variant"] for r in last["runs"]} == {"baseline"}
+    first_fake, last_fake = FakeTrain(), FakeTrain()
+    first = run_suite(spec, part=select_variants(spec, ["gcn"]), train_fn=first_fake, **quiet)
+    assert {c[0] for c in first_fake.calls} == {"gcn"} and len(first_fake.calls) == 3
+    assert not first["complete"] and first["planned"] == 6 and len(first["runs"]) == 3
+    last = run_suite(spec, part=select_variants(spec, ["baseline"]), train_fn=last_fake, **quiet)
+    assert {c[0] for c in last_fake.calls} == {"baseline"} and len(last_fake.calls) == 3
+    assert last["complete"] and {r["variant"] for r in last["runs"]} == {"baseline", "gcn"}
+    written = json.loads((tmp_path / "results" / "tiny.json").read_text(encoding="utf-8"))
+    assert written["complete"] and len(written["runs"]) == 6
     shutil.rmtree(tmp_path / "runs")  # read from the ledger alone
     whole = run_suite(spec, train_fn=FakeTrain(), progress=False, log=lambda _: None, train=False)
     assert whole["complete"] and len(whole["runs"]) == 6
