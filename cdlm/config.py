@@ -499,8 +499,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
 VARIANTS |= {
     f"{name}+factmix": {**v, "augment.method": "factmix"} for name, v in dict(VARIANTS).items()
 }
-# Label-semantics ablation: `full` with the head rows initialised from the label descriptions.
-VARIANTS["full-labels"] = {**VARIANTS["full"], "tagger.label_init": "descriptions"}
+# Label semantics: the head rows initialised from the label descriptions, on `full` (the
+# ablation) and on the plain tagger alone, with and without FactMix (what pays without the
+# fusion and causal modules).
+_LABELS = {"tagger.label_init": "descriptions"}
+VARIANTS["full-labels"] = {**VARIANTS["full"], **_LABELS}
+VARIANTS["labels"] = {**VARIANTS["baseline"], **_LABELS}
+VARIANTS["labels+factmix"] = {**VARIANTS["baseline+factmix"], **_LABELS}
 # FactMix as published (an epoch is a pass over the augmented set: 2-14x the update steps of
 # the plain variant), beside the steps-matched default.
 VARIANTS["baseline+factmix-long"] = {**VARIANTS["baseline+factmix"], "augment.steps_matched": False}

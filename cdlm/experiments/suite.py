@@ -209,8 +209,9 @@ def _record(variant: str, domain: str, seed: int, folder: Path, reused: bool, sp
 
 def summarise(spec: SuiteSpec, records: list[RunRecord]) -> dict[str, Any]:
     """Per (domain, variant): mean and sample std of test F1 over seeds (std 0 for one seed);
-    per variant: the mean over domains (only when every domain has a result); deltas against
-    the baseline variant's means."""
+    per variant: the mean over domains (only when every domain has a result), of test and of
+    dev F1 (dev is what a choice between variants is made on); deltas against the baseline
+    variant's means."""
     table: dict[str, dict[str, dict[str, Any]]] = {}
     for domain in spec.domains:
         for variant in spec.variants:
@@ -224,11 +225,12 @@ def summarise(spec: SuiteSpec, records: list[RunRecord]) -> dict[str, Any]:
                         r.dev_f1 for r in records if r.domain == domain and r.variant == variant
                     ),
                 }
-    average = {}
+    average, dev_average = {}, {}
     for variant in spec.variants:
-        means = [table.get(d, {}).get(variant, {}).get("mean") for d in spec.domains]
-        if all(m is not None for m in means):
-            average[variant] = statistics.fmean(means)
+        cells = [table.get(d, {}).get(variant) for d in spec.domains]
+        if all(cells):
+            average[variant] = statistics.fmean(c["mean"] for c in cells)  # type: ignore[index]
+            dev_average[variant] = statistics.fmean(c["dev_mean"] for c in cells)  # type: ignore[index]
     delta: dict[str, dict[str, float]] = {}
     for domain, row in table.items():
         if spec.baseline in row:
@@ -244,6 +246,7 @@ def summarise(spec: SuiteSpec, records: list[RunRecord]) -> dict[str, Any]:
     return {
         "per_domain": table,
         "average": average,
+        "dev_average": dev_average,
         "delta": delta,
         "interval": intervals(spec, records),
         "probe": probe_summary(spec, records),
@@ -341,6 +344,27 @@ def markdown(spec: SuiteSpec, result: dict[str, Any]) -> str:
         lines.append(
             f"| {variant} | " + " | ".join(cells) + f" | {'–' if a is None else f'{100 * a:.2f}'} |"
         )
+    if spec.split != "dev":
+        dev_avg = summary.get("dev_average", {})
+        lines += [
+            "",
+            "Dev F1 at the chosen epochs, mean over seeds (what a choice between variants is "
+            "made on; the test table above is read, never chosen on):",
+            "",
+            head,
+            "|---|" + "---:|" * (len(spec.domains) + 1),
+        ]
+        for variant in spec.variants:
+            cells = []
+            for d in spec.domains:
+                c = table.get(d, {}).get(variant)
+                cells.append(f"{100 * c['dev_mean']:.2f}" if c else "–")
+            a = dev_avg.get(variant)
+            lines.append(
+                f"| {variant} | "
+                + " | ".join(cells)
+                + f" | {'–' if a is None else f'{100 * a:.2f}'} |"
+            )
     others = [v for v in spec.variants if v != spec.baseline]
     if others:
         lines += [

@@ -65,7 +65,8 @@ class FakeTrain:
         (out / "config.json").write_text(json.dumps(meta), encoding="utf-8")
         f1 = 0.5 + (0.1 if config.fusion.enabled else 0.0) + t.seed / 100
         score = {"f1": f1, "precision": f1, "recall": f1}
-        scores = {"dev": score, "test": score, "best_epoch": 1, "target_seconds": 1.0}
+        dev = {"f1": f1 + 0.05, "precision": f1, "recall": f1}  # dev apart from test
+        scores = {"dev": dev, "test": score, "best_epoch": 1, "target_seconds": 1.0}
         (out / "scores.json").write_text(json.dumps(scores), encoding="utf-8")
 
 
@@ -92,8 +93,11 @@ def test_runs_then_reuses_everything(tmp_path):
     assert cell["std"] == pytest.approx(0.00707107, abs=1e-6)
     assert result["summary"]["delta"]["music"]["gcn"] == pytest.approx(0.1)
     assert result["summary"]["delta"]["average"]["gcn"] == pytest.approx(0.1)
+    # Dev F1 per variant, the mean over domains of the per-domain means over seeds.
+    assert result["summary"]["dev_average"]["gcn"] == pytest.approx((0.665 + 0.66) / 2)
     md = (tmp_path / "results" / "tiny.md").read_text(encoding="utf-8")
     assert "61.50 ± 0.71 (2)" in md and "+10.00" in md
+    assert "| gcn | 66.50 | 66.00 | 66.25 |" in md  # the dev table
     again = FakeTrain()
     result = run_suite(spec, train_fn=again, progress=False, log=lambda _: None)
     assert again.calls == [] and all(r["reused"] for r in result["runs"])
