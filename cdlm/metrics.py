@@ -163,9 +163,16 @@ def paired_bootstrap(
         if v.shape[1:] != b.shape[1:]:
             raise ValueError(f"runs over different test sentences: {v.shape} vs {b.shape}")
         observed += counts_f1(v.sum(1)).mean() - counts_f1(b.sum(1)).mean()
-        idx = rng.integers(0, v.shape[1], size=(resamples, v.shape[1]))
-        f_v = np.stack([counts_f1(run[idx].sum(1)) for run in v]).mean(0)
-        f_b = np.stack([counts_f1(run[idx].sum(1)) for run in b]).mean(0)
+        n_sent = v.shape[1]
+        idx = rng.integers(0, n_sent, size=(resamples, n_sent))
+        # times[r, s]: how often resample r drew sentence s. A run's summed counts under every
+        # resample are then one matrix product (exact: small integers in float64), not a
+        # gather of resamples x sentences x 3 per run.
+        flat = (np.arange(resamples)[:, None] * n_sent + idx).ravel()
+        times = np.bincount(flat, minlength=resamples * n_sent).reshape(resamples, n_sent)
+        times = times.astype(np.float64)
+        f_v = np.stack([counts_f1(times @ run) for run in v]).mean(0)
+        f_b = np.stack([counts_f1(times @ run) for run in b]).mean(0)
         samples += f_v - f_b
     n = len(variant)
     tail = (1.0 - level) / 2 * 100

@@ -12,12 +12,12 @@ config (base config file + suite overrides + variant overrides + target and seed
   split at the best dev epoch). A default folder holding a *different* config is never
   overwritten: the run goes to the hashed folder instead.
 
-After every run the results file is rewritten, so an interrupted suite loses at most the run in
-progress and the next invocation resumes where it stopped. Every finished run is also recorded in
-the suite's ledger (:mod:`cdlm.experiments.ledger`, ``<results_dir>/<name>_runs/``), which is
-committed: where the checkpoints are gone (a fresh machine) a recorded run with the same
-training config is read from there instead of trained again. A ``[probe]`` section names the
-variants and seeds whose checkpoints get the entity-bias probe as soon as they are finished.
+After every run it trains the results file is rewritten, so an interrupted suite loses at most
+the run in progress and the next invocation resumes where it stopped. Every finished run is also
+recorded in the suite's ledger (:mod:`cdlm.experiments.ledger`, ``<results_dir>/<name>_runs/``),
+which is committed: where the checkpoints are gone (a fresh machine) a recorded run with the
+same training config is read from there instead of trained again. A ``[probe]`` section names
+the variants and seeds whose checkpoints get the entity-bias probe as soon as they are finished.
 
 Results: ``<results_dir>/<name>.json`` (every run, per domain and variant mean and sample std
 over seeds, the average over domains of the per-domain means, deltas against the ``baseline``
@@ -533,7 +533,8 @@ def run_suite(
     train: bool = True,
     part: SuiteSpec | None = None,
 ) -> dict[str, Any]:
-    """Train or reuse every planned run, rewriting the results after each; returns them.
+    """Train or reuse every planned run, rewriting the results after each one trained and at
+    the end; returns them.
     With ``train`` False, only the finished runs are read (a report of a suite in progress).
 
     ``part`` (``spec`` narrowed by :func:`select_variants` / :func:`select_domains`): train or
@@ -614,8 +615,7 @@ def run_suite(
                 log(f"{what}: reusing {folder}")
             elif recorded is not None:
                 log(f"{what}: recorded in {ledger} (checkpoint not here)")
-                records[k] = recorded
-                write_results()
+                records[k] = recorded  # nothing new: the results are written once, below
                 continue
             elif not train:
                 log(f"{what}: not trained yet; left out")
@@ -639,9 +639,11 @@ def run_suite(
                 finally:
                     lock.unlink(missing_ok=True)
             records[k] = finish(k, folder, done)
-            write_results()
+            if not done:  # a new run: the results so far, in case the suite stops here
+                write_results()
         if waiting and len(waiting) == len(pending):  # all left are someone else's: wait
             log(f"{len(waiting)} run(s) being trained by another process; waiting")
             time.sleep(poll_s)
         pending = waiting
+    write_results()
     return result

@@ -29,6 +29,7 @@ from cdlm.experiments.suite import (
     run_suite,
     select_domains,
     select_variants,
+    summarise,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -365,7 +366,7 @@ def test_a_suite_goes_on_from_its_ledger_where_the_checkpoints_are_gone(tmp_path
     assert len(retrain.calls) == 6
 
 
-def test_a_report_of_the_whole_suite_gathers_what_workers_on_parts_recorded(tmp_path):
+def test_a_report_of_the_whole_suite_gathers_what_workers_on_parts_recorded(tmp_path, monkeypatch):
     """Two workers given different variants each train only theirs, and each writes the table
     of the whole suite (never its part alone); the report (no training) holds both."""
     spec = _spec(tmp_path)
@@ -380,8 +381,16 @@ def test_a_report_of_the_whole_suite_gathers_what_workers_on_parts_recorded(tmp_
     written = json.loads((tmp_path / "results" / "tiny.json").read_text(encoding="utf-8"))
     assert written["complete"] and len(written["runs"]) == 6
     shutil.rmtree(tmp_path / "runs")  # read from the ledger alone
+    summaries = []
+
+    def counted(*args):
+        summaries.append(1)
+        return summarise(*args)
+
+    monkeypatch.setattr("cdlm.experiments.suite.summarise", counted)
     whole = run_suite(spec, train_fn=FakeTrain(), progress=False, log=lambda _: None, train=False)
     assert whole["complete"] and len(whole["runs"]) == 6
+    assert len(summaries) == 1  # a report is summed up once, not once per recorded run
 
 
 def test_a_broken_ledger_entry_is_one_line_naming_it(tmp_path):
