@@ -335,15 +335,9 @@ def markdown(spec: SuiteSpec, result: dict[str, Any]) -> str:
         head,
         "|---|" + "---:|" * (len(spec.domains) + 1),
     ]
-    for variant in spec.variants:
-        cells = []
-        for d in spec.domains:
-            c = table.get(d, {}).get(variant)
-            cells.append(f"{100 * c['mean']:.2f} ± {100 * c['std']:.2f} ({c['n']})" if c else "–")
-        a = avg.get(variant)
-        lines.append(
-            f"| {variant} | " + " | ".join(cells) + f" | {'–' if a is None else f'{100 * a:.2f}'} |"
-        )
+    lines += _variant_rows(
+        spec, table, avg, lambda c: f"{100 * c['mean']:.2f} ± {100 * c['std']:.2f} ({c['n']})"
+    )
     if spec.split != "dev":
         dev_avg = summary.get("dev_average", {})
         lines += [
@@ -354,17 +348,7 @@ def markdown(spec: SuiteSpec, result: dict[str, Any]) -> str:
             head,
             "|---|" + "---:|" * (len(spec.domains) + 1),
         ]
-        for variant in spec.variants:
-            cells = []
-            for d in spec.domains:
-                c = table.get(d, {}).get(variant)
-                cells.append(f"{100 * c['dev_mean']:.2f}" if c else "–")
-            a = dev_avg.get(variant)
-            lines.append(
-                f"| {variant} | "
-                + " | ".join(cells)
-                + f" | {'–' if a is None else f'{100 * a:.2f}'} |"
-            )
+        lines += _variant_rows(spec, table, dev_avg, lambda c: f"{100 * c['dev_mean']:.2f}")
     others = [v for v in spec.variants if v != spec.baseline]
     if others:
         lines += [
@@ -420,6 +404,23 @@ def markdown(spec: SuiteSpec, result: dict[str, Any]) -> str:
         f"- time: {prov.get('time')}, machine: {prov.get('machine')}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _variant_rows(
+    spec: SuiteSpec,
+    table: dict[str, dict[str, dict[str, Any]]],
+    average: dict[str, float],
+    cell: Callable[[dict[str, Any]], str],
+) -> list[str]:
+    """One table row per variant: ``cell`` of each domain's entry ("–" where none), then the
+    average over domains."""
+    rows = []
+    for variant in spec.variants:
+        cells = [cell(c) if (c := table.get(d, {}).get(variant)) else "–" for d in spec.domains]
+        a = average.get(variant)
+        mean = "–" if a is None else f"{100 * a:.2f}"
+        rows.append(f"| {variant} | " + " | ".join(cells) + f" | {mean} |")
+    return rows
 
 
 def _grid_lines(runs: list[dict[str, Any]]) -> list[str]:
