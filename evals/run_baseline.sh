@@ -17,7 +17,7 @@ DOMAINS=${DOMAINS:-politics science music literature ai}
 threads=(${THREADS:+--threads "$THREADS"})
 
 for domain in $DOMAINS; do
-    cdlm train --target "$domain" --seed "$SEED" "${threads[@]}"
+    cdlm train --target "$domain" --variant baseline --seed "$SEED" "${threads[@]}"
     cdlm eval --checkpoint "runs/${domain}__baseline__seed${SEED}" --split test
 done
 python evals/bench_tagger.py --checkpoint "runs/politics__baseline__seed${SEED}" "${threads[@]}"

@@ -30,10 +30,10 @@ def _finish(folder: Path, config) -> None:
 def test_default_folder_name_and_runs_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = load_config(None, {"train.target": "politics", "train.seed": 3})
     monkeypatch.setenv(RUNS_ENV, str(tmp_path / "env"))
-    assert default_out_dir(cfg) == tmp_path / "env" / "politics__baseline__seed3"
-    assert default_out_dir(cfg, tmp_path) == tmp_path / "politics__baseline__seed3"
+    assert default_out_dir(cfg) == tmp_path / "env" / "politics__default__seed3"
+    assert default_out_dir(cfg, tmp_path) == tmp_path / "politics__default__seed3"
     monkeypatch.delenv(RUNS_ENV)
-    assert default_out_dir(cfg) == Path("runs") / "politics__baseline__seed3"
+    assert default_out_dir(cfg) == Path("runs") / "politics__default__seed3"
     with pytest.raises(ConfigError, match="no target domain"):
         default_out_dir(load_config())
 

@@ -65,7 +65,8 @@ def train(
         str | None,
         typer.Option(
             metavar="[baseline|gcn|causal|full|<v>+factmix|NAME]",
-            help="Model variant (default: baseline); a name not in the list only labels the run.",
+            help="Model variant (default: the config as it is, named 'default'); a name not "
+            "in the list only labels the run.",
         ),
     ] = None,
     epochs: Annotated[
@@ -303,11 +304,15 @@ def evaluate(
             f"{spec.results_dir}/{spec.name}.json and .md"
         )
         if plot:
-            from cdlm.experiments.plots import plot_suite
+            from cdlm.experiments.plots import plot_suite, plot_suite_deltas
 
             png = Path(spec.results_dir) / f"{spec.name}.png"
             plot_suite(summary, png)
             print(f"wrote {png}")
+            if spec.baseline in summary["summary"]["average"]:
+                delta_png = png.with_suffix(".delta.png")
+                plot_suite_deltas(summary, delta_png)
+                print(f"wrote {delta_png}")
         return
     from cdlm.experiments.evaluate import evaluate_checkpoint, write_results
 

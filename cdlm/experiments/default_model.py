@@ -113,7 +113,7 @@ def recipe_hash(cfg: CdlmConfig, files: dict[str, Path]) -> str:
     digests = {key: hashlib.sha256(path.read_bytes()).hexdigest() for key, path in files.items()}
     material = {
         "recipe": cfg.default_model.model_dump(mode="json"),
-        "training": training_view(cfg),
+        "training": training_view(bundle_config(cfg)),
         "encoder": encoder_label(cfg.encoder.name),
         "data": digests,
         "format": __version__,
@@ -140,8 +140,11 @@ def is_built(out: Path, recipe: str, files: dict[str, Path]) -> bool:
 
 
 def bundle_config(cfg: CdlmConfig) -> CdlmConfig:
-    """The config saved with the model: a plain tagger, variant ``default``."""
+    """The config saved with the model: a plain tagger, variant ``default``. Its heads start
+    random: label-description rows were chosen for single-domain training (``cdlm train``)
+    after this recipe was built, and are not measured on the joint fine-tuning."""
     out = cfg.model_copy(deep=True)
+    out.tagger.label_init = "random"
     out.fusion.enabled = False
     out.causal.explicit = out.causal.implicit = False
     out.augment.method = "none"

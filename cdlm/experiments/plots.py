@@ -9,7 +9,8 @@ so importing this module is cheap and the caller's pyplot backend is left alone.
 Files, beside ``<stem>.json``: ``<stem>.confusion.png`` (span type confusion with "missed" and
 "spurious"), ``<stem>.f1.png`` (per-type F1), ``<stem>.learning.png`` (train loss and dev F1 per
 epoch); a suite writes ``<name>.png`` (mean test F1 per domain and variant, error bars = sample
-std over seeds).
+std over seeds) and ``<name>.delta.png`` (each variant's average delta against the baseline with
+its 95% interval, beside the dev delta the choice is made on).
 """
 
 from __future__ import annotations
@@ -235,3 +236,52 @@ def plot_suite(result: Mapping[str, Any], path: Path | str) -> SuiteBars:
     )
     _save(fig, Path(path))
     return bars
+
+
+@dataclass(frozen=True)
+class DeltaRows:
+    """The rows as drawn, in points of F1: ``test[v]`` with interval ``low[v]``..``high[v]``
+    (NaN where the suite has none) and ``dev[v]``, for ``variants[v]`` against ``baseline``."""
+
+    baseline: str
+    variants: list[str]
+    test: list[float]
+    low: list[float]
+    high: list[float]
+    dev: list[float]
+
+
+def plot_suite_deltas(result: Mapping[str, Any], path: Path | str) -> DeltaRows:
+    """One row per variant with an average over all domains: its test delta against the
+    baseline with the 95% paired-bootstrap interval, and its dev delta (hollow). A forest of
+    intervals reads faster than a table of them: which rows clear zero, and by how much."""
+    import numpy as np
+
+    summary = result["summary"]
+    baseline = result["suite"].get("baseline", "baseline")
+    test, dev = summary.get("average", {}), summary.get("dev_average", {})
+    interval = summary.get("interval", {}).get("average", {})
+    variants = [v for v in result["suite"]["variants"] if v in test and v != baseline]
+    nan = float("nan")
+    rows = DeltaRows(
+        baseline,
+        variants,
+        [100 * (test[v] - test[baseline]) for v in variants],
+        [100 * interval[v][0] if v in interval else nan for v in variants],
+        [100 * interval[v][1] if v in interval else nan for v in variants],
+        [100 * (dev[v] - dev[baseline]) if v in dev else nan for v in variants],
+    )
+    y = np.arange(len(variants))[::-1]
+    fig = _figure(6.4, 1.2 + 0.32 * max(len(variants), 1))
+    ax = fig.add_subplot()
+    mid = np.array(rows.test)
+    err = np.array([mid - np.array(rows.low), np.array(rows.high) - mid])
+    ax.errorbar(mid, y, xerr=err, fmt="o", capsize=3, label="test, 95% interval")
+    ax.plot(rows.dev, y, "o", mfc="none", label="dev (what is chosen on)")
+    ax.axvline(0.0, color="grey", lw=0.8)
+    ax.set_yticks(y, variants)
+    ax.set_xlabel(f"average F1 over domains minus {baseline} (points)")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(f"suite {result['name']}: delta against {baseline}", fontsize=10)
+    _save(fig, Path(path))
+    return rows

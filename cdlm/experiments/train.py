@@ -24,6 +24,7 @@ import hashlib
 import json
 import math
 import random
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -456,18 +457,32 @@ def swap_names(
     return {etype: other.get(etype) or mentions for etype, mentions in own.items()}
 
 
-def label_descriptions(config: CdlmConfig) -> dict[str, str]:
-    """``{type: description}`` of the target domain (``prompts/labels/<domain>.toml``)."""
+def label_descriptions(config: CdlmConfig) -> dict[str, str] | None:
+    """The texts the target head rows start from, by ``tagger.label_init``: ``{type:
+    description}`` (``prompts/labels/<domain>.toml``), ``{}`` for the type names alone, or
+    None for random rows ("auto" without a label file, said in one line on stderr)."""
     from cdlm.data.registry import domain_name
     from cdlm.reasoning.templates import default_prompts_dir, load_label_file
 
+    mode = config.tagger.label_init
+    if mode == "random":
+        return None
+    if mode == "names":
+        return {}
     path = default_prompts_dir() / "labels" / f"{domain_name(target_of(config))}.toml"
     descriptions = load_label_file(path)
-    if not descriptions:
+    if descriptions:
+        return descriptions
+    if mode == "descriptions":
         raise ConfigError(
             f"tagger.label_init: {path} has no [types] descriptions for the target domain"
         )
-    return descriptions
+    print(
+        f"note: no label descriptions at {path}: the head rows start random "
+        '(write one, [types] TYPE = "description", to start them from the label semantics)',
+        file=sys.stderr,
+    )
+    return None
 
 
 def state_copy(model: torch.nn.Module) -> dict[str, Any]:
@@ -610,14 +625,15 @@ def _train(
     start = time.perf_counter()
 
     names = swap_names(config, train_sents, data_dir) if _needs_swap_names(config) else None
+    descriptions = label_descriptions(config)  # once: "auto" notes a missing file once
     # FactMix steps-matched: every fine-tuning gets the update steps of a pass over the originals.
     steps = n_batches(len(train_sents), t.batch_size) if config.augment.steps_matched else None
 
     def fine_tune(sentences: Sequence[Sentence]) -> tuple[Tagger, int, SpanScores, list[EpochLog]]:
         set_seed(t.seed)
         model = build_target_model(config, labels, source)
-        if config.tagger.label_init == "descriptions":
-            model.init_label_rows(label_descriptions(config), config.tagger.label_init_scale)
+        if descriptions is not None:
+            model.init_label_rows(descriptions, config.tagger.label_init_scale)
         if config.fusion.enabled:  # label graphs always come from the original train set
             model.fusion = _fusion_module(config, model, source, source_dir, train_sents, data_dir)
         if names is not None and model.causal is not None:

@@ -12,7 +12,13 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from cdlm.experiments.plots import plot_confusion, plot_learning_curve, plot_suite, plot_type_f1
+from cdlm.experiments.plots import (
+    plot_confusion,
+    plot_learning_curve,
+    plot_suite,
+    plot_suite_deltas,
+    plot_type_f1,
+)
 from cdlm.metrics import span_confusion, span_scores
 
 GOLD = [
@@ -94,6 +100,40 @@ def test_f1_learning_and_suite_pngs(tmp_path: Path) -> None:
     assert bars.errors[0][0] == pytest.approx(1.0) and math.isnan(bars.errors[0][1])
 
 
+def test_suite_delta_forest(tmp_path: Path) -> None:
+    """Each variant's average delta against the baseline, its paired-bootstrap interval and its
+    dev delta, as the summary has them (points of F1)."""
+    from cdlm.experiments.suite import RunRecord, SuiteSpec, summarise
+
+    spec = SuiteSpec(name="s", variants=["baseline", "gcn", "causal"], domains=["politics"])
+    # 100 test sentences, one gold entity each: baseline finds 50, gcn 70, causal 50
+    found = {"baseline": 50, "gcn": 70, "causal": 50}
+    runs = [
+        RunRecord(
+            variant=v,
+            domain="politics",
+            seed=1,
+            checkpoint="x",
+            reused=True,
+            dev_f1=0.5 + 0.01 * (v == "gcn"),
+            test_f1=2 * found[v] / (100 + found[v]),  # precision 1, recall found / 100
+            test_precision=1.0,
+            test_recall=found[v] / 100,
+            test_counts=[[1, 1, 1]] * found[v] + [[0, 0, 1]] * (100 - found[v]),
+        )
+        for v in spec.variants
+    ]
+    result = {"name": "s", "suite": spec.model_dump(), "summary": summarise(spec, runs)}
+    rows = plot_suite_deltas(result, tmp_path / "s.delta.png")
+    _png(tmp_path / "s.delta.png")
+    assert rows.variants == ["gcn", "causal"]
+    gcn_f1, base_f1 = 2 * 0.7 / 1.7, 2 * 0.5 / 1.5
+    assert rows.test[0] == pytest.approx(100 * (gcn_f1 - base_f1))
+    assert rows.low[0] <= rows.test[0] <= rows.high[0] and rows.low[0] > 0
+    assert rows.test[1] == rows.low[1] == rows.high[1] == 0.0  # the same sentences found
+    assert rows.dev == pytest.approx([1.0, 0.0])
+
+
 def _cli(*args: str) -> tuple[int, str]:
     from cdlm.cli import run
 
@@ -156,6 +196,7 @@ def test_cli_suite_plot(tmp_path: Path) -> None:
     _, out = _cli("eval", "--suite", str(suite), "--plot")
     assert "suite tiny: 8 of 8 runs" in out and f"wrote {tmp_path / 'res' / 'tiny.png'}" in out
     _png(tmp_path / "res" / "tiny.png")
+    _png(tmp_path / "res" / "tiny.delta.png")
     # Elsewhere with --output, for one domain: the whole suite, read from the suite's ledger.
     shutil.rmtree(tmp_path / "runs")
     other = tmp_path / "other"

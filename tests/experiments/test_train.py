@@ -127,3 +127,55 @@ def test_user_folder_without_test_split(small_crossner: Path, tmp_path: Path) ->
     scores = json.loads((out / "scores.json").read_text())
     assert scores["test"] is None and scores["dev"]["sentences"] > 0
     assert CDLM.from_pretrained(out).domains == ["mydata"]
+
+
+def test_label_init_modes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``tagger.label_init``: "auto" (the default) takes the domain's label file where it has
+    descriptions and says in one line when it has none; "descriptions" then is an error."""
+    from cdlm.experiments.train import label_descriptions
+
+    def mode(label_init: str, target: str = "politics"):
+        cfg = load_config(None, {"train.target": target, "tagger.label_init": label_init})
+        return label_descriptions(cfg)
+
+    assert load_config().tagger.label_init == "auto"
+    politics = mode("auto")
+    assert politics == mode("descriptions") and "politician" in politics
+    assert mode("random") is None and mode("names") == {}
+    capsys.readouterr()
+    mine = tmp_path / "mydata"
+    assert mode("auto", str(mine)) is None
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "labels/mydata.toml" in err and "start random" in err
+    with pytest.raises(ConfigError, match=r"labels/mydata.toml has no \[types\] descriptions"):
+        mode("descriptions", str(mine))
+
+
+def test_every_named_variant_pins_its_head_init() -> None:
+    """A named variant means the same model whatever the defaults: the suite's recorded runs
+    (and their hashes) survive a change of ``tagger.label_init``'s default."""
+    from cdlm.config import VARIANTS
+
+    for name, overrides in VARIANTS.items():
+        assert overrides.get("tagger.label_init") in {"random", "descriptions", "names"}, name
+
+
+def test_default_training_starts_from_the_label_descriptions(
+    small_crossner: Path, tmp_path: Path
+) -> None:
+    """The default recipe and the plain tagger differ only in the head's first rows: same seed,
+    different first-epoch loss; "random" is the plain run exactly."""
+    runs = tmp_path / "runs"
+
+    def first_loss(label_init: str | None, name: str) -> float:
+        extra = {"train.source_epochs": 0, "train.target_epochs": 1}
+        if label_init is not None:
+            extra["tagger.label_init"] = label_init
+        result = train(
+            _config(**extra), tmp_path / name, data_dir=small_crossner, runs=runs, progress=False
+        )
+        return result.history[0].train_loss
+
+    plain = first_loss("random", "plain")
+    assert first_loss(None, "default") != plain
+    assert first_loss("random", "plain2") == plain
