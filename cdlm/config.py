@@ -63,7 +63,7 @@ class TaggerConfig(Section):
     # norm of a random row; "names" encodes the type names alone ("political party");
     # "random" is the plain initialisation. "auto" (the default, chosen on dev in the final
     # suite, evals/results/crossner_final.md) is "descriptions" where the target's label file
-    # has them, else "random" (with a note).
+    # has them, else "names" (with a note).
     label_init: Literal["auto", "random", "descriptions", "names"] = "auto"
     label_init_scale: float = Field(1.0, gt=0.0)
 

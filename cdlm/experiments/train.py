@@ -459,8 +459,8 @@ def swap_names(
 
 def label_descriptions(config: CdlmConfig) -> dict[str, str] | None:
     """The texts the target head rows start from, by ``tagger.label_init``: ``{type:
-    description}`` (``prompts/labels/<domain>.toml``), ``{}`` for the type names alone, or
-    None for random rows ("auto" without a label file, said in one line on stderr)."""
+    description}`` (``prompts/labels/<domain>.toml``), ``{}`` for the type names alone ("auto"
+    without a label file, said in one line on stderr), or None for random rows."""
     from cdlm.data.registry import domain_name
     from cdlm.reasoning.templates import default_prompts_dir, load_label_file
 
@@ -478,11 +478,11 @@ def label_descriptions(config: CdlmConfig) -> dict[str, str] | None:
             f"tagger.label_init: {path} has no [types] descriptions for the target domain"
         )
     print(
-        f"note: no label descriptions at {path}: the head rows start random "
-        '(write one, [types] TYPE = "description", to start them from the label semantics)',
+        f"note: no label descriptions at {path}: the head rows start from the type names "
+        '(write one, [types] TYPE = "description", to start them from the descriptions)',
         file=sys.stderr,
     )
-    return None
+    return {}
 
 
 def state_copy(model: torch.nn.Module) -> dict[str, Any]:

@@ -131,7 +131,8 @@ def test_user_folder_without_test_split(small_crossner: Path, tmp_path: Path) ->
 
 def test_label_init_modes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``tagger.label_init``: "auto" (the default) takes the domain's label file where it has
-    descriptions and says in one line when it has none; "descriptions" then is an error."""
+    descriptions, else the type names, and says so in one line; "descriptions" then is an
+    error."""
     from cdlm.experiments.train import label_descriptions
 
     def mode(label_init: str, target: str = "politics"):
@@ -144,9 +145,9 @@ def test_label_init_modes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert mode("random") is None and mode("names") == {}
     capsys.readouterr()
     mine = tmp_path / "mydata"
-    assert mode("auto", str(mine)) is None
+    assert mode("auto", str(mine)) == {}  # the type names alone
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "labels/mydata.toml" in err and "start random" in err
+    assert err.count("\n") == 1 and "labels/mydata.toml" in err and "the type names" in err
     with pytest.raises(ConfigError, match=r"labels/mydata.toml has no \[types\] descriptions"):
         mode("descriptions", str(mine))
 
