@@ -132,7 +132,7 @@ def tiny_checkpoint(small_crossner: Path, tmp_path_factory: pytest.TempPathFacto
     from cdlm.config import load_config
     from cdlm.experiments.train import train
 
-    out = tmp_path_factory.mktemp("tiny_checkpoint") / "politics__baseline__seed1"
+    out = tmp_path_factory.mktemp("tiny_checkpoint") / "politics__default__seed1"
     config = load_config(
         None,
         {

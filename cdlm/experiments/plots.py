@@ -216,12 +216,15 @@ def plot_suite(result: Mapping[str, Any], path: Path | str) -> SuiteBars:
     ax = fig.add_subplot()
     x = np.arange(len(domains))
     bars = SuiteBars(domains, list(variants), [], [])
+    palette = require("matplotlib", "plot", "cdlm eval --plot").colormaps
+    # one distinct colour per variant: tab10 repeats after ten
+    colors = palette["tab10" if len(variants) <= 10 else "tab20"].colors
     for k, variant in enumerate(variants):
         cells = [table[d].get(variant) for d in domains]
         means = [100 * c["mean"] if c else float("nan") for c in cells]
         stds = [100 * c["std"] if c and c["n"] > 1 else float("nan") for c in cells]
         offset = (k - (len(variants) - 1) / 2) * width
-        ax.bar(x + offset, means, width, yerr=stds, capsize=3, label=variant)
+        ax.bar(x + offset, means, width, yerr=stds, capsize=3, label=variant, color=colors[k])
         bars.means.append(means)
         bars.errors.append(stds)
     seeds = [max((table[d][v]["n"] for v in table[d]), default=0) for d in domains]
@@ -272,7 +275,7 @@ def plot_suite_deltas(result: Mapping[str, Any], path: Path | str) -> DeltaRows:
         [100 * (dev[v] - dev[baseline]) if v in dev else nan for v in variants],
     )
     y = np.arange(len(variants))[::-1]
-    fig = _figure(6.4, 1.2 + 0.32 * max(len(variants), 1))
+    fig = _figure(8.0, 1.2 + 0.32 * max(len(variants), 1))
     ax = fig.add_subplot()
     mid = np.array(rows.test)
     err = np.array([mid - np.array(rows.low), np.array(rows.high) - mid])
@@ -281,7 +284,7 @@ def plot_suite_deltas(result: Mapping[str, Any], path: Path | str) -> DeltaRows:
     ax.axvline(0.0, color="grey", lw=0.8)
     ax.set_yticks(y, variants)
     ax.set_xlabel(f"average F1 over domains minus {baseline} (points)")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside the rows
     ax.set_title(f"suite {result['name']}: delta against {baseline}", fontsize=10)
     _save(fig, Path(path))
     return rows

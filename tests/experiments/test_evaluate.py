@@ -23,21 +23,21 @@ def test_evaluate_and_write(tiny_checkpoint: Path, small_crossner: Path, tmp_pat
     assert result.scores == expected
     assert (result.domain, result.variant, result.split, result.seed) == (
         "politics",
-        "baseline",
+        "default",
         "dev",
         1,
     )
     assert result.sentences == len(sentences) and result.sentences_per_s > 0
 
     path = write_results(result, tmp_path)
-    assert path.name == "politics__baseline__seed1__dev.json"
+    assert path.name == "politics__default__seed1__dev.json"
     record = json.loads(path.read_text())
     assert record["scores"]["f1"] == expected.f1
     assert record["provenance"]["command"]
     assert_commit_stamp(record["provenance"])
     assert record["config"]["train"]["target"] == "politics"
     md = path.with_suffix(".md").read_text()
-    assert "| **micro** |" in md and "politics / baseline / seed 1 / dev" in md
+    assert "| **micro** |" in md and "politics / default / seed 1 / dev" in md
 
 
 def test_cli_eval_writes_results(
@@ -67,4 +67,4 @@ def test_cli_eval_writes_results(
     )
     assert res.exit_code == 0, res.output
     assert "micro" in res.output
-    assert (tmp_path / "politics__baseline__seed1__test.json").is_file()
+    assert (tmp_path / "politics__default__seed1__test.json").is_file()

@@ -16,14 +16,15 @@ def _saved_config(checkpoint: Path) -> CdlmConfig:
 
 
 def test_twin_run_is_the_filter(tiny_checkpoint: Path, tmp_path: Path) -> None:
-    """``baseline+factmix`` finds the finished ``baseline`` run of the same config (its training
-    is the filter's fine-tuning) and nothing when any training setting differs."""
+    """``default+factmix`` (``cdlm train --augment factmix``) finds the finished ``default`` run
+    of the same config (its training is the filter's fine-tuning) and nothing when any
+    training setting differs."""
     runs = tmp_path / "runs"
     runs.mkdir()
     shutil.copytree(tiny_checkpoint, runs / tiny_checkpoint.name)
     config = _saved_config(tiny_checkpoint)
     config.augment.method = "factmix"
-    config.train.variant = "baseline+factmix"
+    config.train.variant = "default+factmix"
 
     tagger, folder, dev = twin_filter(config, runs)
     assert folder == str(runs / tiny_checkpoint.name)

@@ -155,7 +155,7 @@ def test_cli_eval_plot(tiny_checkpoint: Path, small_crossner: Path, tmp_path: Pa
         str(tmp_path),
         "--plot",
     )
-    stem = tmp_path / "politics__baseline__seed1__test"
+    stem = tmp_path / "politics__default__seed1__test"
     for kind in ("confusion", "f1", "learning"):
         png = Path(f"{stem}.{kind}.png")
         assert f"wrote {png}" in out
