@@ -619,13 +619,14 @@ def _train(
         train_sents = k_shot(train_sents, t.k_shot, t.seed)
     train_sents = _limit(train_sents, config)
     dev_sents = load_split(target, "dev", data_dir)
+    # The label file too (read once, so "auto" notes a missing one once).
+    descriptions = label_descriptions(config)
 
     source, source_dir, source_seconds, cached = pretrain_source(config, data_dir, runs, progress)
 
     start = time.perf_counter()
 
     names = swap_names(config, train_sents, data_dir) if _needs_swap_names(config) else None
-    descriptions = label_descriptions(config)  # once: "auto" notes a missing file once
     # FactMix steps-matched: every fine-tuning gets the update steps of a pass over the originals.
     steps = n_batches(len(train_sents), t.batch_size) if config.augment.steps_matched else None
 
