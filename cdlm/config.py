@@ -11,7 +11,7 @@ import json
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -29,6 +29,13 @@ def cache_home() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("cdlm"))
+
+
+# Bounded element types for list and dict fields (a bare number field uses Field(ge=...)).
+NonNegative = Annotated[float, Field(ge=0.0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+Positive = Annotated[int, Field(ge=1)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 class Section(BaseModel):
@@ -116,7 +123,7 @@ class CausalConfig(Section):
     alpha: float = Field(0.0, ge=0.0)
     # Alphas tried on dev after training (and by `cdlm tune-alpha`); the best dev F1 wins, ties
     # go to the smaller alpha. An empty list keeps `alpha` as set.
-    alpha_grid: list[float] = Field(default_factory=lambda: [0.0, 0.25, 0.5, 1.0, 2.0])
+    alpha_grid: list[NonNegative] = Field(default_factory=lambda: [0.0, 0.25, 0.5, 1.0, 2.0])
     heads: int = Field(4, ge=1)  # attention heads of the implicit branch's re-reading blocks
     ff_mult: int = Field(2, ge=1)  # their feed-forward width as a multiple of d
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
@@ -124,16 +131,16 @@ class CausalConfig(Section):
     sparsity: float = Field(0.1, ge=0.0)  # prior pushing the relevant share a_i towards 0
     # `cdlm probe`: "nonce" = casing-preserving made-up words, "mask" = the literal "[ENT]".
     probe_placeholder: Literal["nonce", "mask"] = "nonce"
-    probe_seed: int = 0
+    probe_seed: int = Field(0, ge=0)
 
 
 class TrainConfig(Section):
     source: str = "conll2003"
     target: str | None = None
-    seed: int = 1
+    seed: int = Field(1, ge=0)
     # Seed of the cached source pre-training, separate from `seed` so that several target seeds
     # reuse one source model (source pre-training on CoNLL takes minutes on a CPU).
-    source_seed: int = 1
+    source_seed: int = Field(1, ge=0)
     # Name of the model variant in run folders and results files; "default" is the config as
     # it is (no named variant: the recipe chosen on dev, cdlm.config.VARIANTS for the others).
     variant: str = "default"
@@ -153,7 +160,7 @@ class TrainConfig(Section):
     lr: float = Field(1e-4, gt=0.0)
     # New layers (head, features) learn faster than the encoder.
     head_lr: float = Field(2e-3, gt=0.0)
-    weight_decay: float = 0.01
+    weight_decay: float = Field(0.01, ge=0.0)
     # Target learning-rate schedule: linear warm-up over `warmup_ratio` of the decay horizon,
     # then `lr_decay` from the peak down to `min_lr_ratio` x peak at `decay_epochs` (None = at
     # `target_epochs`: the old cap-bound schedule), then flat. A horizon shorter than the cap
@@ -168,13 +175,16 @@ class TrainConfig(Section):
     # A dev F1 gain (fraction) below this does not reset the patience count (the best epoch is
     # still kept): a run whose dev F1 creeps up by hundredths stops instead of using its budget.
     min_delta: float = Field(0.0, ge=0.0, le=1.0)
-    grad_clip: float = 1.0
-    k_shot: int | None = None  # sample K sentences per type from the target train split
+    grad_clip: float = Field(1.0, ge=0.0)  # 0 = no clipping
+    k_shot: int | None = Field(None, ge=1)  # sample K sentences per type from target train
     # Use only the first N sentences of the source and target train splits (quick runs, tests).
     max_train_sentences: int | None = Field(None, ge=1)
-    threads: int | None = None  # torch intra-op threads; None = torch's default
+    threads: int | None = Field(None, ge=1)  # torch intra-op threads; None = torch's default
     # Seconds between checks while another process trains a run or source model we need.
     lock_poll_seconds: float = Field(30.0, gt=0)
+    # A lock file without a readable pid counts as held until it is this old (its writer may
+    # be between creating it and writing the pid), then as stale.
+    lock_grace_s: float = Field(60.0, gt=0)
 
     @field_validator("decay_epochs")
     @classmethod
@@ -193,17 +203,17 @@ class LLMConfig(Section):
     # llama: path to a GGUF (None = embedded SmolLM2); gpt: model name.
     model: str | None = None
     base_url: str | None = None
-    n_ctx: int = 4096
-    n_threads: int | None = None  # llama: None = llama.cpp's default (half the cores)
-    n_gpu_layers: int = 0
-    seed: int = 0
-    temperature: float = 0.0
-    max_tokens: int = 512
+    n_ctx: int = Field(4096, ge=1)
+    n_threads: int | None = Field(None, ge=1)  # llama: None = llama.cpp's default (half the cores)
+    n_gpu_layers: int = Field(0, ge=-1)  # -1 = every layer
+    seed: int = Field(0, ge=-1)  # llama.cpp's -1 = a random seed each load
+    temperature: float = Field(0.0, ge=0.0)
+    max_tokens: int = Field(512, ge=1)
     # Per-stage answer budgets that replace max_tokens (a vote answer grows with the number of
     # candidates in the sentence; with 512, SmolLM2's votes on six or seven were cut off). Keys
     # are stage names of the registry in cdlm/reasoning/stages.py (checked when a task is built).
-    stage_max_tokens: dict[str, int] = {"vote": 1536}
-    timeout_s: float = 60.0
+    stage_max_tokens: dict[str, Positive] = {"vote": 1536}
+    timeout_s: float = Field(60.0, gt=0.0)
     max_retries: int = Field(4, ge=0)  # transport retries (429/5xx/timeouts) per request
     max_total_s: float = Field(300.0, gt=0.0)  # bound on one request with all its retries
     repair_retries: int = Field(1, ge=0)  # re-asks that show the model its validation error
@@ -216,6 +226,7 @@ class LLMConfig(Section):
     cache_failures: bool = True
     retry_initial_s: float = Field(1.0, gt=0.0)  # first backoff wait; doubles up to retry_max_s
     retry_max_s: float = Field(30.0, gt=0.0)  # longest single wait (a Retry-After may ask more)
+    retry_after_max_s: float = Field(120.0, gt=0.0)  # longest wait a Retry-After header gets
     # State the JSON schema in the system message. None = only where nothing else enforces it:
     # llama no (its grammar constrains the answer); gpt yes for plain JSON mode, no when the
     # schema also goes in the request (llm.json_schema_in_request).
@@ -325,7 +336,7 @@ class RoutingConfig(Section):
     budget: float | None = Field(None, ge=0.0, le=1.0)
     # Calibration (`cdlm eval --calibrate`): routed shares of dev sentences tried (hardest
     # first); 0.0 = route nothing, always tried. The best dev F1 wins, ties go to fewer calls.
-    calibration_shares: list[float] = [0.0, 0.05, 0.1, 0.2]
+    calibration_shares: list[Fraction] = [0.0, 0.05, 0.1, 0.2]
     calibration_sentences: int = Field(100, ge=1)  # seeded dev subset used for calibration
     # Dev F1 (fraction) a routed share must gain over routing nothing to be chosen; about two
     # or three spans on a 100-sentence dev sample, so one lucky span does not decide.
@@ -343,7 +354,7 @@ class AugmentConfig(Section):
     # no search (each extra pair costs one target fine-tuning in `cdlm train --augment factmix`).
     # 4/1 had the best mean dev F1 over politics and science of 4/0, 4/1 and 8/1, steps-matched
     # (evals/results/tune_factmix.md: 67.06 against 66.71 and 65.91).
-    grid: list[tuple[int, int]] = [(4, 1)]
+    grid: list[tuple[NonNegativeInt, NonNegativeInt]] = [(4, 1)]
     # Another split whose entities join the entity base for the types it shares with the target
     # (FactMix's few-shot setting), e.g. "conll2003"; None = target train entities only.
     extra_base: str | None = None
@@ -354,7 +365,7 @@ class AugmentConfig(Section):
     max_word_chars: int = Field(24, ge=2)  # bound on the LLM filler's word (schema maxLength)
     context_max_words: int = Field(2, ge=1)  # words replaced per context-level sentence (1..n)
     attempts_per_sentence: int = Field(4, ge=1)  # tries per wanted sentence before giving up
-    seed: int = 1
+    seed: int = Field(1, ge=0)
     # Keep a generated sentence only if the original-data tagger tags EVERY token correctly.
     filter: bool = True
     # `cdlm train --augment factmix`: augment the target train set before fine-tuning (the filter
@@ -382,7 +393,7 @@ class DefaultModelConfig(Section):
         "ai": "ai",
     }
     default: str = "news"  # the head `cdlm predict` uses without --domain
-    seed: int = 1
+    seed: int = Field(1, ge=0)
     epochs: int = Field(10, ge=1)  # joint fine-tuning epochs at most (one pass over each domain)
     patience: int = Field(2, ge=1)  # epochs without a mean dev F1 gain before stopping
     # Source (news) batches mixed into each epoch per target-domain batch, drawn in turn from
@@ -411,6 +422,20 @@ class ServeConfig(Section):
     max_wait_ms: float = Field(5.0, ge=0.0)
     max_queue: int = Field(1024, ge=1)  # requests waiting beyond this are answered 503
     batch_size: int = Field(32, ge=1)  # texts per forward pass inside one model call
+    # Clients may switch the LLM on (request field `llm`) only when the operator allows it
+    # (`--allow-llm`): it can send texts to a paid API and holds the model thread for long
+    # generations. Allowed, requests get the operator's [llm] backend, never one they name.
+    allow_llm: bool = False
+    # The environment variable holding the bearer key (the key never sits in a file or on a
+    # command line, where other users could read it). Set: every route but /health needs it.
+    api_key_env: str = Field("CDLM_SERVE_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    # Host headers accepted (port stripped), so a DNS-rebinding web page cannot reach a
+    # loopback server; None = localhost, 127.0.0.1, ::1 and serve.host; "*" accepts any.
+    trusted_hosts: list[str] | None = None
+    # A request not answered in time is 504 rather than a client hanging on a stuck model
+    # (tagger requests take milliseconds; an LLM request up to llm.max_total_s per call).
+    request_timeout_s: float = Field(120.0, gt=0.0)
+    retry_after_s: int = Field(1, ge=1)  # Retry-After of a 503 (queue full, batcher dead)
 
 
 class CorpusConfig(Section):
@@ -426,6 +451,10 @@ class CorpusConfig(Section):
     ray_address: str | None = None
     # Bytes of the input file per Ray read task (each streams its lines in batch_size blocks).
     ray_chunk_bytes: int = Field(16 * 1024 * 1024, ge=1)
+    # A longer text is answered with an `error` field instead of entities: one huge line would be
+    # one huge forward (windows of every part at once) and could exhaust memory. 100k
+    # characters is about 50 pages; split longer documents, or raise this.
+    max_text_chars: int = Field(100_000, ge=1)
 
 
 class PredictConfig(Section):
@@ -565,13 +594,19 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
 
 def _validated(data: dict[str, Any], overrides: dict[str, Any] | None, source: str) -> CdlmConfig:
     """``data`` with the dotted ``overrides`` set (``None`` values skipped), validated."""
+    for name in CdlmConfig.model_fields:  # `llm = 3` where [llm] belongs: one line, no traceback
+        if name in data and not isinstance(data[name], dict):
+            raise ConfigError(f"{source}: [{name}] must be a section (a table), got {data[name]!r}")
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
         node = data
         *parents, leaf = dotted.split(".")
-        for key in parents:
+        for depth, key in enumerate(parents, start=1):
             node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                where = ".".join(parents[:depth])
+                raise ConfigError(f"{source}: '{where}' must be a table to set {dotted}")
         node[leaf] = value
     try:
         return CdlmConfig.model_validate(data)

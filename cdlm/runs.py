@@ -10,6 +10,8 @@ reused, and claims on a folder that several processes may want at once.
   built by ``cdlm model build-default``, is ``models/default``), found from any working folder.
 - Claims: ``<folder>.lock`` holds the owner's pid; a lock whose process is gone is stale (two
   suites sharing a runs folder never train the same run, nor the same cached source model).
+  The lock appears with its pid in it (a hard link of a finished temporary file), so no reader
+  ever finds it empty and takes it over; a stale one is removed under ``<folder>.lock.break``.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from cdlm.config import CdlmConfig, cache_home
+from cdlm.config import CdlmConfig, TrainConfig, cache_home
 from cdlm.errors import ConfigError
 
 RUNS_ENV = "CDLM_RUNS_DIR"
@@ -43,6 +47,7 @@ _NOT_TRAINING_FIELDS = (
     ("train", "variant"),  # a name for results; the variant's switches are in the config
     ("train", "threads"),
     ("train", "lock_poll_seconds"),
+    ("train", "lock_grace_s"),
     # Chosen on dev after training (cdlm.experiments.debias) or used only by `cdlm probe`.
     ("causal", "alpha"),
     ("causal", "probe_placeholder"),
@@ -146,24 +151,76 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def claim(folder: Path) -> Path | None:
+def _link_with_pid(path: Path) -> bool:
+    """Create ``path`` holding our pid, atomically: the pid goes into a temporary file of the
+    same folder, which is then hard-linked to ``path`` (fails if it exists). No reader ever
+    sees the file without its pid. False when ``path`` exists already."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(str(os.getpid()))
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    except OSError:  # a file system without hard links: create, then write (readers give a
+        return _create_then_write(path)  # lock without a pid its grace period)
+    finally:
+        os.unlink(tmp)
+    return True
+
+
+def _create_then_write(path: Path) -> bool:
+    """The lock without a hard link: created empty, then given our pid (not atomic)."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(str(os.getpid()))
+    return True
+
+
+def _stale(path: Path, grace_s: float) -> bool:
+    """Whether ``path`` exists and its claim is over: its pid is gone, or it holds no pid (an
+    older cdlm, a damaged file) and is older than ``grace_s``. A missing or unreadable file is
+    never stale: nothing is removed on a guess."""
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+        age = time.time() - path.stat().st_mtime
+    except OSError:
+        return False
+    if text.isdigit() and int(text) > 0:
+        return not _pid_alive(int(text))
+    return age >= grace_s
+
+
+def _break_stale(lock: Path, grace_s: float) -> None:
+    """Remove the stale ``lock`` while holding ``<lock>.break``, re-checked there: two processes
+    that both found it stale never remove the fresh lock one of them has just taken."""
+    breaker = lock.with_name(lock.name + ".break")
+    if not _link_with_pid(breaker):
+        if _stale(breaker, grace_s):
+            breaker.unlink(missing_ok=True)  # its process died while breaking
+        return
+    try:
+        if _stale(lock, grace_s):  # only a breaker holder removes a stale lock: still the same
+            lock.unlink(missing_ok=True)
+    finally:
+        breaker.unlink(missing_ok=True)
+
+
+def claim(folder: Path, grace_s: float | None = None) -> Path | None:
     """Claim a run folder for training (``<folder>.lock`` holding our pid); ``None`` when a live
-    process holds it already (two suites sharing a runs folder never train the same run)."""
+    process holds it already (two suites sharing a runs folder never train the same run).
+    ``grace_s`` (default ``train.lock_grace_s``): how long a lock without a pid counts as held."""
+    grace = TrainConfig().lock_grace_s if grace_s is None else grace_s
     lock = folder.with_name(folder.name + ".lock")
     lock.parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                holder = int(lock.read_text(encoding="utf-8").strip() or 0)
-            except (OSError, ValueError):
-                holder = 0
-            if holder and _pid_alive(holder):
-                return None
-            lock.unlink(missing_ok=True)  # stale: its process is gone
-            continue
-        with os.fdopen(fd, "w") as fh:
-            fh.write(str(os.getpid()))
-        return lock
+    for _ in range(3):
+        if _link_with_pid(lock):
+            return lock
+        if _stale(lock, grace):
+            _break_stale(lock, grace)
+        elif lock.exists():
+            return None  # held by a live process (or not readable: never taken on a guess)
     return None

@@ -1,8 +1,15 @@
-"""Shared fixtures: the real CrossNER data, the embedded encoder and the embedded GGUF.
+"""Shared fixtures: the CrossNER data, a synthetic corpus, the embedded encoder and GGUF.
 
-Tests that need the CrossNER files skip (with the reason) only when ``../shared/data`` is absent.
+The tiny models most tests use (``tiny_checkpoint``, ``tiny_bundle``) train on a synthetic
+corpus made from templates (tests/synthetic.py), so serve, spaCy, corpus, resume, Ray, int8 and
+wheel tests run on every machine. Only the tests that read CrossNER itself take
+``crossner_dir``: it finds the data the documented ways (``$CDLM_DATA_DIR``, the user cache that
+``cdlm data download crossner`` fills, ``../shared/data/crossner``) and skips, with the reason,
+when there is none; with ``CDLM_REQUIRE_DATA=1`` (``.ci/run`` sets it) that skip is a failure,
+so CI can never stay green by skipping. The same holds for the built default model.
+
 The data, cache and runs locations are pinned for the whole session (``_pinned_locations``), so
-no test reads the user's cache or an environment variable set outside the test run.
+no test writes to the user's cache or reads an environment variable set outside the test run.
 """
 
 from __future__ import annotations
@@ -23,7 +30,31 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
-CROSSNER = REPO.parent / "shared" / "data" / "crossner"
+REQUIRE_DATA = "CDLM_REQUIRE_DATA"  # "1": a test that cannot find its data fails, not skips
+
+
+def missing(reason: str) -> None:
+    """Skip a test whose data or model is absent, or fail it under ``$CDLM_REQUIRE_DATA``."""
+    if os.environ.get(REQUIRE_DATA) == "1":
+        pytest.fail(f"{reason} (and ${REQUIRE_DATA}=1 turns this skip into a failure)")
+    pytest.skip(reason)
+
+
+def _find_crossner() -> Path | None:
+    """The CrossNER folder the documented ways (cdlm.data.registry.find_data_dir: the user's
+    ``$CDLM_DATA_DIR``, the user cache, ``../shared/data/crossner``); None when there is none.
+    Called before the locations are pinned, so it sees the user's own."""
+    from cdlm.data.registry import find_data_dir
+    from cdlm.errors import DataError
+
+    try:
+        folder = find_data_dir()
+    except DataError:
+        return None
+    return folder if (folder / "politics" / "train.txt").is_file() else None
+
+
+CROSSNER = _find_crossner()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -37,7 +68,7 @@ def _pinned_locations(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None
     home = tmp_path_factory.mktemp("pinned")
     real_default = model_dir()  # the default model the install built, before the cache moves
     with pytest.MonkeyPatch.context() as mp:
-        if (CROSSNER / "politics" / "train.txt").is_file():
+        if CROSSNER is not None:
             mp.setenv("CDLM_DATA_DIR", str(CROSSNER))
         else:
             mp.delenv("CDLM_DATA_DIR", raising=False)
@@ -61,10 +92,13 @@ def fault_server() -> Iterator[FaultServer]:
 
 @pytest.fixture(scope="session")
 def crossner_dir() -> Path:
-    if not (CROSSNER / "politics" / "train.txt").is_file():
-        pytest.skip(
-            f"CrossNER data not found at {CROSSNER} (expected ../shared/data beside the checkout)"
+    """The real CrossNER folder, for the tests that are about CrossNER itself."""
+    if CROSSNER is None:
+        missing(
+            "CrossNER data not found ($CDLM_DATA_DIR, the user cache of `cdlm data download "
+            "crossner`, ../shared/data/crossner beside the checkout)"
         )
+    assert CROSSNER is not None
     return CROSSNER
 
 
@@ -106,22 +140,13 @@ def smollm_path() -> Path:
 
 
 @pytest.fixture(scope="session")
-def small_crossner(crossner_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A CrossNER-shaped data folder with a few real sentences: ``conll2003`` and ``politics``,
-    32 train sentences each; dev/test hold one sentence per entity type at least (K-shot, K=1),
-    so the label sets are the full ones. Pass it as ``data_dir``."""
-    from cdlm.data.bio import write_bio
-    from cdlm.data.registry import load_split
-    from cdlm.data.sampling import k_shot
+def small_crossner(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CrossNER-shaped data folder made from templates (tests/synthetic.py), no real data:
+    ``conll2003`` and ``politics`` with their full label sets, 32 train and 12 dev/test
+    sentences each. Pass it as ``data_dir``."""
+    from synthetic import write_synthetic
 
-    root = tmp_path_factory.mktemp("small_crossner")
-    for domain in ("conll2003", "politics"):
-        (root / domain).mkdir()
-        write_bio(root / domain / "train.txt", load_split(domain, "train", crossner_dir)[:32])
-        for split in ("dev", "test"):
-            sample = k_shot(load_split(domain, split, crossner_dir), 1, seed=0)
-            write_bio(root / domain / f"{split}.txt", sample)
-    return root
+    return write_synthetic(tmp_path_factory.mktemp("small_crossner"))
 
 
 @pytest.fixture(scope="session")
@@ -226,13 +251,26 @@ TINY_BUNDLE = {
 
 @pytest.fixture(scope="session")
 def default_model_dir() -> Path:
-    """The real default model (``cdlm model build-default``); skips when it is not built."""
+    """The real default model (``cdlm model build-default``), built from today's recipe: a
+    model built from another recipe fails (it would test a stale model); an unbuilt one skips
+    (fails under ``$CDLM_REQUIRE_DATA``)."""
+    from cdlm.config import load_config
+    from cdlm.experiments.default_model import RECIPE_FILE, data_files, is_built, recipe_hash
     from cdlm.runs import model_dir
 
     folder = model_dir()
     if not (folder / "model.safetensors").is_file():
-        pytest.skip(
+        missing(
             f"the default model is not built at {folder} (run `cdlm model build-default`; "
             "scripts/install.sh does)"
         )
+    if CROSSNER is None:
+        missing("CrossNER data not found: the default model's recipe hash reads it")
+    cfg = load_config(None)
+    files = data_files(cfg, CROSSNER)
+    today = recipe_hash(cfg, files)
+    assert is_built(folder, today, files), (
+        f"the default model at {folder} was built from another recipe than today's ({today}; "
+        f"its {RECIPE_FILE} says otherwise): rebuild it with `cdlm model build-default`"
+    )
     return folder

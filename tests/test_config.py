@@ -43,3 +43,57 @@ def test_set_overrides_parse_json_values_and_refuse_a_missing_equals_sign() -> N
     }
     with pytest.raises(ConfigError, match=r"--set 'reasoning\.vote': expected KEY=VALUE"):
         parse_overrides(["reasoning.vote"])
+
+
+@pytest.mark.parametrize(
+    ("dotted", "value"),
+    [
+        ("llm.timeout_s", -1),
+        ("llm.max_tokens", -5),
+        ("llm.n_ctx", -1),
+        ("llm.n_threads", 0),
+        ("llm.temperature", -0.5),
+        ("llm.stage_max_tokens", {"vote": -1}),
+        ("train.threads", -2),
+        ("train.seed", -1),
+        ("train.weight_decay", -0.1),
+        ("routing.calibration_shares", [0.1, 1.5]),
+    ],
+)
+def test_a_number_out_of_its_natural_bounds_is_one_line_naming_the_field(
+    dotted: str, value: object
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, {dotted: value})
+    message = str(info.value)
+    assert message.startswith(f"config: field '{dotted}") and "\n" not in message
+
+
+@pytest.mark.parametrize("text", ["llm = 3\n", 'train = "x"\n', 'llm = "gpt"\n[train]\nseed = 1\n'])
+def test_a_scalar_where_a_section_belongs_is_one_line(tmp_path: Path, text: str) -> None:
+    toml = tmp_path / "c.toml"
+    toml.write_text(text)
+    for overrides in ({}, {"llm.backend": "llama"}, {"train.seed": 2}):
+        with pytest.raises(ConfigError) as info:
+            llm_run_config(toml, "llama", overrides=overrides)
+        message = str(info.value)
+        assert message.startswith(f"{toml}: ") and "\n" not in message
+        assert "llm" in message or "train" in message
+
+
+def test_a_scalar_section_through_the_cli_is_exit_2_without_traceback(tmp_path: Path, cdlm_cli):
+    toml = tmp_path / "bad.toml"
+    toml.write_text('train = "x"\n')
+    done = cdlm_cli("model", "build-default", "--config", str(toml), "--threads", "1")
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(toml) in lines[0] and "train" in lines[0]
+
+
+def test_bounds_keep_every_default() -> None:
+    """Bounds are checks only: every default validates and dumps as before (run hashes)."""
+    cfg = CdlmConfig()
+    assert CdlmConfig.model_validate(cfg.model_dump(mode="json")) == cfg
+    assert cfg.llm.n_ctx == 4096 and cfg.llm.max_tokens == 512 and cfg.llm.timeout_s == 60.0
+    assert cfg.train.threads is None and cfg.train.grad_clip == 1.0

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -92,3 +94,54 @@ def test_claim_is_exclusive_and_a_stale_lock_is_taken_over(tmp_path: Path) -> No
     lock.write_text("999999999")  # no such process: stale
     assert claim(folder) == lock
     lock.unlink()
+
+
+def test_an_empty_lock_is_held_until_its_grace_period_ends(tmp_path: Path) -> None:
+    """A lock file without a pid yet (its writer between create and write) is never stale at
+    once; only one older than the grace period is."""
+    folder = tmp_path / "run"
+    lock = folder.with_name("run.lock")
+    lock.write_text("")
+    assert claim(folder) is None
+    old = time.time() - 3600
+    os.utime(lock, (old, old))
+    assert claim(folder, grace_s=60.0) == lock
+    assert lock.read_text() == str(os.getpid())
+
+
+def _race(folder: str, start, done, won) -> None:
+    start.wait()
+    won.put(claim(Path(folder)) is not None)
+    done.wait()  # hold the lock (a live pid) until every racer has tried
+
+
+@pytest.mark.parametrize("stale", [False, True], ids=["fresh", "stale"])
+def test_racing_processes_take_a_lock_exactly_once(tmp_path: Path, stale: bool) -> None:
+    ctx = multiprocessing.get_context("fork")
+    racers, rounds = 6, 8
+    for round_ in range(rounds):
+        folder = tmp_path / f"run{round_}"
+        if stale:
+            folder.with_name(folder.name + ".lock").write_text("999999999")
+        start, done, won = ctx.Barrier(racers), ctx.Barrier(racers), ctx.Queue()
+        procs = [
+            ctx.Process(target=_race, args=(str(folder), start, done, won)) for _ in range(racers)
+        ]
+        for p in procs:
+            p.start()
+        results = [won.get(timeout=60) for _ in procs]
+        for p in procs:
+            p.join(timeout=60)
+        assert sum(results) == 1, f"round {round_}: {sum(results)} processes took the lock"
+
+
+def test_claim_without_hard_links_still_works(tmp_path: Path, monkeypatch) -> None:
+    def no_links(src, dst):
+        raise PermissionError("operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    folder = tmp_path / "run"
+    lock = claim(folder)
+    assert lock is not None and lock.read_text() == str(os.getpid())
+    assert claim(folder) is None
+    assert [p.name for p in tmp_path.iterdir()] == ["run.lock"]  # no temporary file left

@@ -4,7 +4,11 @@ default model in the user cache (that test skips, with the reason, when it is no
 
 The virtual environment is fresh for cdlm (the wheel is installed into it, with no link to the
 checkout) and borrows the heavy dependencies (torch, transformers...) from the running
-interpreter's site-packages, so the test needs no network and no compiling.
+interpreter's own site-packages through a ``.pth`` line, so the test needs no network and no
+compiling, and works whether pytest runs in a virtual environment or not (a
+``--system-site-packages`` venv made from inside a venv sees the base interpreter's packages,
+not the venv's). A ``.pth`` line adds a folder without running the ``.pth`` files in it, so the
+checkout's editable install stays out of sight.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+PURELIB = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
 MERKEL = "Angela Merkel met Emmanuel Macron in Paris to discuss the European Union budget."
 
 
@@ -47,9 +52,13 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert "cdlm/py.typed" in names and "cdlm/inference/model.py" in names
     assert not any(n.startswith(("tests/", "evals/")) for n in names)
     env_dir = root / "venv"
-    create = [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip"]
-    res = _run([*create, str(env_dir)], root)
+    res = _run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], root)
     assert res.returncode == 0, res.stderr
+    lib = _run([str(env_dir / "bin" / "python"), "-c", PURELIB], root).stdout.strip()
+    # Every site-packages folder this interpreter sees, in its order (a venv's own, and the
+    # base's when the venv was made with --system-site-packages).
+    borrowed = [p for p in sys.path if Path(p).name in ("site-packages", "dist-packages")]
+    (Path(lib) / "borrowed-deps.pth").write_text("\n".join(dict.fromkeys(borrowed)) + "\n")
     pip = [sys.executable, "-m", "pip", "--python", str(env_dir / "bin" / "python"), "install"]
     res = _run([*pip, "-q", "--no-deps", "--no-index", str(wheel)], root)
     assert res.returncode == 0, res.stderr

@@ -23,7 +23,9 @@ DataDirOption = Annotated[
     typer.Option(
         "--data-dir",
         help="Folder with <domain>/{train,dev,test}.txt or .jsonl (default: $CDLM_DATA_DIR, "
-        "the user cache, then ../shared/data/crossner beside the checkout).",
+        "the user cache, then ../shared/data/crossner beside the checkout). The paper's "
+        "datasets (mit-movie etc.): <dir>/<name> if there, else $CDLM_DATA_DIR/<name>, else "
+        "the user cache of their download.",
     ),
 ]
 
@@ -36,7 +38,13 @@ def _entity_counts(sentences) -> Counter[str]:
 
 @data_app.command("download")
 def download(
-    dataset: Annotated[str, typer.Argument(help="Dataset to fetch; only 'crossner' for now.")],
+    dataset: Annotated[
+        str,
+        typer.Argument(
+            help="crossner, one of the paper's datasets (mit-movie, mit-restaurant, bionlp13cg, "
+            "bionlp13pc) or paper (all four)."
+        ),
+    ],
     output: Annotated[
         Path | None,
         output_option("Destination folder (default: the user cache, found automatically)."),
@@ -45,7 +53,8 @@ def download(
     base_url: Annotated[
         str | None,
         typer.Option(
-            help="Mirror serving ner_data/<domain>/<split>.txt (default: GitHub, pinned)."
+            help="Mirror serving the repository's files at their paths, e.g. "
+            "ner_data/<domain>/<split>.txt for CrossNER (default: GitHub, pinned commit)."
         ),
     ] = None,
     force: Annotated[
@@ -54,13 +63,35 @@ def download(
     retries: Annotated[int, typer.Option(min=1, help="Tries per file on network errors.")] = 4,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the server.")] = 30.0,
 ) -> None:
-    """Fetch the labelled CrossNER splits (18 files, checksums verified)."""
+    """Fetch the labelled CrossNER splits (18 files) or the paper's other datasets, checksums
+    verified; the latter are converted to strict IOB2 train/dev/test.txt, repairs reported."""
     dest = pick_output(output, dest, "--dest")
     from cdlm.data.download import CROSSNER_BASE_URL, download_crossner
-    from cdlm.data.registry import user_cache_dir
+    from cdlm.data.paper import ALL
+    from cdlm.data.registry import PAPER_DATASETS, paper_cache_dir, user_cache_dir
 
-    if dataset.lower() != "crossner":
-        raise DataError(f"unknown dataset {dataset!r}: only 'crossner' can be downloaded")
+    name = dataset.lower()
+    if name == ALL or name in PAPER_DATASETS:
+        from cdlm.data.paper import download as download_paper
+
+        for each in PAPER_DATASETS if name == ALL else (name,):
+            report, conversion = download_paper(
+                each, dest, base_url=base_url, force=force, retries=retries, timeout=timeout
+            )
+            print(
+                f"{conversion.title} in {report.dest / each}: {len(report.downloaded)} files "
+                f"downloaded, {len(report.skipped)} already present (checksums verified)"
+            )
+            for line in conversion.lines():
+                print(f"  {line}")
+        if dest is not None and report.dest.resolve() != paper_cache_dir().resolve():
+            print(f"use it with --data-dir {report.dest} or CDLM_DATA_DIR={report.dest}")
+        return
+    if name != "crossner":
+        raise DataError(
+            f"unknown dataset {dataset!r}: expected crossner, {', '.join(PAPER_DATASETS)} "
+            f"or {ALL} (all four)"
+        )
     report = download_crossner(
         dest, base_url=base_url or CROSSNER_BASE_URL, force=force, retries=retries, timeout=timeout
     )
@@ -108,6 +139,11 @@ def check(
         shown = ", ".join(str(n) for n in result.repaired[:10])
         more = ", ..." if len(result.repaired) > 10 else ""
         print(f"repaired {len(result.repaired)} I- tags to B- (lines {shown}{more})")
+    if path.stem in ("train", "dev", "test"):  # a split of a converted paper dataset?
+        from cdlm.data.paper import record_lines
+
+        for line in record_lines(path.parent):
+            print(line)
     if counts:
         table = Table("type", "entities")
         for etype in sorted(counts):
@@ -163,7 +199,13 @@ def convert(
 
 @data_app.command("stats")
 def stats(
-    domain: Annotated[str, typer.Argument(help="CrossNER domain name or a dataset folder.")],
+    domain: Annotated[
+        str,
+        typer.Argument(
+            help="CrossNER domain name, a paper dataset name (mit-movie, mit-restaurant, "
+            "bionlp13cg, bionlp13pc) or a dataset folder."
+        ),
+    ],
     data_dir: DataDirOption = None,
 ) -> None:
     """Sentences, tokens and entities per split, and entities per type and split."""
@@ -194,6 +236,10 @@ def stats(
     for etype in sorted(set().union(*counts.values())):
         by_type.add_row(etype, *(str(counts[s][etype]) for s in splits))
     console.print(by_type)
+    from cdlm.data.paper import record_lines
+
+    for line in record_lines(folder):  # how a downloaded paper dataset was converted
+        print(line)
 
 
 def register(app: typer.Typer) -> None:

@@ -28,7 +28,11 @@ def build_default(
     ] = None,
     results_dir: Annotated[
         Path | None,
-        typer.Option(help="Where default_model.json/.md go (default: evals/results)."),
+        typer.Option(
+            help="Where default_model.json/.md go (default: 'results' inside the model folder, "
+            "so a build never rewrites the checkout's files; pass evals/results to record the "
+            "scores of a model version you ship)."
+        ),
     ] = None,
     config: Annotated[
         Path | None, typer.Option(help="TOML config file (sections default_model, train, ...).")
@@ -44,10 +48,12 @@ def build_default(
     from cdlm.config import load_config
     from cdlm.data.registry import find_data_dir
     from cdlm.errors import DataError
-    from cdlm.experiments.default_model import RESULTS_NAME, build_default
-    from cdlm.results import RESULTS_DIR
+    from cdlm.experiments.default_model import RESULTS_NAME, build_default, check_replaceable
+    from cdlm.runs import model_dir
 
     cfg = load_config(config, {"train.threads": threads})
+    check_replaceable(output or model_dir())  # a folder of the user's files: stop before all
+    results_dir = results_dir or (output or model_dir()) / "results"
     try:
         find_data_dir(data_dir)
     except DataError as exc:
@@ -55,16 +61,14 @@ def build_default(
             raise
         typer.echo(f"default model not built: {exc}, then `cdlm model build-default`", err=True)
         return
-    result = build_default(
-        cfg, output, data_dir=data_dir, runs=runs_dir, results_dir=results_dir or RESULTS_DIR
-    )
+    result = build_default(cfg, output, data_dir=data_dir, runs=runs_dir, results_dir=results_dir)
     if result.skipped:
         typer.echo(f"default model up to date: {result.path} (recipe {result.recipe})")
         return
     for head in result.heads:
         test = f"{100 * head.test.f1:.2f}" if head.test is not None else "-"
         typer.echo(f"{head.domain:<11} dev F1 {100 * head.dev.f1:6.2f}  test F1 {test:>6}")
-    results = Path(results_dir or RESULTS_DIR) / f"{RESULTS_NAME}.json"
+    results = Path(results_dir) / f"{RESULTS_NAME}.json"
     typer.echo(
         f"default model: {result.path} (best epoch {result.best_epoch}, built in "
         f"{result.build_seconds:.0f} s); scores in {results}"

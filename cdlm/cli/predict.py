@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -36,8 +37,9 @@ def predict(
         typer.Option(
             "--output",
             "-o",
-            help="Write JSON Lines here instead of stdout; an existing file is resumed (records "
-            "already there are skipped, a torn last line is cut and redone).",
+            help="Write JSON Lines here instead of stdout; an output this command wrote (a "
+            "<output>.cdlm.json beside it) is resumed where it stopped; any other existing file, "
+            "or the input itself, is refused.",
         ),
     ] = None,
     input_format: Annotated[
@@ -60,7 +62,11 @@ def predict(
         typer.Option(help="With --engine ray: cluster address (default: $RAY_ADDRESS or local)."),
     ] = None,
     overwrite: Annotated[
-        bool, typer.Option(help="With --output: start the file afresh instead of resuming.")
+        bool,
+        typer.Option(
+            help="With --output: start afresh instead of resuming (only over a file this "
+            "command wrote)."
+        ),
     ] = False,
     progress: Annotated[
         bool, typer.Option(help="With --output: show a progress bar on stderr.")
@@ -170,7 +176,7 @@ def predict(
             progress=progress, quantize=quantize,
         )  # fmt: skip
         return
-    records = _records(text or [], input, input_format)
+    records = _records(text or [], input, input_format, cfg.corpus.max_text_chars)
     if checkpoint == "none":  # LLM-only mode, only when asked for by name
         if llm == "none":
             raise ConfigError("--checkpoint none needs --llm (LLM-only mode)")
@@ -185,8 +191,6 @@ def predict(
     if llm != "none":
         _note_missing_labels(cfg, m.data_domain(domain))
     if format == "conll":
-        import itertools
-
         from cdlm.inference.tagging import conll_lines, tag_texts
 
         tagger = m.tagger(domain)
@@ -208,15 +212,23 @@ def predict(
     )
 
 
-def _records(texts: list[str], source: str | None, input_format: str):  # -> Iterator[dict]
-    """The TEXT arguments, then the records of ``--input`` read lazily."""
+def _records(texts: list[str], source: str | None, input_format: str, max_chars: int):
+    """The TEXT arguments, then the records of ``--input`` read lazily; a text the model cannot
+    take (too long, a lone surrogate) stops here with one line naming it."""
     from cdlm.data.corpus import input_format as pick_format
-    from cdlm.data.corpus import read_records
+    from cdlm.data.corpus import read_records, record_problem
+    from cdlm.errors import DataError
 
-    yield from ({"text": t} for t in texts)
+    numbered = ((f"TEXT argument {k}", {"text": t}) for k, t in enumerate(texts, start=1))
     if source is not None:
-        for _, _, record in read_records(source, pick_format(source, input_format)):
-            yield record
+        name = "<stdin>" if source == "-" else source
+        lines = read_records(source, pick_format(source, input_format))
+        numbered = itertools.chain(numbered, ((f"{name}:{n}", record) for n, _, record in lines))
+    for where, record in numbered:
+        problem = record_problem(record, max_chars)
+        if problem is not None:
+            raise DataError(f"{where}: {problem}")
+        yield record
 
 
 def _predict_corpus(
@@ -237,7 +249,7 @@ def _predict_corpus(
 ) -> None:
     """``--output``: the streaming, resumable corpus run (:mod:`cdlm.inference.corpus`)."""
     from cdlm.data.corpus import input_format as pick_format
-    from cdlm.errors import ConfigError
+    from cdlm.errors import ConfigError, DataError
     from cdlm.inference.corpus import PredictorSpec, predict_corpus
 
     if source is None or texts:
@@ -265,6 +277,11 @@ def _predict_corpus(
         f"({result.records_per_s:.1f} records/s)",
         file=sys.stderr,
     )
+    if result.errors:
+        raise DataError(
+            f"{source}: {result.errors} records could not be tagged and were answered with an "
+            f"'error' field in {output} (named above)"
+        )
 
 
 def _note_missing_labels(cfg, domain: str) -> None:  # cfg: cdlm.config.CdlmConfig

@@ -33,18 +33,28 @@ def serve(
         QuantizeChoice, typer.Option(help="int8: quantized encoder, faster on CPU.")
     ] = "none",
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.", min=1)] = None,
+    allow_llm: Annotated[
+        bool,
+        typer.Option(
+            "--allow-llm",
+            help="Let requests switch on the LLM ([llm] of the config; default: off, 403).",
+        ),
+    ] = False,
     config: Annotated[
         Path | None,
         typer.Option(help="TOML config file ([serve] limits and batching, [llm], [routing])."),
     ] = None,
 ) -> None:
-    """Serve POST /predict, GET /health and GET /labels until Ctrl-C."""
+    """Serve POST /predict, GET /health and GET /labels until Ctrl-C.
+
+    A bearer key is read only from $CDLM_SERVE_KEY (serve.api_key_env); a host other than
+    loopback is refused without it."""
     from cdlm.config import load_config
     from cdlm.inference.model import CDLM
 
     try:
         from cdlm.serve.app import create_app
-        from cdlm.serve.server import run
+        from cdlm.serve.server import check_exposure, run
     except ImportError as exc:
         from cdlm.errors import ConfigError
 
@@ -52,15 +62,18 @@ def serve(
             f"cdlm serve needs FastAPI and uvicorn ({exc.name} is missing): "
             "pip install 'cdlm[serve]'"
         ) from None
-    cfg = load_config(
-        config, {"serve.host": host, "serve.port": port, "serve.micro_batch": micro_batch}
-    )
+    overrides = {"serve.host": host, "serve.port": port, "serve.micro_batch": micro_batch}
+    cfg = load_config(config, overrides | {"serve.allow_llm": True if allow_llm else None})
+    check_exposure(cfg.serve.host, cfg.serve.api_key_env)  # before the model loads
     if threads is not None:
         import torch
 
         torch.set_num_threads(threads)
     m = CDLM.from_pretrained(checkpoint, config=cfg, quantize=quantize)
-    app = create_app(m, cfg.serve, name=checkpoint)
+    # The operator's LLM, as `cdlm augment` picks it: [llm], or the embedded SmolLM2.
+    llm = cfg.llm if cfg.llm.backend != "none" else cfg.llm.model_copy(update={"backend": "llama"})
+    # Clients see the model folder's name, never its path on this machine.
+    app = create_app(m, cfg.serve, name=Path(checkpoint).name or checkpoint, llm=llm)
     run(app, cfg.serve.host, cfg.serve.port)
 
 

@@ -143,6 +143,8 @@ def _raise_if_json_lines(path: Path, lines: list[str]) -> None:
         json.loads(first)
     except ValueError:
         return
+    except RecursionError:
+        pass  # JSON nested too deeply to parse: JSON all the same
     raise DataError(
         f"{path}:{number}: this looks like JSON Lines, not BIO (token<TAB>tag lines); name it "
         f"{path.stem}.jsonl to read it as span JSONL, or convert it with `cdlm data convert`"

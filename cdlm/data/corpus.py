@@ -8,8 +8,13 @@ Two formats (:func:`input_format` picks one from the file name unless told):
   metadata) travel with it to the output. Blank lines are skipped.
 
 A bad line stops the run with one line naming the file and line (:class:`LineError` carries the
-message; the reader adds where). Lines are split on ``\\n`` only, so a JSON string holding a
-Unicode line separator (U+2028, allowed by JSON) stays one record.
+message; the reader adds where). A well-formed record whose text the model cannot take (longer
+than ``corpus.max_text_chars``, or holding a lone surrogate, what a JSON ``"\\ud800"`` from a
+truncated emoji becomes) is not a bad line: :func:`record_problem` says why, and the run answers
+that record alone with an ``error`` field (:func:`error_record`) instead of losing its batch.
+
+Lines are split on ``\\n`` only, so a JSON string holding a Unicode line separator (U+2028,
+allowed by JSON) stays one record.
 
 :func:`line_range` reads the lines that *start* inside a byte range, so several readers (Ray
 read tasks) can share one file without overlap or gaps.
@@ -62,6 +67,8 @@ def parse_line(raw: bytes, fmt: Format) -> Record | None:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
         raise LineError(f"not valid JSON ({exc.msg}, column {exc.colno})") from None
+    except RecursionError:
+        raise LineError("JSON nested too deeply") from None
     if not isinstance(record, dict):
         raise LineError(f"expected a JSON object with a 'text' field, got {type(record).__name__}")
     text = record.get("text")
@@ -73,6 +80,24 @@ def parse_line(raw: bytes, fmt: Format) -> Record | None:
     ):
         raise LineError(f"field 'id': expected a string or an integer, got {record['id']!r:.40}")
     return record
+
+
+def record_problem(record: Record, max_chars: int) -> str | None:
+    """Why the model cannot take this record's text (``None``: it can)."""
+    text = record["text"]
+    if len(text) > max_chars:
+        return f"text of {len(text)} characters exceeds corpus.max_text_chars ({max_chars})"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"text holds a lone surrogate at character {exc.start} (not Unicode text)"
+    return None
+
+
+def error_record(record: Record, problem: str) -> Record:
+    """The output record of an input the model could not take: its fields and the reason,
+    and no ``entities`` (an empty list would read as "no entities found")."""
+    return {**record, "error": problem}
 
 
 def _open(source: str) -> IO[bytes]:

@@ -1,15 +1,18 @@
-"""``cdlm data download crossner``: fetch the 18 labelled CrossNER splits from GitHub.
+"""``cdlm data download``: fetch dataset files from a pinned commit of a GitHub repository.
 
-The files come from a pinned commit of github.com/zliucr/CrossNER (so the data cannot change
-under a published number) and are checked against hard-coded SHA-256 sums and sizes. Each file is
+One implementation for every dataset: a :class:`Source` table names the repository, the commit
+and, per file, its path there, its local name, SHA-256 and size. CrossNER (``CROSSNER``: the 18
+labelled splits of github.com/zliucr/CrossNER) is one such table; the CDLM paper's other
+datasets (:mod:`cdlm.data.paper`) are four more. Pinning the commit means the data cannot change
+under a published number; the files are checked against the hard-coded sums and sizes. Each file is
 streamed into a temp file beside its destination and renamed into place only when its checksum
 matches, so an interrupted or corrupted download never leaves a file the reader would accept.
 Files already present with the right checksum are skipped: re-running resumes.
 
 Transient failures (connection errors, timeouts, truncated bodies, HTTP 429 and 5xx) are retried
 with exponential backoff (tenacity); a 404 or a checksum mismatch is not transient and fails at
-once with one line naming the file. stdlib ``urllib`` is enough for 18 static files, so no HTTP
-client dependency is added.
+once with one line naming the file. stdlib ``urllib`` is enough for a few static files, so no
+HTTP client dependency is added.
 """
 
 from __future__ import annotations
@@ -56,6 +59,43 @@ CROSSNER_FILES: dict[str, tuple[str, int]] = {
 _CHUNK = 1 << 16
 
 
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file of a :class:`Source`: where it is upstream, where it goes, what it must be."""
+
+    key: str  # what reports list, e.g. "politics/dev"
+    path: str  # path inside the repository at the commit
+    local: str  # path under the destination folder (also names the file in errors)
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Source:
+    """A pinned set of files of one GitHub repository."""
+
+    title: str  # for the progress bar, e.g. "CrossNER"
+    repo: str  # "owner/name"
+    commit: str
+    files: tuple[RemoteFile, ...]
+
+    @property
+    def base_url(self) -> str:
+        """The raw-file root of the pinned commit; a file is at ``{base_url}/{path}``."""
+        return f"https://raw.githubusercontent.com/{self.repo}/{self.commit}"
+
+
+CROSSNER = Source(
+    "CrossNER",
+    CROSSNER_REPO,
+    CROSSNER_COMMIT,
+    tuple(
+        RemoteFile(key, f"ner_data/{key}.txt", f"{key}.txt", sha, size)
+        for key, (sha, size) in CROSSNER_FILES.items()
+    ),
+)
+
+
 class _Transient(Exception):
     """A failure worth retrying (network hiccup, 429/5xx, truncated body)."""
 
@@ -63,7 +103,7 @@ class _Transient(Exception):
 @dataclass(frozen=True)
 class DownloadReport:
     dest: Path
-    downloaded: list[str]  # "<domain>/<split>" keys fetched this time
+    downloaded: list[str]  # keys ("<domain>/<split>" for CrossNER) fetched this time
     skipped: list[str]  # already present with the right checksum
 
 
@@ -79,7 +119,7 @@ def _is_valid(path: Path, sha: str, size: int) -> bool:
     return path.is_file() and path.stat().st_size == size and sha256_file(path) == sha
 
 
-def _fetch_once(url: str, target: Path, key: str, sha: str, timeout: float, advance) -> None:
+def _fetch_once(url: str, target: Path, name: str, sha: str, timeout: float, advance) -> None:
     """Stream ``url`` into a temp file, check it, and rename it onto ``target``."""
     received = 0
     try:
@@ -95,14 +135,14 @@ def _fetch_once(url: str, target: Path, key: str, sha: str, timeout: float, adva
             except urllib.error.HTTPError as exc:
                 if exc.code == 429 or exc.code >= 500:
                     raise _Transient(f"HTTP {exc.code} {exc.reason}") from None
-                raise DataError(f"{url}: HTTP {exc.code} {exc.reason} for {key}.txt") from None
+                raise DataError(f"{url}: HTTP {exc.code} {exc.reason} for {name}") from None
             except (urllib.error.URLError, http.client.HTTPException, TimeoutError, OSError) as exc:
                 reason = getattr(exc, "reason", None) or exc
                 raise _Transient(f"{type(exc).__name__}: {reason}") from None
             got = digest.hexdigest()
             if got != sha:
                 raise DataError(
-                    f"{url}: checksum mismatch for {key}.txt (sha256 {got[:12]}..., expected "
+                    f"{url}: checksum mismatch for {name} (sha256 {got[:12]}..., expected "
                     f"{sha[:12]}..., {received} bytes); the file was not saved"
                 )
     except BaseException:
@@ -126,6 +166,37 @@ def download_crossner(
     or a test server); files are read from ``{base_url}/ner_data/<domain>/<split>.txt``.
     ``retries`` is the number of tries per file; waits grow as ``backoff * 2**n`` seconds.
     """
+    from cdlm.data.registry import user_cache_dir
+
+    dest = Path(dest).expanduser() if dest is not None else user_cache_dir()
+    return fetch(
+        CROSSNER,
+        dest,
+        base_url=base_url,
+        force=force,
+        retries=retries,
+        timeout=timeout,
+        backoff=backoff,
+        progress=progress,
+    )
+
+
+def fetch(
+    source: Source,
+    dest: Path,
+    *,
+    base_url: str | None = None,
+    force: bool = False,
+    retries: int = 4,
+    timeout: float = 30.0,
+    backoff: float = 1.0,
+    progress: bool = True,
+) -> DownloadReport:
+    """Download ``source``'s files into ``dest`` (each to ``dest/<local>``), checked.
+
+    ``base_url`` replaces ``source.base_url`` (a mirror or a test server serving the
+    repository's files at their paths); see :func:`download_crossner` for the other arguments.
+    """
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -142,18 +213,15 @@ def download_crossner(
         wait_exponential,
     )
 
-    from cdlm.data.registry import user_cache_dir
-
-    dest = Path(dest).expanduser() if dest is not None else user_cache_dir()
-    base_url = base_url.rstrip("/")
-    todo: list[tuple[str, Path]] = []
+    base_url = (base_url or source.base_url).rstrip("/")
+    todo: list[tuple[RemoteFile, Path]] = []
     skipped: list[str] = []
-    for key, (sha, size) in CROSSNER_FILES.items():
-        target = dest / f"{key}.txt"
-        if not force and _is_valid(target, sha, size):
-            skipped.append(key)
+    for file in source.files:
+        target = dest / file.local
+        if not force and _is_valid(target, file.sha256, file.size):
+            skipped.append(file.key)
         else:
-            todo.append((key, target))
+            todo.append((file, target))
 
     columns = (
         TextColumn("{task.description}"),
@@ -161,17 +229,16 @@ def download_crossner(
         DownloadColumn(),
         TransferSpeedColumn(),
     )
-    total = sum(CROSSNER_FILES[key][1] for key, _ in todo)
+    total = sum(file.size for file, _ in todo)
     # Progress goes to stderr so stdout carries only the summary line.
     console = Console(stderr=True)
     with Progress(
         *columns, console=console, disable=not progress or not todo, transient=True
     ) as bar:
-        task = bar.add_task("CrossNER", total=total)
-        for key, target in todo:
-            sha, _ = CROSSNER_FILES[key]
-            url = f"{base_url}/ner_data/{key}.txt"
-            bar.update(task, description=f"CrossNER {key}")
+        task = bar.add_task(source.title, total=total)
+        for file, target in todo:
+            url = f"{base_url}/{file.path}"
+            bar.update(task, description=f"{source.title} {file.key}")
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
@@ -185,10 +252,17 @@ def download_crossner(
             try:
                 for attempt in retrying:
                     with attempt:
-                        _fetch_once(url, target, key, sha, timeout, lambda n: bar.advance(task, n))
+                        _fetch_once(
+                            url,
+                            target,
+                            file.local,
+                            file.sha256,
+                            timeout,
+                            lambda n: bar.advance(task, n),
+                        )
             except RetryError as exc:
                 last = exc.last_attempt.exception()
                 raise DataError(
-                    f"{url}: download of {key}.txt failed after {max(1, retries)} tries ({last})"
+                    f"{url}: download of {file.local} failed after {max(1, retries)} tries ({last})"
                 ) from None
-    return DownloadReport(dest, [key for key, _ in todo], skipped)
+    return DownloadReport(dest, [file.key for file, _ in todo], skipped)

@@ -303,6 +303,8 @@ def parse_jsonl_lines(
             value = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DataError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+        except RecursionError:  # json.loads recurses per nesting level: [[[[...]]]] exhausts it
+            raise DataError(f"{where}: JSON nested too deeply") from None
         records.append(parse_record(value, where, source, number))
     return records
 

@@ -1,4 +1,5 @@
-"""Where the CrossNER data lives and how a domain name becomes sentences and labels.
+"""Where the data lives (CrossNER and the paper's other datasets) and how a domain name becomes
+sentences and labels.
 
 The data folder is the first of (1) ``--data-dir``, (2) ``$CDLM_DATA_DIR``, (3) the user cache
 folder that ``cdlm data download crossner`` fills, (4) ``../shared/data/crossner`` beside the
@@ -11,6 +12,16 @@ A "domain" is a CrossNER name (``DOMAINS``) or the path of any folder with
 (``<split>.jsonl``, :mod:`cdlm.data.jsonl`), so every command works on any such dataset. A split
 given in both formats is an error (which one was meant is not ours to guess). Label sets always
 come from the data (union of the splits), never from a hard-coded list.
+
+The CDLM paper's other datasets (``PAPER_DATASETS``: MIT Movie, MIT Restaurant, BioNLP13CG,
+BioNLP13PC; :mod:`cdlm.data.paper`) are names too, each a folder ``<root>/<name>/`` that
+``cdlm data download <name>`` fills with strict IOB2 ``train``/``dev``/``test.txt``. The roots
+searched, in order: ``--data-dir``, ``$CDLM_DATA_DIR``, then :func:`paper_cache_dir` (the
+download's default). A root without that folder is passed over, not an error: ``--data-dir`` and
+``$CDLM_DATA_DIR`` usually name the CrossNER folder, and every copy of a paper dataset is the
+same pinned, checksum-verified download. ``../shared/data/paper`` beside the checkout is NOT
+searched: it holds the upstream files in their native formats, which only the download's
+conversion reads (tests build a local download mirror from it instead).
 """
 
 from __future__ import annotations
@@ -26,6 +37,8 @@ DOMAINS = ("conll2003", "politics", "science", "music", "literature", "ai")
 SPLITS = ("train", "dev", "test")
 SPLIT_SUFFIXES = (".txt", ".jsonl")  # BIO or span JSON Lines, see cdlm.data.formats
 ENV_VAR = "CDLM_DATA_DIR"
+# The paper's other datasets, by the name that selects them (table: cdlm.data.paper.DATASETS).
+PAPER_DATASETS = ("mit-movie", "mit-restaurant", "bionlp13cg", "bionlp13pc")
 
 
 def user_cache_dir() -> Path:
@@ -39,6 +52,33 @@ def checkout_data_dir() -> Path:
     """``../shared/data/crossner`` beside the checkout (the layout tests and CI use)."""
     checkout = Path(__file__).resolve().parents[2]  # cdlm/data/registry.py -> the checkout
     return checkout.parent / "shared" / "data" / "crossner"
+
+
+def paper_cache_dir() -> Path:
+    """The per-user folder ``cdlm data download <paper dataset>`` writes to (one sub-folder per
+    dataset); apart from CrossNER's so that folder stays exactly what it was."""
+    from cdlm.config import cache_home
+
+    return cache_home() / "paper"
+
+
+def _is_converted(folder: Path) -> bool:
+    """A paper dataset folder counts once all three splits are there (a half-finished
+    conversion does not)."""
+    return folder.is_dir() and all(folder_split_file(folder, s) is not None for s in SPLITS)
+
+
+def paper_dataset_dir(name: str, data_dir: Path | str | None = None) -> Path:
+    """The folder of paper dataset ``name`` (see the module docstring for the search order)."""
+    roots = [data_dir, os.environ.get(ENV_VAR) or None, paper_cache_dir()]
+    tried = [Path(root).expanduser() / name for root in roots if root is not None]
+    for folder in tried:
+        if _is_converted(folder):
+            return folder
+    raise DataError(
+        f"{name} data not found (tried {', '.join(str(p) for p in tried)}); "
+        f"run `cdlm data download {name}`"
+    )
 
 
 def _has_domains(folder: Path) -> bool:
@@ -68,7 +108,8 @@ def find_data_dir(data_dir: Path | str | None = None) -> Path:
 
 
 def domain_dir(domain: str, data_dir: Path | str | None = None) -> Path:
-    """The folder holding ``domain``'s split files (a CrossNER name or a dataset folder path)."""
+    """The folder holding ``domain``'s split files (a CrossNER or paper dataset name, or a dataset
+    folder path)."""
     if domain in DOMAINS:
         folder = find_data_dir(data_dir) / domain
         if not folder.is_dir():
@@ -76,11 +117,13 @@ def domain_dir(domain: str, data_dir: Path | str | None = None) -> Path:
                 f"{folder}: domain {domain!r} is missing; run `cdlm data download crossner`"
             )
         return folder
+    if domain in PAPER_DATASETS:
+        return paper_dataset_dir(domain, data_dir)
     folder = Path(domain).expanduser()
     if folder.is_dir():
         return folder
     raise DataError(
-        f"unknown domain {domain!r}: expected one of {', '.join(DOMAINS)} "
+        f"unknown domain {domain!r}: expected one of {', '.join(DOMAINS + PAPER_DATASETS)} "
         "or a folder with train/dev/test .txt (BIO) or .jsonl (span JSON Lines) files"
     )
 

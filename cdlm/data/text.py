@@ -9,6 +9,7 @@ the same way. Every token is an exact slice of the input, so entity offsets are 
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 # Order matters: the first alternative that matches at a position wins.
@@ -31,6 +32,19 @@ class Token:
     text: str
     start: int
     end: int
+
+
+# Unicode categories that carry no word: control, format, surrogate, unassigned or noncharacter,
+# private use. A token made only of these (and whitespace) is never part of an entity.
+JUNK_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Cn", "Co"})
+
+
+def is_junk(token: str) -> bool:
+    """Whether ``token`` is made only of junk characters (:data:`JUNK_CATEGORIES`) or
+    whitespace: a tagger row for it is noise (``\\x01`` came out as an entity)."""
+    return bool(token) and all(
+        c.isspace() or unicodedata.category(c) in JUNK_CATEGORIES for c in token
+    )
 
 
 def tokenize(text: str) -> list[Token]:

@@ -30,6 +30,7 @@ import json
 import random
 import shutil
 import time
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +56,9 @@ if TYPE_CHECKING:
     from cdlm.model.bundle import TaggerBundle
 
 RECIPE_FILE = "recipe.json"
+# What every saved model folder holds (cdlm.model.tagger.save_checkpoint): a folder with both
+# is a cdlm model that a build may replace.
+MODEL_FILES = ("config.json", "model.safetensors")
 SCORES_FILE = "scores.json"
 RESULTS_NAME = "default_model"
 
@@ -170,6 +174,7 @@ def build_default(
 
     start = time.perf_counter()
     out = Path(out) if out is not None else model_dir()
+    check_replaceable(out)  # before minutes of training, and again before replacing it
     recipe = cfg.default_model
     if recipe.default not in recipe.domains:
         raise ConfigError(
@@ -252,16 +257,43 @@ def _build(
         fine_tune_seconds=fine_seconds,
         build_seconds=time.perf_counter() - start,
     )
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    bundle.save(tmp, extra={"recipe": key})
-    record = {**result.model_dump(mode="json"), "provenance": provenance(cfg)}
-    write_json(tmp / SCORES_FILE, record)
-    write_json(tmp / RECIPE_FILE, {"recipe": key, "config": cfg.model_dump(mode="json")})
+    # A fresh temporary folder beside ``out``: never a fixed name that could be the user's.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:12]}.tmp")
+    tmp.mkdir()  # (the umask's permissions, as the model folder will have)
+    try:
+        bundle.save(tmp, extra={"recipe": key})
+        record = {**result.model_dump(mode="json"), "provenance": provenance(cfg)}
+        write_json(tmp / SCORES_FILE, record)
+        write_json(tmp / RECIPE_FILE, {"recipe": key, "config": cfg.model_dump(mode="json")})
+        install_model(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already when installed
+    return result
+
+
+def check_replaceable(out: Path) -> None:
+    """``out`` may be replaced by a build only when it is missing, an empty folder or a cdlm
+    model folder (:data:`MODEL_FILES`): ``-o`` naming a folder of the user's files must never
+    delete them. A one-line error otherwise, before anything is removed."""
+    if not out.exists() and not out.is_symlink():
+        return
+    is_folder = out.is_dir() and not out.is_symlink()
+    if is_folder and (not any(out.iterdir()) or all((out / f).is_file() for f in MODEL_FILES)):
+        return
+    raise ConfigError(
+        f"{out}: not a cdlm model folder (no {' and '.join(MODEL_FILES)}) nor empty; refusing "
+        "to replace it -- choose another --output folder"
+    )
+
+
+def install_model(tmp: Path, out: Path) -> None:
+    """Move the finished model folder ``tmp`` to ``out``, replacing only what
+    :func:`check_replaceable` allows."""
+    check_replaceable(out)
     if out.exists():
         shutil.rmtree(out)
     tmp.replace(out)
-    return result
 
 
 def split_or_none(domain: str, split: str, data_dir: Path | str | None) -> list[Sentence] | None:

@@ -11,9 +11,14 @@ constant memory, resumable, on several processes or a Ray cluster.
 - **Order.** The output is in input order, whatever the number of workers or the engine (a
   finished batch waits for the ones before it), so ``--workers 2`` writes the same file as
   ``--workers 1``.
-- **Resume.** When the output exists, its records are done (:mod:`cdlm.data.resume`): a torn last
-  line is cut off and written again, records whose ``id`` is there are skipped, and so are the
-  first N records without an ``id`` when N such records are there. ``overwrite`` starts afresh.
+- **Resume.** The output is claimed by a sidecar ``<output>.cdlm.json`` that names the input and
+  the options (:mod:`cdlm.data.resume`). When the output exists, its N records are the first N
+  input records (the output is in input order, one record per input record): a torn last line is
+  cut off and written again, and the first N input records are skipped, each checked against
+  its output record (same ``id`` and ``text``). An output cdlm did not write, or the input
+  itself, is refused; ``overwrite`` starts afresh, and only over a file cdlm wrote.
+- **Records the model cannot take** (too long, a lone surrogate) are answered alone with an
+  ``error`` field and named ``FILE:LINE`` on stderr; the rest of their batch goes on.
 - **Workers.** ``workers=N`` runs N processes (spawned, each loading the model once, each with
   ``threads`` torch threads, 1 by default: on N cores, N one-thread processes beat one N-thread
   process because the encoder's small matrices do not split well across threads). The parent
@@ -37,9 +42,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cdlm.config import CorpusConfig
-from cdlm.data.corpus import STDIN, Format, Record, read_records
-from cdlm.data.resume import ResumeState, resume_state
-from cdlm.errors import CdlmError, ConfigError
+from cdlm.data.corpus import STDIN, Format, Record, error_record, read_records, record_problem
+from cdlm.data.resume import ResumeState, RunHeader, check_not_input, input_key, open_output
+from cdlm.errors import CdlmError, ConfigError, DataError
 from cdlm.inference.predictors import (
     Predictor,
     PredictorFactory,
@@ -132,6 +137,7 @@ class CorpusResult:
     already: int  # records the output held when the run started
     torn_bytes: int  # bytes of a torn last line that were cut off and written again
     seconds: float
+    errors: int = 0  # records answered with an `error` field (the model could not take them)
     # Seconds until the first batch was written and its size: what model loading and worker
     # start-up cost; the steady rate leaves them out.
     first_write_s: float = 0.0
@@ -150,32 +156,77 @@ class CorpusResult:
 
 @dataclass
 class _Batch:
-    records: list[Record]
+    records: list[Record]  # in input order, the ones the model cannot take included
     position: int  # input bytes read up to the end of this batch
+    problems: dict[int, str]  # index in `records` -> why the model cannot take it
+    lines: list[int]  # the input line of each record
+
+    def todo(self) -> list[Record]:
+        """The records that go to the model."""
+        return [r for i, r in enumerate(self.records) if i not in self.problems]
+
+    def merge(self, predicted: list[bytes]) -> list[bytes]:
+        """The output lines of the whole batch: predicted ones and error records in order."""
+        done = iter(predicted)
+        return [
+            encode([error_record(r, self.problems[i])])[0] if i in self.problems else next(done)
+            for i, r in enumerate(self.records)
+        ]
 
 
 def _batches(
-    records: Iterator[tuple[int, int, Record]], state: ResumeState, size: int, skipped: list[int]
+    records: Iterator[tuple[int, int, Record]],
+    state: ResumeState,
+    size: int,
+    max_chars: int,
+    name: str,
+    skipped: list[int],
 ) -> Iterator[_Batch]:
-    """Batches of ``size`` records not yet done; the records read before a bad line are
-    batched (so predicted and written) before its error goes on."""
-    batch: list[Record] = []
-    position = 0
+    """Batches of ``size`` records not yet done (the first ``state.records``, each checked
+    against its output record, are skipped); the records read before a bad line are batched
+    (so predicted and written) before its error goes on."""
+    batch = _Batch([], 0, {}, [])
     try:
-        for _, position, record in records:
-            if state.skip(record):
+        for number, position, record in records:
+            if skipped[0] < state.records:
+                state.check(record, f"{name}:{number}")
                 skipped[0] += 1
                 continue
-            batch.append(record)
-            if len(batch) >= size:
-                yield _Batch(batch, position)
-                batch = []
+            problem = record_problem(record, max_chars)
+            if problem is not None:
+                batch.problems[len(batch.records)] = problem
+            batch.records.append(record)
+            batch.lines.append(number)
+            batch.position = position
+            if len(batch.records) >= size:
+                yield batch
+                batch = _Batch([], position, {}, [])
     except CdlmError:
-        if batch:
-            yield _Batch(batch, position)
+        if batch.records:
+            yield batch
         raise
-    if batch:
-        yield _Batch(batch, position)
+    if skipped[0] < state.records:
+        raise DataError(
+            f"{name}: holds {skipped[0]} records, fewer than the {state.records} the output "
+            "holds already (the input changed since the run started); pass --overwrite"
+        )
+    if batch.records:
+        yield batch
+
+
+class _Problems:
+    """Names each record answered with an error on stderr (``FILE:LINE: ...``), the first
+    ``shown`` of them, then only counts."""
+
+    def __init__(self, name: str, shown: int = 20) -> None:
+        self.name, self.shown, self.count = name, shown, 0
+
+    def report(self, line: int, problem: str) -> None:
+        self.count += 1
+        if self.count <= self.shown:
+            print(f"{self.name}:{line}: answered with an error: {problem}", file=sys.stderr)
+        elif self.count == self.shown + 1:
+            print(f"{self.name}: more records answered with an error ...", file=sys.stderr)
 
 
 def _progress(enabled: bool, total: int | None):  # -> rich.progress.Progress
@@ -219,13 +270,12 @@ def predict_corpus(
     if engine not in ENGINES:
         raise ConfigError(f"--engine: expected one of {', '.join(ENGINES)}, got {engine!r}")
     config = config or CorpusConfig()
+    output = Path(output)
+    check_not_input(source, output)
+    header = RunHeader(input=input_key(source), input_format=fmt, options=_options(factory))
     if isinstance(factory, PredictorSpec):
         factory = predictor_factory(factory)
-    output = Path(output)
-    if overwrite:
-        output.unlink(missing_ok=True)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    state = resume_state(output)
+    state = open_output(output, header, overwrite=overwrite)
     already = state.records
     if state.torn_bytes:
         print(
@@ -237,6 +287,8 @@ def predict_corpus(
     size = None
     if lines is None and source != STDIN and Path(source).is_file():
         size = Path(source).stat().st_size
+    name = "<stdin>" if source == STDIN else source
+    problems = _Problems(name)
     start = time.perf_counter()
     written = first_batch = 0
     first_write_s = 0.0
@@ -248,21 +300,18 @@ def predict_corpus(
 
             if lines is not None or source == STDIN:
                 raise ConfigError("--engine ray reads a file (not stdin or a stream)")
-            chunks = run_ray(source, fmt, factory, state, workers=workers, config=config)
+            chunks = run_ray(source, fmt, factory, state, problems, workers=workers, config=config)
         else:
-            records = read_records(source, fmt, lines=lines)
-            batches = _batches(records, state, config.batch_size, skipped)
-            positions: deque[int] = deque()
-
-            def tracked() -> Iterator[list[Record]]:
-                for b in batches:
-                    positions.append(b.position)
-                    yield b.records
-
-            outputs = run_local(
-                tracked(), factory, workers=workers, threads=threads, prefetch=config.prefetch
+            chunks = _run_here(
+                read_records(source, fmt, lines=lines),
+                factory,
+                state,
+                problems,
+                skipped,
+                config=config,
+                workers=workers,
+                threads=threads,
             )
-            chunks = ((lines_out, positions.popleft(), 0) for lines_out in outputs)
         for lines_out, position, skipped_here in chunks:
             out.write(b"".join(lines_out))
             out.flush()
@@ -281,4 +330,50 @@ def predict_corpus(
         seconds=time.perf_counter() - start,
         first_write_s=first_write_s,
         first_batch=first_batch,
+        errors=problems.count,
     )
+
+
+_NO_EFFECT = ("corpus", "serve")  # config sections that change no output record
+
+
+def _options(factory: PredictorFactory | PredictorSpec) -> dict[str, Any]:
+    """What the run header records of the model side: the spec, less what changes no output
+    record (batch sizes, the corpus and serve sections); a bare factory (tests, library
+    callers) by its name."""
+    if isinstance(factory, PredictorSpec):
+        options = factory.model_dump(mode="json", exclude={"batch_size"})
+        for section in _NO_EFFECT:  # how the run goes, not what it writes
+            (options.get("config") or {}).pop(section, None)
+        return options
+    return {"factory": getattr(factory, "__qualname__", type(factory).__name__)}
+
+
+def _run_here(
+    records: Iterator[tuple[int, int, Record]],
+    factory: PredictorFactory,
+    state: ResumeState,
+    problems: _Problems,
+    skipped: list[int],
+    *,
+    config: CorpusConfig,
+    workers: int,
+    threads: int | None,
+) -> Iterator[tuple[list[bytes], int, int]]:
+    """The local engine: ``(output lines, input bytes done, 0)`` per batch, in input order."""
+    name = problems.name
+    batches = _batches(records, state, config.batch_size, config.max_text_chars, name, skipped)
+    sent: deque[_Batch] = deque()
+
+    def tracked() -> Iterator[list[Record]]:
+        for b in batches:
+            sent.append(b)
+            yield b.todo()
+
+    for predicted in run_local(
+        tracked(), factory, workers=workers, threads=threads, prefetch=config.prefetch
+    ):
+        batch = sent.popleft()
+        for i, problem in sorted(batch.problems.items()):
+            problems.report(batch.lines[i], problem)
+        yield batch.merge(predicted), batch.position, 0

@@ -78,4 +78,11 @@ def set_threads(threads: int | None) -> None:
 
 def encode(records: list[Record]) -> list[bytes]:
     """Output lines (UTF-8 JSON, one ``\\n`` each); done where the records are made."""
-    return [(json.dumps(r, ensure_ascii=False) + "\n").encode("utf-8") for r in records]
+    return [_line(r) for r in records]
+
+
+def _line(record: Record) -> bytes:
+    try:
+        return (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (an error record): JSON's \ud800 escape
+        return (json.dumps(record) + "\n").encode("ascii")

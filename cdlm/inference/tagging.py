@@ -3,9 +3,10 @@ candidates and entities.
 
 ``tag_texts`` is the tagging step of :class:`cdlm.inference.model.CDLM` (and the start of its
 LLM stage). Each input text is tagged as one sequence (long texts are windowed by the tagger,
-never cut). ``types`` restricts the decoding to some entity types: the other types' B/I
-probabilities are set to zero and each word's row renormalised before the Viterbi decoding, so
-a span the tagger saw as another type gets the best allowed type or none.
+never cut). A token of junk characters only (U+0001, U+FFFE ...) is ``O`` whatever the tagger
+says (:func:`outside_junk`). ``types`` restricts the decoding to some entity types: the other
+types' B/I probabilities are set to zero and each word's row renormalised before the Viterbi
+decoding, so a span the tagger saw as another type gets the best allowed type or none.
 
 An entity's ``score`` is its span's probability of its type: the mean over its words of
 ``p(B-type) + p(I-type)`` (the candidates' ``confidence``, :mod:`cdlm.reasoning.candidates`), so
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cdlm.data.spans import OUTSIDE, Entity
-from cdlm.data.text import Token, tokenize
+from cdlm.data.text import Token, is_junk, tokenize
 from cdlm.errors import ConfigError
 from cdlm.reasoning.candidates import Candidate, Doc, extract_candidates
 from cdlm.reasoning.pipeline import tagger_entities
@@ -73,6 +74,19 @@ def entity_types(labels: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(lab[2:] for lab in labels if lab != OUTSIDE))
 
 
+def outside_junk(probs: np.ndarray, tokens: Sequence[Token], labels: Sequence[str]) -> np.ndarray:
+    """``probs`` with the row of every junk token (:func:`cdlm.data.text.is_junk`: control,
+    format, unassigned... characters only) set to ``O``: the tagger's row for such a token is
+    noise, so it never starts, continues or is a likely-missed entity."""
+    junk = [i for i, tok in enumerate(tokens) if is_junk(tok.text)]
+    if not junk:
+        return probs
+    out = probs.copy()
+    out[junk] = 0.0
+    out[junk, list(labels).index(OUTSIDE)] = 1.0
+    return out
+
+
 def restrict(probs: np.ndarray, labels: Sequence[str], types: Sequence[str]) -> np.ndarray:
     """``probs`` with every type outside ``types`` at zero, rows renormalised."""
     keep = np.array([lab == OUTSIDE or lab[2:] in types for lab in labels])
@@ -112,15 +126,27 @@ def tag_texts(
     from cdlm.model.decode import decode
 
     token_lists = [tokenize(t) for t in texts]
-    words = [[tok.text for tok in toks] for toks in token_lists]
+    # A lone surrogate (valid in a Python str, e.g. from JSON "\ud800") cannot reach the
+    # encoder's tokenizer; it is junk, tagged O below, so the encoder sees U+FFFD instead.
+    words = [[_encodable(tok.text) for tok in toks] for toks in token_lists]
     probs = model.predict_proba(words, batch_size, max_padding)
     out = []
     for text, toks, p in zip(texts, token_lists, probs, strict=True):
+        p = outside_junk(p, toks, model.labels)
         if types is not None:
             p = restrict(p, model.labels, types)
         tags = decode(p, model.labels, model.config.tagger.decode)
         out.append(TaggedText(text, toks, p, tags, list(model.labels)))
     return out
+
+
+def _encodable(word: str) -> str:
+    """``word`` with any lone surrogate replaced by U+FFFD (the word itself otherwise)."""
+    try:
+        word.encode("utf-8")
+    except UnicodeEncodeError:
+        return "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in word)
+    return word
 
 
 def conll_lines(tagged: TaggedText) -> list[str]:

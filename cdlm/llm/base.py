@@ -10,12 +10,25 @@ each field's option probabilities read from the model's log-probabilities (``log
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 
 T = TypeVar("T", bound=BaseModel)
+
+
+# Text that chat templates and servers read as turn markers: <|im_start|>, <|eot_id|>,
+# <|start_header_id|>, <｜User｜> (full-width bars), <start_of_turn>, [INST], <s> ...
+CONTROL_TEXT = re.compile(r"<[|｜][^<>\n]{1,40}?[|｜]>|</?s>|\[/?INST\]|<(?:start|end)_of_turn>")
+
+
+def inert(text: str) -> str:
+    """``text`` with every chat-control string broken by a space after its first character
+    (``<|im_end|>`` -> ``< |im_end|>``): still readable, never a turn marker, so input text
+    cannot end the user's turn and fake another role."""
+    return CONTROL_TEXT.sub(lambda m: f"{m.group()[0]} {m.group()[1:]}", text)
 
 
 class Message(BaseModel):

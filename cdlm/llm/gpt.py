@@ -17,16 +17,19 @@ out and the caller takes the answer's letters as they are. A model that refuses 
 (HTTP 400 naming logprobs) is asked again without it, and from then on, with one warning.
 
 Transport retries are tenacity's alone (the client's own ``max_retries`` is 0): 408/409/429/5xx,
-timeouts and connection errors back off exponentially, a ``Retry-After`` header is honoured,
-and one request with all its retries never runs longer than ``llm.max_total_s``.
+timeouts and connection errors back off exponentially, a ``Retry-After`` header (seconds or an
+HTTP date) is honoured up to ``llm.retry_after_max_s`` (one it cannot read is ignored), and one
+request with all its retries never runs longer than ``llm.max_total_s``.
 """
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import ipaddress
 import json
 import logging
+import math
 import os
 import time
 from typing import Any
@@ -43,7 +46,7 @@ from tenacity import (
 
 from cdlm.config import LLMConfig
 from cdlm.errors import ContextOverflowError, LLMError
-from cdlm.llm.base import Message
+from cdlm.llm.base import Message, inert
 from cdlm.llm.cache import AnswerCache
 from cdlm.llm.choice import TokenLogprobs, choice_layout, probs_from_tokens
 from cdlm.llm.schema import bounded_schema
@@ -75,25 +78,45 @@ def _public_url(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}".rstrip("/")
 
 
-def retry_after_s(exc: BaseException) -> float | None:
-    """Seconds the server asked us to wait (``Retry-After``/``retry-after-ms``), if it did."""
+def _seconds(value: str) -> float | None:
+    """A header's seconds (int or float; an infinite one is clamped later), or None when it is
+    not a number."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return None if math.isnan(seconds) else seconds
+
+
+def _http_date_s(value: str) -> float | None:
+    """Seconds until an HTTP date (``Wed, 21 Oct 2015 07:28:00 GMT``; no zone = UTC), or None
+    when ``value`` is not one."""
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return when.timestamp() - time.time()
+
+
+def retry_after_s(exc: BaseException, limit: float) -> float | None:
+    """Seconds the server asked us to wait (``retry-after-ms``, else ``Retry-After`` as seconds
+    or an HTTP date), within ``[0, limit]``; None when it did not ask in a form we can read
+    (the default backoff then)."""
     response = getattr(exc, "response", None)
     headers = getattr(response, "headers", None)
     if not headers:
         return None
-    if (ms := headers.get("retry-after-ms")) is not None:
-        try:
-            return max(0.0, float(ms) / 1000)
-        except ValueError:
-            pass
+    asked = None
+    if (ms := headers.get("retry-after-ms")) is not None and (asked := _seconds(ms)) is not None:
+        asked /= 1000
     value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        when = email.utils.parsedate_to_datetime(value)  # HTTP-date form
-        return max(0.0, when.timestamp() - time.time()) if when else None
+    if asked is None and value is not None:
+        asked = _seconds(value)
+        if asked is None:
+            asked = _http_date_s(value)
+    return None if asked is None else min(limit, max(0.0, asked))
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -183,9 +206,12 @@ class GptBackend(StructuredBackend):
         def wait(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
             backoff = min(cfg.retry_max_s, cfg.retry_initial_s * 2 ** (state.attempt_number - 1))
-            asked = retry_after_s(exc) if exc else None
+            asked = retry_after_s(exc, cfg.retry_after_max_s) if exc else None
             return asked if asked is not None else backoff
 
+        # A compatible server (llama.cpp, vLLM) may render a chat template over the contents
+        # and parse special tokens in them: control strings in input text go out broken up.
+        sent = [{"role": m.role, "content": inert(m.content)} for m in messages]
         retrying = Retrying(
             retry=retry_if_exception(is_retryable),
             wait=wait,
@@ -200,7 +226,7 @@ class GptBackend(StructuredBackend):
                     remaining = cfg.max_total_s - (time.monotonic() - start)
                     response = self.client.chat.completions.create(
                         model=self.model,
-                        messages=[m.model_dump() for m in messages],  # type: ignore[misc]
+                        messages=sent,  # type: ignore[misc]
                         response_format=self._response_format(schema),  # type: ignore[arg-type]
                         temperature=cfg.temperature,
                         max_tokens=max_tokens,

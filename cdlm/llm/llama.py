@@ -1,10 +1,14 @@
 """The ``llama`` backend: any GGUF through llama-cpp-python, decoding constrained by the schema.
 
-The chat template comes from the GGUF itself (``create_chat_completion``), so any instruct
-model works without a per-model format table. The stage's bounded JSON schema becomes a
-llama.cpp grammar with no free whitespace (:mod:`cdlm.llm.grammar`), so the answer always parses
-and carries no padding; pydantic still validates it (and the shared loop repairs what a grammar
-cannot express, e.g. custom validators or a cut-off answer).
+The chat template comes from the GGUF itself, so any instruct model works without a per-model
+format table. The prompt is tokenized in pieces (:meth:`LlamaBackend.prompt_tokens`): the
+template's own text with special tokens, the messages' contents without, so an input that types
+``<|im_end|>`` or ``<|start_header_id|>`` stays text and cannot open a turn of its own.
+
+The stage's bounded JSON schema becomes a llama.cpp grammar with no free whitespace
+(:mod:`cdlm.llm.grammar`), so the answer always parses and carries no padding; pydantic still
+validates it (and the shared loop repairs what a grammar cannot express, e.g. custom validators
+or a cut-off answer).
 
 Choice answers with ``logprobs`` are scored, not generated (:meth:`LlamaBackend._score`): the
 prompt and the answer's fixed parts (``{"c0":"``) are evaluated in one pass, and at each letter
@@ -26,6 +30,7 @@ import hashlib
 import json
 import re
 import sys
+import uuid
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -176,16 +181,29 @@ class LlamaBackend(SerialBackend):
 
     def prompt_tokens(self, messages: list[Message]) -> list[int]:
         """Token ids of the chat prompt as the GGUF's template renders it, ready for the
-        assistant's answer (what ``create_chat_completion`` evaluates)."""
+        assistant's answer. The template's own text (role markers) is read with special tokens
+        on, the messages' contents with them off: ``<|im_end|>`` typed in an input is text,
+        never the end of a turn. The template is rendered with a placeholder per content,
+        which must come out once each, in order (a template that rewrites contents is an
+        error rather than a prompt with live markers)."""
         formatter = self._formatter()
         if formatter is None:
             raise LLMError(f"{self.path}: the GGUF has no chat template to score answers with")
-        rendered = formatter(messages=[m.model_dump() for m in messages])
-        return list(
-            self.llm.tokenize(
-                rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True
+        mark = f"cdlm{uuid.uuid4().hex}x"
+        slots = [m.model_copy(update={"content": f"{mark}{i}x"}) for i, m in enumerate(messages)]
+        rendered = formatter(messages=[m.model_dump() for m in slots])
+        parts = re.split(f"{mark}(\\d+)x", rendered.prompt)
+        if [int(i) for i in parts[1::2]] != list(range(len(messages))):
+            raise LLMError(
+                f"{self.path}: the GGUF's chat template does not copy message contents as they "
+                "are; cdlm cannot keep input text apart from its turn markers"
             )
-        )
+        tokens: list[int] = []
+        for k, part in enumerate(parts):
+            text = messages[int(part)].content if k % 2 else part
+            first = not tokens and not rendered.added_special
+            tokens += self.llm.tokenize(text.encode("utf-8"), add_bos=first, special=not k % 2)
+        return tokens
 
     def _fits(self, prompt_tokens: int, max_tokens: int) -> None:
         """The prompt plus room for a full answer must fit the context, so an answer is never
@@ -203,18 +221,26 @@ class LlamaBackend(SerialBackend):
         if logprobs:
             return self._score(messages, schema, max_tokens)
         grammar = self._grammar(schema)
-        self._fits(self.count_prompt_tokens(messages), max_tokens)
+        # With the GGUF's template, the prompt is ours (prompt_tokens: input text never parsed
+        # for special tokens); without one, llama-cpp-python's default chat format.
+        prompt = self.prompt_tokens(messages) if self._formatter() is not None else None
+        self._fits(len(prompt) if prompt else self.count_prompt_tokens(messages), max_tokens)
+        params = {
+            "grammar": grammar,
+            "temperature": self.cfg.temperature,
+            "max_tokens": max_tokens,
+            "seed": self.cfg.seed,
+        }
         with self._lock:
             if self.cfg.kv_cache == "off":
                 self.llm.reset()
             try:
-                out = self.llm.create_chat_completion(
-                    messages=[m.model_dump() for m in messages],
-                    grammar=grammar,
-                    temperature=self.cfg.temperature,
-                    max_tokens=max_tokens,
-                    seed=self.cfg.seed,
-                )
+                if prompt is not None:
+                    out = self.llm.create_completion(prompt=prompt, **params)
+                else:
+                    out = self.llm.create_chat_completion(
+                        messages=[m.model_dump() for m in messages], **params
+                    )
             except ValueError as exc:
                 found = _TOO_LONG.search(str(exc))
                 if found is None:
@@ -227,8 +253,9 @@ class LlamaBackend(SerialBackend):
         truncated = choice.get("finish_reason") == "length"
         if truncated and prompt_tokens + max_tokens > self.n_ctx:
             raise ContextOverflowError(self._context_message(prompt_tokens, max_tokens, self.n_ctx))
+        text = choice["text"] if "text" in choice else choice["message"].get("content")
         return Generation(
-            text=choice["message"].get("content") or "",
+            text=text or "",
             prompt_tokens=prompt_tokens,
             completion_tokens=int(usage.get("completion_tokens", 0)),
             truncated=truncated,

@@ -12,6 +12,9 @@ become the system and the last user message; a template may also set ``examples`
   that silently weakens the prompt.
 - No autoescape (prompts are not HTML); ``trim_blocks``/``lstrip_blocks`` so ``{% for %}`` lines do
   not leave blank lines that cost tokens.
+- Every printed value goes through :func:`safe_text` (the environment's ``finalize``): input
+  text can never close the ``\"\"\"`` quote around it or hold a chat-control string such as
+  ``<|im_end|>``, whatever the template does with it.
 - Label descriptions live in ``labels/<domain>.toml`` of the prompts folder (``[types] name =
   "description"``), or in the file given with ``--labels FILE.toml``. A domain without a label
   file gets a stub: its types by name, with empty descriptions.
@@ -37,9 +40,10 @@ from jinja2 import StrictUndefined, meta
 from jinja2.sandbox import SandboxedEnvironment
 
 from cdlm.errors import TemplateError
-from cdlm.llm.base import Message
+from cdlm.llm.base import Message, inert
 
 BLOCKS = ("system", "user")
+_OPENS_TRIPLE = re.compile(r'"(?="")')  # a quote that starts a run of three or more
 
 
 def default_prompts_dir() -> Path:
@@ -62,6 +66,16 @@ def export_prompts(dest: Path, *, force: bool = False) -> list[Path]:
     return targets
 
 
+def safe_text(value: Any) -> Any:
+    """What every ``{{ ... }}`` of a template prints (the environment's ``finalize``, so no
+    template can forget it): a text never holds ``\"\"\"`` (a quote that starts a run of
+    three gets a space after it), so it cannot close the quote around it, nor a chat-control
+    string (:func:`cdlm.llm.base.inert`), so it cannot fake a turn. Other values as they are."""
+    if not isinstance(value, str):
+        return value
+    return _OPENS_TRIPLE.sub('" ', inert(value))
+
+
 def environment(directory: Path) -> SandboxedEnvironment:
     return SandboxedEnvironment(
         loader=jinja2.FileSystemLoader(str(directory)),
@@ -70,6 +84,7 @@ def environment(directory: Path) -> SandboxedEnvironment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=False,
+        finalize=safe_text,
     )
 
 

@@ -1,14 +1,37 @@
 """Run the app under uvicorn on a socket bound here: ``port=0`` takes a free port, and the line
 ``cdlm serve: listening on http://HOST:PORT`` is printed (and flushed) once the server accepts
-connections, so scripts and tests read the real address from it."""
+connections, so scripts and tests read the real address from it. :func:`check_exposure` refuses
+an address other machines reach unless a bearer key is set."""
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import socket
-import sys
 from typing import Any
 
+from cdlm.errors import ConfigError
+
 LISTENING = "cdlm serve: listening on"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine only (``localhost``, 127.0.0.0/8, ``::1``)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a name: it may resolve to anything
+        return False
+
+
+def check_exposure(host: str, key_env: str) -> None:
+    """Refuse to serve beyond loopback without a bearer key in ``$key_env`` (ConfigError)."""
+    if not is_loopback(host) and not os.environ.get(key_env):
+        raise ConfigError(
+            f"serve.host {host} is reachable from other machines: set a bearer key in "
+            f"${key_env} first (clients then send Authorization: Bearer <key>), or bind 127.0.0.1"
+        )
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -39,11 +62,6 @@ def run(app: Any, host: str, port: int, *, log_level: str = "warning") -> None:
             if self.started:
                 print(f"{LISTENING} {url}", flush=True)
 
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        print(
-            f"warning: serving on {host}: reachable from other machines, with no authentication",
-            file=sys.stderr,
-        )
     server = Server(uvicorn.Config(app, log_level=log_level, lifespan="on", access_log=False))
     try:
         server.run(sockets=[sock])

@@ -1,4 +1,5 @@
-"""Fixtures for the FactMix tests: a few real politics sentences and a real fill-mask pipeline.
+"""Fixtures for the FactMix tests: the synthetic politics sentences (tests/synthetic.py, no
+data needed) and a real fill-mask pipeline.
 
 The MLM is the embedded MiniLM encoder with a masked-LM head (decoder tied to its word
 embeddings, transform layer freshly initialised under a fixed torch seed): a genuine Hugging Face
@@ -16,8 +17,8 @@ from cdlm.data.bio import Sentence, read_bio
 
 
 @pytest.fixture(scope="session")
-def politics_train(crossner_dir: Path) -> list[Sentence]:
-    return read_bio(crossner_dir / "politics" / "train.txt")
+def politics_train(small_crossner: Path) -> list[Sentence]:
+    return read_bio(small_crossner / "politics" / "train.txt")
 
 
 @pytest.fixture(scope="session")

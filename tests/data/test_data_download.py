@@ -1,6 +1,7 @@
-"""``cdlm data download crossner`` against a real HTTP server on 127.0.0.1 that serves a copy of
-the CrossNER files laid out like GitHub's raw paths; faults (500, 404, a corrupted file) are
-injected by the server."""
+"""``cdlm data download`` against a real HTTP server on 127.0.0.1 that serves a copy of the
+upstream files laid out like GitHub's raw paths (CrossNER from ``crossner_dir``; the paper's other
+four datasets from ``../shared/data/paper``); faults (500, 404, a corrupted file) are injected by
+the server."""
 
 from __future__ import annotations
 
@@ -13,16 +14,20 @@ import subprocess
 import sys
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from cdlm.data import paper
 from cdlm.data.download import CROSSNER_FILES, download_crossner, sha256_file
-from cdlm.data.registry import find_data_dir, load_split
+from cdlm.data.registry import PAPER_DATASETS, domain_labels, find_data_dir, load_split
 from cdlm.errors import DataError
 
 REPO = Path(__file__).resolve().parents[2]
+PAPER = REPO.parent / "shared" / "data" / "paper"  # <dataset>/<upstream file>, native formats
+SPLIT_NAMES = ("train", "dev", "test")
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
@@ -56,13 +61,14 @@ def mirror(crossner_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     yield root
 
 
-@pytest.fixture
-def server(mirror: Path) -> Iterator[str]:
+@contextmanager
+def _serving(root: Path) -> Iterator[str]:
+    """Serve ``root`` on 127.0.0.1 with :class:`_Handler`; yields the base URL."""
     _Handler.fail_first = set()
     _Handler.stall = set()
     _Handler.closing = threading.Event()
     _Handler.requests = Counter()
-    handler = functools.partial(_Handler, directory=str(mirror))
+    handler = functools.partial(_Handler, directory=str(root))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     httpd.daemon_threads = True
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
@@ -73,6 +79,42 @@ def server(mirror: Path) -> Iterator[str]:
         _Handler.closing.set()
         httpd.shutdown()
         httpd.server_close()
+
+
+@pytest.fixture
+def server(mirror: Path) -> Iterator[str]:
+    with _serving(mirror) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def paper_dir(request: pytest.FixtureRequest) -> Path:
+    """``../shared/data/paper``; skips (fails under $CDLM_REQUIRE_DATA) through the root
+    conftest's ``missing`` when it is absent. (``from conftest import missing`` would get
+    whichever conftest.py was imported last, so the root one is taken from the plugin manager.)"""
+    if not (PAPER / "SHA256SUMS").is_file():
+        conftest = request.config.pluginmanager.get_plugin(str(REPO / "tests" / "conftest.py"))
+        conftest.missing(f"the paper's datasets not found at {PAPER} (../shared/data/paper)")
+    return PAPER
+
+
+@pytest.fixture(scope="module")
+def paper_mirror(paper_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Both upstream repositories' files at their repository paths under one root (the paths do
+    not collide), so one ``--base-url`` serves all four datasets; tests may corrupt it."""
+    root = tmp_path_factory.mktemp("paper_mirror")
+    for name, spec in paper.DATASETS.items():
+        for file in spec.source().files:
+            target = root / file.path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(paper_dir / name / Path(file.path).name, target)
+    return root
+
+
+@pytest.fixture
+def paper_server(paper_mirror: Path) -> Iterator[str]:
+    with _serving(paper_mirror) as url:
+        yield url
 
 
 def test_download_verifies_retries_and_resumes(
@@ -146,3 +188,132 @@ def test_corrupted_file_cli_exit(server: str, mirror: Path, tmp_path: Path) -> N
     assert lines[0].startswith("error: ") and "checksum mismatch for music/train.txt" in lines[0]
     assert not (dest / "music" / "train.txt").exists()  # nothing unverified is kept
     assert (dest / "politics" / "train.txt").is_file()  # files before it were kept
+
+
+# --- the paper's other four datasets ------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", PAPER_DATASETS)
+def test_paper_download_verifies_converts_and_resumes(
+    name: str, paper_server: str, tmp_path: Path
+) -> None:
+    spec = paper.DATASETS[name]
+    first = spec.files[0]
+    _Handler.fail_first = {f"/{spec.folder}/{first.name}"}
+    report, conversion = paper.download(
+        name, tmp_path, base_url=paper_server, backoff=0.01, progress=False
+    )
+    assert _Handler.requests[f"/{spec.folder}/{first.name}"] == 2  # 500, then retried
+    assert report.downloaded == [f"{name}/{f.name}" for f in spec.files] and not report.skipped
+    for file in spec.files:  # the upstream files, checked against the hard-coded sums
+        assert sha256_file(tmp_path / name / "raw" / file.name) == file.sha256
+    assert not list(tmp_path.rglob(".*.part"))
+    # Converted into the layout every command reads, found by name under the root.
+    for split in SPLIT_NAMES:
+        assert len(load_split(name, split, tmp_path)) == conversion.sentences[split] > 0
+    assert sum(conversion.repairs[f.name][k] for f in spec.files for k in paper.REPAIR_KINDS) == 0
+    # A second run fetches nothing; a deleted file is fetched again.
+    (tmp_path / name / "raw" / first.name).unlink()
+    again, _ = paper.download(name, tmp_path, base_url=paper_server + "/", progress=False)
+    assert again.downloaded == [f"{name}/{first.name}"]
+    assert again.skipped == [f"{name}/{f.name}" for f in spec.files[1:]]
+
+
+# (sentences train/dev/test, entity types) as `cdlm data stats` prints them
+PAPER_STATS = {
+    "mit-movie": ((8797, 978, 2443), 12),
+    "mit-restaurant": ((6894, 766, 1521), 8),
+    "bionlp13cg": ((3033, 1003, 1906), 16),
+    "bionlp13pc": ((2499, 857, 1695), 4),
+}
+
+
+@pytest.mark.parametrize("name", PAPER_DATASETS)
+def test_paper_cli_download_then_stats_by_name(
+    name: str,
+    paper_server: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    cdlm_cli: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    """Through the real console command: download into the user cache (an empty one here),
+    then `cdlm data stats NAME` finds it by name ($CDLM_DATA_DIR names CrossNER: passed over)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    got = cdlm_cli("data", "download", name, "--base-url", paper_server)
+    assert got.returncode == 0, got.stderr
+    assert "(checksums verified)" in got.stdout
+    assert (
+        "IOB repairs on conversion: 0 I- tags turned into B- (I- at sentence start 0, "
+        in got.stdout
+    )
+    assert (tmp_path / "cache" / "cdlm" / "paper" / name / "train.txt").is_file()
+    stats = cdlm_cli("data", "stats", name)
+    assert stats.returncode == 0, stats.stderr
+    # rich table rows: "│ train │ 8797 │ 89655 │ 19171 │ 12 │" (split, sentences, tokens, ...)
+    rows = [[c.strip() for c in line.strip("│ ").split("│")] for line in stats.stdout.splitlines()]
+    (train, dev, test), types = PAPER_STATS[name]
+    summary = {r[0]: (int(r[1]), int(r[4])) for r in rows if len(r) == 5 and r[0] in SPLIT_NAMES}
+    assert summary == {"train": (train, types), "dev": (dev, types), "test": (test, types)}
+    # The per-type table lists every type of the data, once.
+    names = domain_labels(name, tmp_path / "cache" / "cdlm" / "paper")[1::2]  # the B- labels
+    assert len(names) == types
+    assert sorted(f"B-{r[0]}" for r in rows if f"B-{r[0]}" in names) == names
+    assert (
+        f"{train} train / {dev} dev / {test} test sentences, {types} entity types" in stats.stdout
+    )
+    assert "IOB repairs on conversion: 0 I- tags" in stats.stdout
+
+
+def test_paper_cli_all_four_by_one_name(
+    paper_server: str,
+    tmp_path: Path,
+    cdlm_cli: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    """`cdlm data download paper --dest DIR`: the four datasets from one mirror of both
+    repositories; each is then found under --data-dir DIR. An unknown name lists the known."""
+    got = cdlm_cli("data", "download", "paper", "--dest", str(tmp_path), "--base-url", paper_server)
+    assert got.returncode == 0, got.stderr
+    for name in PAPER_DATASETS:
+        title = paper.DATASETS[name].title
+        assert f"{title} in {tmp_path / name}: " in got.stdout
+        assert load_split(name, "test", tmp_path)
+    assert got.stdout.count("IOB repairs on conversion: 0 I- tags") == 4
+    assert f"use it with --data-dir {tmp_path}" in got.stdout
+    stats = cdlm_cli("data", "stats", "bionlp13pc", "--data-dir", str(tmp_path))
+    assert stats.returncode == 0 and "2499 train / 857 dev / 1695 test" in stats.stdout
+    bad = cdlm_cli("data", "download", "mit-moive")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "unknown dataset 'mit-moive': expected crossner, mit-movie, " in bad.stderr
+
+
+def test_paper_corrupted_file_refused_and_removed(
+    paper_server: str, paper_mirror: Path, tmp_path: Path
+) -> None:
+    """Through the real console entry point: one line naming the file, exit 2, nothing
+    unverified kept, no splits converted (so the name does not resolve)."""
+    corrupted = paper_mirror / "data" / "BioNLP13PC-IOB" / "test.tsv"
+    original = corrupted.read_bytes()
+    corrupted.write_bytes(original.replace(b"B-Complex", b"B-Complx", 1))
+    dest = tmp_path / "dest"
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "cdlm", "data", "download", "bionlp13pc"]
+            + ["--dest", str(dest), "--base-url", paper_server],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=REPO,
+            env={**os.environ, "COLUMNS": "200"},
+        )
+    finally:
+        corrupted.write_bytes(original)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr
+    assert "checksum mismatch for bionlp13pc/raw/test.tsv" in lines[0]
+    raw = dest / "bionlp13pc" / "raw"
+    assert not (raw / "test.tsv").exists() and not list(raw.glob(".*"))  # refused, temp removed
+    assert (raw / "train.tsv").is_file()  # files before it were kept
+    assert not list((dest / "bionlp13pc").glob("*.txt"))  # nothing converted
+    with pytest.raises(DataError, match="bionlp13pc data not found"):
+        load_split("bionlp13pc", "test", dest)

@@ -1,5 +1,6 @@
 """Where data is found (--data-dir, $CDLM_DATA_DIR, user cache, beside the checkout) and how a
-domain name or a dataset folder becomes sentences and labels."""
+domain name (CrossNER, the paper's other datasets) or a dataset folder becomes sentences and
+labels."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ from pathlib import Path
 import pytest
 
 from cdlm.data import registry
-from cdlm.data.bio import write_bio
+from cdlm.data.bio import Sentence, write_bio
 from cdlm.data.registry import (
     DOMAINS,
+    PAPER_DATASETS,
+    domain_dir,
     domain_labels,
     find_data_dir,
     load_split,
+    paper_cache_dir,
     user_cache_dir,
 )
 from cdlm.errors import DataError
@@ -110,3 +114,65 @@ def test_bad_names(crossner_dir: Path) -> None:
         load_split("nope", "train", crossner_dir)
     with pytest.raises(DataError, match="unknown split 'validation'"):
         load_split("politics", "validation", crossner_dir)
+
+
+def _fake_paper(root: Path, name: str, tag: str = "B-ACTOR") -> Path:
+    """A converted paper dataset folder (train/dev/test.txt) under ``root``."""
+    for split in ("train", "dev", "test"):
+        write_bio(root / name / f"{split}.txt", [Sentence(("bruce",), (tag,))])
+    return root / name
+
+
+def test_paper_names_search_roots_then_cache(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert paper_cache_dir() == isolated / "xdg" / "cdlm" / "paper"
+    assert paper_cache_dir() != user_cache_dir()  # CrossNER's cache folder stays its own
+    cache = _fake_paper(paper_cache_dir(), "mit-movie", "B-cache")
+    env = _fake_paper(isolated / "env", "mit-movie", "B-env")
+    explicit = _fake_paper(isolated / "explicit", "mit-movie", "B-explicit")
+    assert domain_dir("mit-movie") == cache
+    monkeypatch.setenv(registry.ENV_VAR, str(isolated / "env"))
+    assert domain_dir("mit-movie") == env
+    assert domain_dir("mit-movie", isolated / "explicit") == explicit
+    assert domain_labels("mit-movie", isolated / "explicit") == ["O", "B-explicit", "I-explicit"]
+    # A root without the dataset is passed over (it usually names CrossNER), not an error.
+    _fake_crossner(isolated / "crossner")
+    assert domain_dir("mit-movie", isolated / "crossner") == env
+    monkeypatch.setenv(registry.ENV_VAR, str(isolated / "crossner"))
+    assert domain_dir("mit-movie") == cache
+
+
+def test_paper_name_missing_everywhere_is_one_clear_line(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(registry.ENV_VAR, str(isolated / "env"))
+    _fake_paper(isolated / "half", "bionlp13cg").joinpath("dev.txt").unlink()  # not converted
+    with pytest.raises(DataError) as info:
+        load_split("bionlp13cg", "train", isolated / "half")
+    message = str(info.value)
+    assert "\n" not in message and "run `cdlm data download bionlp13cg`" in message
+    for root in (isolated / "half", isolated / "env", paper_cache_dir()):
+        assert str(root / "bionlp13cg") in message
+
+
+def test_paper_names_never_read_the_native_checkout_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``../shared/data/paper`` holds the upstream files in their native formats: no place the
+    registry looks (the checkout fallback is CrossNER's only). The real checkout location is
+    left in place here: with no --data-dir and no $CDLM_DATA_DIR, the cache is all it tries."""
+    monkeypatch.delenv(registry.ENV_VAR, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    for name in PAPER_DATASETS:
+        with pytest.raises(DataError) as info:
+            domain_dir(name)
+        assert f"(tried {paper_cache_dir() / name})" in str(info.value)
+
+
+def test_crossner_names_unchanged_by_paper_folders(isolated: Path) -> None:
+    root = isolated / "root"
+    _fake_paper(root, "mit-restaurant")
+    with pytest.raises(DataError, match="--data-dir has no CrossNER domain folders"):
+        find_data_dir(root)  # a folder of paper datasets only is still no CrossNER folder
+    assert domain_dir("mit-restaurant", root) == root / "mit-restaurant"

@@ -206,3 +206,23 @@ def test_check_and_train_read_the_same_way(
         "[7, 13) person 'Merkel' (BIO cannot hold nested or overlapping entities)"
     ]
     assert not runs.exists()
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".txt"], ids=["jsonl", "bio"])
+def test_deeply_nested_json_is_one_line(tmp_path: Path, cdlm_cli, suffix: str) -> None:
+    """100k levels of ``[`` (a RecursionError inside json.loads): one line naming FILE:LINE,
+    exit 2, no traceback -- read as JSONL, or sniffed as JSON by the BIO reader."""
+    path = tmp_path / f"deep{suffix}"
+    deep = "[" * 100_000 + "]" * 100_000
+    if suffix == ".jsonl":
+        path.write_text(f"{json.dumps(GOOD)}\n{deep}\n", encoding="utf-8")
+    else:
+        path.write_text(f'{{"text": {deep}}}\n', encoding="utf-8")
+    proc = cdlm_cli("data", "check", str(path))
+    assert proc.returncode == 2, proc.stdout + proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    line = 2 if suffix == ".jsonl" else 1
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}:{line}: "), lines[:3]
+    if suffix == ".jsonl":
+        assert "nested too deeply" in lines[0]

@@ -127,3 +127,74 @@ def test_a_model_is_built_when_its_saved_recipe_means_the_same_today(
     assert is_built(out, key, files)
     saved({"train": {"lr": "fast"}})
     assert not is_built(out, key, files)
+
+
+def _finished_tmp(parent: Path) -> Path:
+    tmp = parent / ".model.tmp"
+    tmp.mkdir()
+    (tmp / "config.json").write_text("{}")
+    (tmp / "model.safetensors").write_bytes(b"new")
+    return tmp
+
+
+def test_a_folder_of_user_files_is_never_replaced(tmp_path: Path, cdlm_cli) -> None:
+    """``-o DIR`` naming a folder that is neither a cdlm model nor empty: one line naming DIR,
+    exit 2, and every file in it intact."""
+    from cdlm.errors import ConfigError
+    from cdlm.experiments.default_model import install_model
+
+    out = tmp_path / "thesis"
+    (out / "chapters").mkdir(parents=True)
+    (out / "chapters" / "one.tex").write_text("my work")
+    tmp = _finished_tmp(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        install_model(tmp, out)
+    assert str(out) in str(info.value) and "\n" not in str(info.value)
+    assert (out / "chapters" / "one.tex").read_text() == "my work"
+    done = cdlm_cli("model", "build-default", "-o", str(out), "--threads", "1")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and str(out) in done.stderr
+    assert (out / "chapters" / "one.tex").read_text() == "my work"
+
+
+@pytest.mark.parametrize("old", ["missing", "empty", "model"])
+def test_a_model_or_empty_folder_is_replaced(tmp_path: Path, old: str) -> None:
+    from cdlm.experiments.default_model import install_model
+
+    out = tmp_path / "default"
+    if old != "missing":
+        out.mkdir()
+    if old == "model":
+        (out / "config.json").write_text('{"format": 2}')
+        (out / "model.safetensors").write_bytes(b"old")
+        (out / "scores.json").write_text("{}")
+    install_model(_finished_tmp(tmp_path), out)
+    assert (out / "model.safetensors").read_bytes() == b"new"
+    assert not (out / "scores.json").exists()
+
+
+def test_the_command_writes_its_scores_into_the_model_folder(
+    small_crossner: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`cdlm model build-default` (what the install runs) leaves the checkout's committed
+    evals/results as they are: its scores go into the model folder unless told otherwise."""
+    from cdlm.cli import main
+
+    committed = Path(__file__).resolve().parents[2] / "evals" / "results" / "default_model.json"
+    before = committed.read_bytes()
+    config = tmp_path / "tiny.toml"
+    config.write_text(
+        "[train]\nsource_epochs = 0\nmax_train_sentences = 8\nbatch_size = 8\nthreads = 1\n"
+        '[default_model]\nepochs = 1\ndev_sentences = 4\ndomains = { news = "conll2003" }\n'
+        'default = "news"\n',
+        encoding="utf-8",
+    )
+    out = tmp_path / "model"
+    args = ["model", "build-default", "--config", str(config), "--data-dir", str(small_crossner)]
+    with pytest.raises(SystemExit) as caught:
+        main([*args, "--output", str(out), "--runs-dir", str(tmp_path / "runs")])
+    _, err = capsys.readouterr()
+    assert caught.value.code == 0, err
+    assert (out / "results" / "default_model.json").is_file()
+    assert (out / "results" / "default_model.md").is_file()
+    assert committed.read_bytes() == before

@@ -462,3 +462,26 @@ def test_probe_table_from_the_runs_probes() -> None:
     assert "| nonce survival | politics | music | average |" in md
     assert "| full | 62.5 (2) | – | 62.5 |" in md
     assert "| baseline | 25.0 (1) | 0.0 (1) | 12.5 |" in md
+
+
+def test_the_committed_final_table_regenerates_from_its_ledger(cdlm_cli, tmp_path, monkeypatch):
+    """`cdlm eval --suite evals/crossner_final.toml --no-train` on a machine with no runs folder
+    (and no data needed) writes the committed table again: every run, score and interval from
+    the committed ledger, byte for byte apart from the lines that say when and how it ran."""
+    committed = Path(__file__).resolve().parents[2] / "evals" / "results"
+    out = tmp_path / "out"
+    monkeypatch.setenv("CDLM_RUNS_DIR", str(tmp_path / "runs"))  # no checkpoint anywhere
+    res = cdlm_cli("eval", "--suite", "evals/crossner_final.toml", "--no-train",
+                   "--output", str(out))  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "130 of 130 runs" in res.stderr + res.stdout
+
+    def body(path):
+        keep = ("- command:", "- commit:", "- time:")
+        return [line for line in path.read_text().splitlines() if not line.startswith(keep)]
+
+    assert body(out / "crossner_final.md") == body(committed / "crossner_final.md")
+    new = json.loads((out / "crossner_final.json").read_text())
+    old = json.loads((committed / "crossner_final.json").read_text())
+    for key in ("complete", "planned", "runs", "summary"):
+        assert new[key] == old[key], key

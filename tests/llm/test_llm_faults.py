@@ -62,6 +62,25 @@ def test_429_honours_retry_after(fault_server, sleeps):
     assert sleeps == [1.0], "Retry-After: 1 was not honoured (backoff alone is 0.01 s)"
 
 
+@pytest.mark.parametrize(
+    ("header", "waited"),
+    [
+        ("soon", 0.01),  # not seconds nor a date: the default backoff
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),  # an HTTP date in the past: no wait
+        ("Fri, 31 Dec 2999 23:59:59 GMT", 0.5),  # far ahead: clamped to llm.retry_after_max_s
+        ("Fri, 31 Dec 2999 23:59:59", 0.5),  # no zone: read as UTC (HTTP dates are GMT)
+        ("1e400", 0.5),  # infinite seconds: clamped
+        ("nan", 0.01),
+        ("-3", 0.0),
+    ],
+)
+def test_any_retry_after_is_parsed_or_ignored(fault_server, sleeps, header, waited):
+    fault_server.script = [Step(status=429, headers={"Retry-After": header})]
+    result = make(fault_server, retry_after_max_s=0.5).complete(MESSAGES, PingAnswer)
+    assert result.value.entities[0].text == "Paris" and fault_server.count == 2
+    assert sleeps == [waited]
+
+
 def test_500_then_success(fault_server, sleeps):
     fault_server.script = [Step(status=500), Step(status=503)]
     result = make(fault_server).complete(MESSAGES, PingAnswer)

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from cdlm.serve.batcher import MicroBatcher, QueueFull
+from cdlm.serve.batcher import BatcherDead, MicroBatcher, QueueFull
 
 
 class Recorder:
@@ -80,7 +80,8 @@ def test_options_are_never_mixed_and_errors_reach_their_requests() -> None:
     assert results[0] == [[{"text": "a", "options": ("politics", None)}]]
     assert results[1] == [[{"text": "b", "options": ("music", 0.5)}]]
     assert isinstance(results[2], ValueError)
-    assert all(len({o for _, o in [c]}) == 1 for c in run.calls)
+    owner = {t: o for texts, o in jobs for t in texts}  # each text under its own job's options
+    assert all(owner[t] == o for texts, o in run.calls for t in texts)
     assert sorted(o for _, o in run.calls) == sorted(o for _, o in jobs)
 
 
@@ -106,3 +107,65 @@ def test_full_queue_is_refused() -> None:
 
     stats = asyncio.run(main())
     assert stats.requests == stats.answered == 3
+
+
+def test_a_failing_merged_call_is_rerun_per_request() -> None:
+    run = Recorder()
+    jobs = [(["a"], "x"), (["boom"], "x"), (["c", "d"], "x")]
+    batcher = MicroBatcher(run, max_batch_texts=4, max_wait_s=60.0)  # closes when 4 texts wait
+    results = asyncio.run(_requests(batcher, jobs))
+    assert results[0] == [[{"text": "a", "options": "x"}]]
+    assert isinstance(results[1], ValueError)
+    assert [r[0]["text"] for r in results[2]] == ["c", "d"]
+    assert [texts for texts, _ in run.calls] == [
+        ["a", "boom", "c", "d"],
+        ["a"],
+        ["boom"],
+        ["c", "d"],
+    ]
+
+
+def test_a_dead_loop_fails_waiting_and_new_requests_at_once() -> None:
+    run = Recorder()
+    run.gate.clear()
+
+    async def main() -> tuple[list, bool, BaseException | None]:
+        batcher = MicroBatcher(run, max_wait_s=0.0)
+        await batcher.start()
+        try:
+            running = asyncio.create_task(batcher.submit(["a"], "x"))
+            while not batcher._taken:
+                await asyncio.sleep(0)
+            queued = asyncio.create_task(batcher.submit(["b"], "x"))
+            await asyncio.sleep(0)
+            assert not batcher.dead
+            batcher._task.cancel()  # type: ignore[union-attr]
+            waiting = await asyncio.gather(running, queued, return_exceptions=True)
+            dead = batcher.dead
+            try:
+                await batcher.submit(["c"], "x")
+                later = None
+            except BatcherDead as exc:
+                later = exc
+        finally:
+            run.gate.set()
+            await batcher.stop()
+        return waiting, dead, later
+
+    waiting, dead, later = asyncio.run(main())
+    assert [type(r) for r in waiting] == [BatcherDead, BatcherDead]
+    assert dead and isinstance(later, BatcherDead)
+
+
+def test_a_loop_that_crashes_is_dead_too() -> None:
+    async def main() -> tuple[BaseException | None, bool]:
+        batcher = MicroBatcher(Recorder(), max_wait_s=0.0)
+        await batcher.start()
+        try:  # unhashable options crash the loop itself (grouping), not the model call
+            error = (await asyncio.gather(batcher.submit(["a"], ["x"]), return_exceptions=True))[0]
+            return error, batcher.dead
+        finally:
+            await batcher.stop()
+
+    error, dead = asyncio.run(main())
+    assert isinstance(error, BatcherDead) and dead

@@ -91,6 +91,7 @@ def test_predict_gives_the_model_objects_entities(server: Served, tiny_checkpoin
         ({"texts": ["ok", "x" * 201]}, 413, "texts[1] has 201 characters, more than "),
         ({"texts": ["a"], "domain": "music"}, 422, "unknown domain 'music'"),
         ({"texts": ["a"], "llm": "claude"}, 422, "llm"),
+        ({"texts": ["a"], "llm": "gpt"}, 403, "did not start it with --allow-llm"),
         ({"texts": []}, 422, "texts"),
         ({"text": "a"}, 422, "texts"),
         ({"texts": ["a"], "threshold": 2}, 422, "threshold"),
@@ -104,7 +105,8 @@ def test_limits_and_bad_requests(server: Served, body: dict, status: int, messag
 
 def test_body_size_cap_with_and_without_content_length(server: Served) -> None:
     big = b'{"texts": ["' + b"a" * 5000 + b'"]}'
-    reply = httpx.post(f"{server.url}/predict", content=big)
+    json_type = {"content-type": "application/json"}
+    reply = httpx.post(f"{server.url}/predict", content=big, headers=json_type)
     assert reply.status_code == 413
     assert reply.json()["detail"] == (
         "request body of 5015 bytes exceeds serve.max_body_bytes (4000)"
@@ -114,7 +116,7 @@ def test_body_size_cap_with_and_without_content_length(server: Served) -> None:
         for k in range(0, len(big), 1000):
             yield big[k : k + 1000]
 
-    reply = httpx.post(f"{server.url}/predict", content=chunks())
+    reply = httpx.post(f"{server.url}/predict", content=chunks(), headers=json_type)
     assert reply.status_code == 413
     assert "more than 4000 bytes exceeds serve.max_body_bytes" in reply.json()["detail"]
 
@@ -149,5 +151,35 @@ def test_one_by_one_switch(tiny_checkpoint: Path, config: Path) -> None:
         health = httpx.get(f"{served.url}/health").json()
         assert health["micro_batch"] is False
         assert health["calls"]["calls"] == 6 and health["calls"]["largest"] == 1
+    finally:
+        _stop(served)
+
+
+def test_other_machines_need_a_key(cdlm_cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CDLM_SERVE_KEY", raising=False)
+    done = cdlm_cli("serve", "--host", "0.0.0.0", "--checkpoint", "nowhere", "--port", "0")
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: serve.host 0.0.0.0 is reachable from other machines")
+    assert "$CDLM_SERVE_KEY" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_key_host_and_content_type_over_http(
+    names_checkpoint: Path, config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CDLM_SERVE_KEY", "k3y-for-the-test")
+    served = _start(names_checkpoint, config)
+    key = {"authorization": "Bearer k3y-for-the-test"}
+    try:
+        predict = f"{served.url}/predict"
+        assert httpx.post(predict, json={"texts": TEXTS}).status_code == 401
+        reply = httpx.post(predict, json={"texts": TEXTS}, headers=key, timeout=300)
+        assert reply.status_code == 200 and len(reply.json()["entities"]) == 2
+        evil = {**key, "host": "attacker.example"}
+        assert httpx.post(predict, json={"texts": TEXTS}, headers=evil).status_code == 403
+        text = {**key, "content-type": "text/plain"}
+        assert httpx.post(predict, content=b'{"texts": ["a"]}', headers=text).status_code == 415
+        assert httpx.get(f"{served.url}/health").json() == {"status": "ok"}
+        health = httpx.get(f"{served.url}/health", headers=key).json()
+        assert health["model"] == names_checkpoint.name  # the folder's name, not its path
     finally:
         _stop(served)

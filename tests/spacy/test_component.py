@@ -21,11 +21,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def texts(crossner_dir: Path) -> list[str]:
+def texts(small_crossner: Path) -> list[str]:
     """Real politics dev sentences, as running text."""
     from cdlm.data.registry import load_split
 
-    return [" ".join(s.tokens) for s in load_split("politics", "dev", crossner_dir)[:12]]
+    return [" ".join(s.tokens) for s in load_split("politics", "dev", small_crossner)[:12]]
 
 
 @pytest.fixture(scope="module")
