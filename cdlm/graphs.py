@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from cdlm.errors import DataError, require
-from cdlm.results import atomic_write_text
+from cdlm.results import atomic_write_text, portable
 
 SCHEMA_VERSION = 1
 
@@ -474,7 +474,7 @@ def graphs_from_tagger(
         "encoder": getattr(tagger, "encoder_name", None) or "embedded",
     }
     if checkpoint is not None:
-        params["checkpoint"] = str(checkpoint)
+        params["checkpoint"] = portable(str(checkpoint))
         params["checkpoint_sha256"] = checkpoint_fingerprint(checkpoint)
     return build_graphs(
         src_probs,

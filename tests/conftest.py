@@ -55,6 +55,9 @@ def _find_crossner() -> Path | None:
 
 
 CROSSNER = _find_crossner()
+# The paper's other four datasets as their upstream files (native formats), for the download
+# mirror and the conversion tests; `cdlm data download` converts them (never read from here).
+PAPER = REPO.parent / "shared" / "data" / "paper"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -100,6 +103,14 @@ def crossner_dir() -> Path:
         )
     assert CROSSNER is not None
     return CROSSNER
+
+
+@pytest.fixture(scope="session")
+def paper_dir() -> Path:
+    """``../shared/data/paper`` (``<dataset>/<upstream file>``)."""
+    if not (PAPER / "SHA256SUMS").is_file():
+        missing(f"the paper's datasets not found at {PAPER} (../shared/data/paper)")
+    return PAPER
 
 
 @pytest.fixture(scope="session")

@@ -51,3 +51,53 @@ def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path: Path) -> Non
     umask = os.umask(0)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600
+
+
+def test_results_name_paths_portably(tmp_path, monkeypatch) -> None:
+    """No committed results file carries one machine's absolute paths: the runs folder is
+    written as $CDLM_RUNS_DIR, paths under the working folder relative to it."""
+    from cdlm.results import portable
+
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("CDLM_RUNS_DIR", str(runs))
+    monkeypatch.chdir(tmp_path)
+    record = {
+        "checkpoint": f"{runs}/politics__labels__seed1",
+        "runs_dir": str(runs),
+        "rows": [f"| `{runs}/ai__x__seed2` |", f"{tmp_path}/evals/results/a.json", 3],
+    }
+    assert portable(record) == {
+        "checkpoint": "$CDLM_RUNS_DIR/politics__labels__seed1",
+        "runs_dir": "$CDLM_RUNS_DIR",
+        "rows": ["| `$CDLM_RUNS_DIR/ai__x__seed2` |", "evals/results/a.json", 3],
+    }
+    from cdlm.results import write_results
+
+    out = write_results(tmp_path / "r.json", {**record, "provenance": {}}, f"`{runs}/x`")
+    assert str(tmp_path) not in out.read_text() + out.with_suffix(".md").read_text()
+    assert "`$CDLM_RUNS_DIR/x`" in out.with_suffix(".md").read_text()
+    monkeypatch.setenv("CDLM_RUNS_DIR", "runs")  # relative already: nothing to hide
+    assert portable("runs/x and /elsewhere/y") == "runs/x and /elsewhere/y"
+
+
+def test_no_committed_results_file_names_a_machine_path() -> None:
+    """The committed results, ledgers, graphs, suites and docs name checkpoints relative to the
+    runs folder ($CDLM_RUNS_DIR) or the checkout, never by one machine's absolute path."""
+    import re
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    machine = re.compile(r"(?<![\w$.])/(?:work|root|home|tmp|Users|mnt|opt)/[\w.-]+")
+    files = [repo / "README.md"] + [
+        p
+        for folder in ("evals", "graphs", "docs")
+        for p in (repo / folder).rglob("*")
+        if p.is_file() and p.suffix in (".json", ".md", ".toml", ".py", ".sh")
+    ]
+    found = [
+        f"{p.relative_to(repo)}: {m.group()}"
+        for p in files
+        for m in [machine.search(p.read_text(encoding="utf-8"))]
+        if m
+    ]
+    assert len(files) > 100 and not found, found[:5]

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from cdlm.config import one_line
 from cdlm.errors import DataError
-from cdlm.results import write_json
+from cdlm.results import portable, write_json
 
 
 class ProbeSummary(BaseModel):
@@ -103,5 +103,5 @@ def write_entry(ledger: Path, record: RunRecord, config_hash: str, provenance: d
         test_counts=record.test_counts,
         provenance=provenance,
     )
-    write_json(path, entry.model_dump(mode="json"), indent=None)
+    write_json(path, portable(entry.model_dump(mode="json")), indent=None)
     return path

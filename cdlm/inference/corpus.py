@@ -269,69 +269,81 @@ def predict_corpus(
     lines passed as ``lines``) into ``output`` (JSON Lines, appended to; see the module doc)."""
     if engine not in ENGINES:
         raise ConfigError(f"--engine: expected one of {', '.join(ENGINES)}, got {engine!r}")
+    if engine == "ray" and (lines is not None or source == STDIN):
+        raise ConfigError("--engine ray reads a file (not stdin or a stream)")
     config = config or CorpusConfig()
     output = Path(output)
-    check_not_input(source, output)
-    header = RunHeader(input=input_key(source), input_format=fmt, options=_options(factory))
+    state = _claim(source, output, fmt, factory, overwrite)
     if isinstance(factory, PredictorSpec):
         factory = predictor_factory(factory)
+    problems = _Problems("<stdin>" if source == STDIN else source)
+    skipped = [0]
+    if engine == "ray":
+        from cdlm.inference.ray_engine import run_ray
+
+        chunks = run_ray(source, fmt, factory, state, problems, workers=workers, config=config)
+    else:
+        records = read_records(source, fmt, lines=lines)
+        chunks = _run_here(
+            records, factory, state, problems, skipped, config=config, workers=workers,
+            threads=threads,
+        )  # fmt: skip
+    size = None
+    if lines is None and source != STDIN and Path(source).is_file():
+        size = Path(source).stat().st_size
+    result = CorpusResult(str(output), 0, 0, state.records, state.torn_bytes, 0.0)
+    _write_all(chunks, output, f"predict {Path(source).name}", size, progress, result)
+    result.skipped += skipped[0]
+    result.errors = problems.count
+    return result
+
+
+def _claim(
+    source: str,
+    output: Path,
+    fmt: Format,
+    factory: PredictorFactory | PredictorSpec,
+    overwrite: bool,
+) -> ResumeState:
+    """Check and claim the output for this run (:func:`cdlm.data.resume.open_output`) and say
+    on stderr what a resume found."""
+    check_not_input(source, output)
+    header = RunHeader(input=input_key(source), input_format=fmt, options=_options(factory))
     state = open_output(output, header, overwrite=overwrite)
-    already = state.records
     if state.torn_bytes:
         print(
             f"{output}: cut off a torn last line ({state.torn_bytes} bytes); it is written again",
             file=sys.stderr,
         )
-    if already:
-        print(f"{output}: resuming; {already} records are done", file=sys.stderr)
-    size = None
-    if lines is None and source != STDIN and Path(source).is_file():
-        size = Path(source).stat().st_size
-    name = "<stdin>" if source == STDIN else source
-    problems = _Problems(name)
-    start = time.perf_counter()
-    written = first_batch = 0
-    first_write_s = 0.0
-    skipped = [0]
-    with _progress(progress, size) as bar, open(output, "ab") as out:
-        task = bar.add_task(f"predict {Path(source).name}", total=size, records=0, rate="")
-        if engine == "ray":
-            from cdlm.inference.ray_engine import run_ray
+    if state.records:
+        print(f"{output}: resuming; {state.records} records are done", file=sys.stderr)
+    return state
 
-            if lines is not None or source == STDIN:
-                raise ConfigError("--engine ray reads a file (not stdin or a stream)")
-            chunks = run_ray(source, fmt, factory, state, problems, workers=workers, config=config)
-        else:
-            chunks = _run_here(
-                read_records(source, fmt, lines=lines),
-                factory,
-                state,
-                problems,
-                skipped,
-                config=config,
-                workers=workers,
-                threads=threads,
-            )
+
+def _write_all(
+    chunks: Iterable[tuple[list[bytes], int, int]],
+    output: Path,
+    title: str,
+    size: int | None,
+    progress: bool,
+    result: CorpusResult,
+) -> None:
+    """Append each chunk's lines to ``output`` as it comes (the model loads on the first),
+    with a progress bar over the input bytes; counts go into ``result``."""
+    start = time.perf_counter()
+    with _progress(progress, size) as bar, open(output, "ab") as out:
+        task = bar.add_task(title, total=size, records=0, rate="")
         for lines_out, position, skipped_here in chunks:
             out.write(b"".join(lines_out))
             out.flush()
-            if not written and lines_out:
-                first_write_s, first_batch = time.perf_counter() - start, len(lines_out)
-            written += len(lines_out)
-            skipped[0] += skipped_here
-            rate = written / max(time.perf_counter() - start, 1e-9)
-            bar.update(task, completed=position, records=written, rate=f"{rate:.1f}/s")
-    return CorpusResult(
-        output=str(output),
-        written=written,
-        skipped=skipped[0],
-        already=already,
-        torn_bytes=state.torn_bytes,
-        seconds=time.perf_counter() - start,
-        first_write_s=first_write_s,
-        first_batch=first_batch,
-        errors=problems.count,
-    )
+            if not result.written and lines_out:
+                result.first_write_s = time.perf_counter() - start
+                result.first_batch = len(lines_out)
+            result.written += len(lines_out)
+            result.skipped += skipped_here
+            rate = result.written / max(time.perf_counter() - start, 1e-9)
+            bar.update(task, completed=position, records=result.written, rate=f"{rate:.1f}/s")
+    result.seconds = time.perf_counter() - start
 
 
 _NO_EFFECT = ("corpus", "serve")  # config sections that change no output record

@@ -2,7 +2,7 @@
 entropy of Q's rows, the temperature it sets and the edges of the source graph (and of one
 target graph) at the configured edge density.
 
-    CDLM_RUNS_DIR=/work/runs python evals/tune/graph_rule.py --target politics \
+    python evals/tune/graph_rule.py --target politics \
         --out evals/results/tune_graph_rule
 
 Writes OUT.json and OUT.md. Needs the cached source model (trained first if missing).

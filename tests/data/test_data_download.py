@@ -26,7 +26,6 @@ from cdlm.data.registry import PAPER_DATASETS, domain_labels, find_data_dir, loa
 from cdlm.errors import DataError
 
 REPO = Path(__file__).resolve().parents[2]
-PAPER = REPO.parent / "shared" / "data" / "paper"  # <dataset>/<upstream file>, native formats
 SPLIT_NAMES = ("train", "dev", "test")
 
 
@@ -85,17 +84,6 @@ def _serving(root: Path) -> Iterator[str]:
 def server(mirror: Path) -> Iterator[str]:
     with _serving(mirror) as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def paper_dir(request: pytest.FixtureRequest) -> Path:
-    """``../shared/data/paper``; skips (fails under $CDLM_REQUIRE_DATA) through the root
-    conftest's ``missing`` when it is absent. (``from conftest import missing`` would get
-    whichever conftest.py was imported last, so the root one is taken from the plugin manager.)"""
-    if not (PAPER / "SHA256SUMS").is_file():
-        conftest = request.config.pluginmanager.get_plugin(str(REPO / "tests" / "conftest.py"))
-        conftest.missing(f"the paper's datasets not found at {PAPER} (../shared/data/paper)")
-    return PAPER
 
 
 @pytest.fixture(scope="module")
