@@ -142,7 +142,7 @@ class MicroBatcher:
             return
         error = None if task.cancelled() else task.exception()
         log.error("cdlm serve: the batching task died (%s)", error or "cancelled", exc_info=error)
-        pass  # BROKEN
+        self._fail_pending(BatcherDead, "the batching task has died")
 
     def _fail_pending(self, error: type[Exception], message: str) -> None:
         pending = [*self._taken, *([self._carry] if self._carry else [])]

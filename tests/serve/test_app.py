@@ -380,23 +380,6 @@ def test_model_error_in_a_merged_call_fails_only_its_own_request(names_model: CD
     assert model.calls == [4, 1, 1, 1, 1]  # merged, failed, then each request alone
 
 
-def test_real_tokenizer_failure_stays_with_its_job(names_model: CDLM) -> None:
-    """Past the request check (called on the batcher directly), the real tokenizer raises on a
-    lone surrogate; the jobs merged with it still get their entities."""
-    app = create_app(names_model, ServeConfig(max_batch_texts=3, max_wait_ms=10_000))
-    jobs = [[TEXTS[0]], ["Paris \ud800"], [TEXTS[1]]]
-
-    async def main() -> list[Any]:
-        async with app.router.lifespan_context(app):
-            submit = app.state.batcher.submit
-            options = ("politics", None, False)
-            return await asyncio.gather(*(submit(t, options) for t in jobs), return_exceptions=True)
-
-    first, bad, third = asyncio.run(main())
-    assert isinstance(bad, Exception)
-    assert first == names_model.predict(jobs[0]) and third == names_model.predict(jobs[2])
-
-
 # --- bounded load -----------------------------------------------------------------------------
 
 
