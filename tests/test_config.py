@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from cdlm.config import CdlmConfig, llm_run_config, load_config
+from cdlm.config import (
+    LIFETIMES,
+    CdlmConfig,
+    Section,
+    check_lifetimes,
+    from_saved,
+    llm_run_config,
+    load_config,
+)
 from cdlm.errors import ConfigError
 
 
@@ -97,3 +105,43 @@ def test_bounds_keep_every_default() -> None:
     assert CdlmConfig.model_validate(cfg.model_dump(mode="json")) == cfg
     assert cfg.llm.n_ctx == 4096 and cfg.llm.max_tokens == 512 and cfg.llm.timeout_s == 60.0
     assert cfg.train.threads is None and cfg.train.grad_clip == 1.0
+
+
+def test_every_section_has_one_lifetime_declared_on_its_class() -> None:
+    """Model, training and runtime configs split CdlmConfig's sections between them, each
+    section declared once, in its class (``lifetime``)."""
+    parts = [CdlmConfig.section_names(life) for life in LIFETIMES]
+    names = [name for part in parts for name in part]
+    assert sorted(names) == sorted(CdlmConfig.model_fields)  # every section, exactly once
+    model, training, runtime = parts
+    assert model == ("encoder", "tagger", "fusion", "causal")
+    assert training == ("train", "augment", "default_model")
+    assert {"llm", "serve", "corpus", "quantize"} <= set(runtime)
+    cfg = CdlmConfig()
+    assert list(cfg.sections("runtime")) == list(runtime)
+    assert set(cfg.saved_dump()) == set(model + training)
+
+
+def test_a_section_without_a_lifetime_fails_to_declare() -> None:
+    class Undeclared(Section):
+        level: int = 1
+
+    class Extended(CdlmConfig):
+        extra: Undeclared = Undeclared()
+
+    with pytest.raises(TypeError, match=r"Extended\.extra \(Undeclared\): declare lifetime"):
+        check_lifetimes(Extended)
+    check_lifetimes(CdlmConfig)
+
+
+def test_a_saved_config_loads_without_its_runtime_sections() -> None:
+    """A checkpoint's runtime sections (older checkpoints saved them) are ignored, even ones
+    this cdlm could not read; its model and training settings are kept."""
+    cfg = load_config(None, {"train.lr": 3e-4, "serve.port": 9000, "llm.backend": "gpt"})
+    old = cfg.model_dump(mode="json")
+    old["serve"]["retired_knob"] = 1  # a runtime field since removed
+    old["causal"]["l_ecf"] = 0.1  # a retired model field (RETIRED_FIELDS)
+    loaded = from_saved(old)
+    assert loaded.train.lr == 3e-4
+    assert loaded.serve.port == 8000 and loaded.llm.backend == "none"
+    assert from_saved(cfg.saved_dump()) == loaded

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import multiprocessing
 import os
+import shutil
 import time
 from pathlib import Path
 
 import pytest
+from pydantic import Field
 
-from cdlm.config import load_config
+from cdlm.config import (
+    NOT_HASHED,
+    CdlmConfig,
+    LLMConfig,
+    Section,
+    ServeConfig,
+    TrainConfig,
+    check_lifetimes,
+    load_config,
+)
 from cdlm.errors import ConfigError
 from cdlm.runs import (
     RUNS_ENV,
@@ -19,8 +31,11 @@ from cdlm.runs import (
     default_out_dir,
     finished_run,
     run_folders,
+    saved_config,
     training_view,
 )
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _finish(folder: Path, config) -> None:
@@ -84,6 +99,94 @@ def test_finished_run_needs_scores_and_the_same_config(tmp_path: Path) -> None:
     assert finished_run(tmp_path, cfg) == hashed
     (hashed / "scores.json").unlink()  # unfinished: training writes scores.json last
     assert finished_run(tmp_path, cfg) is None
+
+
+class Knobs(Section):
+    """A runtime section cdlm does not have (yet)."""
+
+    lifetime = "runtime"
+    level: int = 1
+
+
+class TrainPlus(TrainConfig):
+    """The training section with a new field that does not shape the weights."""
+
+    poll_ms: int = Field(5, json_schema_extra=NOT_HASHED)
+
+
+class Extended(CdlmConfig):
+    knobs: Knobs = Knobs()
+    train: TrainPlus = TrainPlus()
+
+
+class Width(Section):
+    """A model section cdlm does not have."""
+
+    lifetime = "model"
+    width: int = 4
+
+
+class Wider(CdlmConfig):
+    width: Width = Width()
+
+
+def test_a_new_runtime_section_or_field_cannot_change_a_run_hash() -> None:
+    """Run hashes follow the lifetimes declared on the sections and fields, not a list kept
+    beside them: a section or field added as runtime (or NOT_HASHED) never moves a hash."""
+    check_lifetimes(Extended)
+    base = load_config(None, {"train.target": "politics"})
+    data = base.model_dump(mode="json")
+    extended = Extended.model_validate(
+        {**data, "knobs": {"level": 7}, "train": {**data["train"], "poll_ms": 9}}
+    )
+    assert training_view(extended) == training_view(base)
+    assert config_hash(extended) == config_hash(base)
+    # The view reads the config's own sections: a new model section does count.
+    assert config_hash(Wider.model_validate(data)) != config_hash(base)
+
+
+def test_a_checkpoint_keeps_model_and_training_settings_only(
+    names_checkpoint: Path, tmp_path: Path
+) -> None:
+    """A checkpoint holds no runtime settings (they are the user's when the model is used);
+    one saved by an older cdlm with every section loads to the same config and run."""
+    from cdlm.model.tagger import Tagger
+
+    tagger = Tagger.load(names_checkpoint)
+    tagger.config = load_config(
+        None, {"train.target": "politics", "train.lr": 3e-4, "serve.port": 9000, "llm.model": "x"}
+    )
+    new = tagger.save(tmp_path / "new")
+    meta = json.loads((new / "config.json").read_text(encoding="utf-8"))
+    assert set(meta["config"]) == set(CdlmConfig.section_names("model", "training"))
+    loaded = Tagger.load(new).config
+    assert loaded.train.lr == 3e-4 and loaded.serve == ServeConfig() and loaded.llm == LLMConfig()
+    assert saved_config(new) == training_view(tagger.config)
+    old = Path(shutil.copytree(new, tmp_path / "old"))
+    meta["config"] = tagger.config.model_dump(mode="json")
+    meta["config"]["serve"]["retired_knob"] = 1  # a runtime field this cdlm does not know
+    (old / "config.json").write_text(json.dumps(meta), encoding="utf-8")
+    assert Tagger.load(old).config == loaded
+    assert saved_config(old) == training_view(tagger.config)
+
+
+def _ledger_check():
+    """``evals/check_ledger_hashes.py``'s :func:`check` on the committed ledgers."""
+    path = REPO / "evals" / "check_ledger_hashes.py"
+    spec = importlib.util.spec_from_file_location("check_ledger_hashes", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.check(REPO)
+
+
+def test_every_committed_ledger_record_keeps_its_hash() -> None:
+    """Every run recorded in a committed suite ledger hashes today as when it was recorded:
+    a config change that moved one would make the suite train it again."""
+    result = _ledger_check()
+    assert result.checked >= 130  # crossner_final's ledger at least
+    assert result.changed == []
+    assert result.unchecked == []
 
 
 def test_claim_is_exclusive_and_a_stale_lock_is_taken_over(tmp_path: Path) -> None:

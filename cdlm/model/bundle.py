@@ -13,8 +13,8 @@ target checkpoint (``cdlm train``), not per head.
 
 Files: ``model.safetensors`` (``encoder.*``, ``casing.*``, ``heads.<domain>.*``; the encoder is
 stored once), ``config.json`` (``format`` 2, the heads with their labels and data domain, the
-default head, the full config) and ``encoder/`` (tokenizer and architecture), so the folder
-loads alone and offline.
+default head, the model and training config; runtime settings are the user's) and ``encoder/``
+(tokenizer and architecture), so the folder loads alone and offline.
 """
 
 from __future__ import annotations
