@@ -1,6 +1,6 @@
 """All tunable numbers live here, as pydantic models (validated at the boundary).
 
-Each section belongs to one part of the data flow in DESIGN.md; CLI flags override fields, TOML
+Each section belongs to one part of the data flow in docs/DESIGN.md; CLI flags override fields, TOML
 files (``--config FILE``) set them in bulk. Unknown keys are an error, not silently ignored.
 :class:`CdlmConfig` is the one config a user writes; its full form goes into every results file.
 
@@ -82,6 +82,9 @@ class Section(Strict):
     lifetime: ClassVar[Lifetime]
     # False: saved, but no `cdlm train` run depends on it (a recipe with a hash of its own).
     run_hash: ClassVar[bool] = True
+    # False: how a run goes (batching, where a server listens), never what a prediction holds;
+    # a corpus run may resume under other values of it (cdlm/inference/corpus.py).
+    shapes_output: ClassVar[bool] = True
 
     def in_use(self) -> bool:
         """Whether the module this section configures is on; an unused module's settings shape
@@ -142,7 +145,8 @@ class TaggerConfig(Section):
 
 
 class FusionConfig(Section):
-    """Label-structure fusion (DESIGN.md section 2; the graph rules are in cdlm/graphs.py)."""
+    """Label-structure fusion (docs/DESIGN.md, "Label-structure fusion"; the graph rules are
+    in cdlm/graphs.py)."""
 
     lifetime = "model"
 
@@ -173,7 +177,8 @@ class FusionConfig(Section):
 
 
 class CausalConfig(Section):
-    """Causal counterfactual module (DESIGN.md section 3 v2; equations in cdlm/model/causal.py)."""
+    """Causal counterfactual module (docs/DESIGN.md, "Causal module", second form; equations
+    in cdlm/model/causal.py)."""
 
     lifetime = "model"
 
@@ -278,7 +283,7 @@ LLM_CHOICES = ("none", "llama", "gpt")
 
 
 class LLMConfig(Section):
-    """LLM backend settings (DESIGN.md section 4). API keys are never stored here."""
+    """LLM backend settings (docs/DESIGN.md, "LLM reasoning"). API keys are never stored here."""
 
     lifetime = "runtime"
 
@@ -331,7 +336,7 @@ class LLMConfig(Section):
 
 
 class ReasoningConfig(Section):
-    """LLM reasoning stages (DESIGN.md section 4, cdlm/reasoning/)."""
+    """LLM reasoning stages (docs/DESIGN.md, "LLM reasoning", cdlm/reasoning/)."""
 
     lifetime = "runtime"
 
@@ -507,6 +512,7 @@ class ServeConfig(Section):
     """``cdlm serve`` (cdlm/serve/): where it listens, what it accepts, how it batches."""
 
     lifetime = "runtime"
+    shapes_output = False
 
     host: str = "127.0.0.1"  # loopback only unless the user says otherwise
     port: int = Field(8000, ge=0, le=65535)  # 0 = any free port (the server prints it)
@@ -541,6 +547,7 @@ class CorpusConfig(Section):
     """``cdlm predict --input FILE --output FILE`` on corpora (cdlm/inference/corpus.py)."""
 
     lifetime = "runtime"
+    shapes_output = False
 
     # Records per task sent to a worker. The tagger orders a task by word pieces and runs it in
     # forwards of train.eval_batch_size, so a larger task pads less (memory stays constant).

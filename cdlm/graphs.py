@@ -1,4 +1,4 @@
-"""Label distributions and label graphs (DESIGN.md section 2).
+"""Label distributions and label graphs (docs/DESIGN.md, "Label-structure fusion").
 
 The source tagger is run over labelled tokens; for every gold tag t the mean of its (tempered)
 predicted distributions over the source tags is the row ``P[t]``. On target data this gives P

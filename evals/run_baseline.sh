@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Baseline ("pre-train then fine-tune", DESIGN.md) with the embedded MiniLM encoder on all five
+# Baseline ("pre-train then fine-tune", docs/DESIGN.md) with the embedded MiniLM encoder on all five
 # CrossNER domains: one CoNLL-2003 source pre-training (cached in runs/source/, reused by every
 # domain), five target fine-tunings, test-split evaluation files, then the throughput benchmark.
 #

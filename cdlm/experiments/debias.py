@@ -1,4 +1,4 @@
-"""Choosing the debiasing strength ``causal.alpha`` on dev (DESIGN.md section 3).
+"""Choosing the debiasing strength ``causal.alpha`` on dev (docs/DESIGN.md, "Causal module").
 
 ``z = z_full - alpha * centred log p_type(z(x_ent))`` (the entity-only input view, see
 :mod:`cdlm.model.causal`) is on for variants with the explicit counterfactual; alpha is a

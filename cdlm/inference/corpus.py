@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from cdlm.config import CorpusConfig
+from cdlm.config import CdlmConfig, CorpusConfig
 from cdlm.data.corpus import STDIN, Format, Record, error_record, read_records, record_problem
 from cdlm.data.resume import ResumeState, RunHeader, check_not_input, input_key, open_output
 from cdlm.errors import CdlmError, ConfigError, DataError
@@ -346,17 +346,16 @@ def _write_all(
     result.seconds = time.perf_counter() - start
 
 
-_NO_EFFECT = ("corpus", "serve")  # config sections that change no output record
-
-
 def _options(factory: PredictorFactory | PredictorSpec) -> dict[str, Any]:
     """What the run header records of the model side: the spec, less what changes no output
     record (batch sizes, the corpus and serve sections); a bare factory (tests, library
     callers) by its name."""
     if isinstance(factory, PredictorSpec):
         options = factory.model_dump(mode="json", exclude={"batch_size"})
-        for section in _NO_EFFECT:  # how the run goes, not what it writes
-            (options.get("config") or {}).pop(section, None)
+        config = options.get("config") or {}
+        for name, field in CdlmConfig.model_fields.items():
+            if not getattr(field.annotation, "shapes_output", True):
+                config.pop(name, None)  # how the run goes, not what it writes
         return options
     return {"factory": getattr(factory, "__qualname__", type(factory).__name__)}
 

@@ -1,4 +1,4 @@
-"""LLM backends behind one small interface (DESIGN.md section 4).
+"""LLM backends behind one small interface (docs/DESIGN.md, "LLM reasoning").
 
 ``factory.make_backend(cfg.llm)`` gives a ``llama`` (llama.cpp, any GGUF) or ``gpt`` (OpenAI
 API or a compatible server) backend; ``backend.complete(messages, Schema, stage=...)`` returns a

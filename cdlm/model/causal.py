@@ -1,4 +1,4 @@
-"""Causal counterfactual module (DESIGN.md section 3, v2: interventions at the input).
+"""Causal counterfactual module: interventions at the input (docs/DESIGN.md, "Causal module").
 
 Entity bias is the shortcut "this name was usually a PERSON": it does not transfer across
 domains, the context that *causes* a type does. The first version masked *features* after the

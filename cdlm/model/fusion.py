@@ -1,4 +1,4 @@
-"""Label-guided GCN fusion (DESIGN.md section 2).
+"""Label-guided GCN fusion (docs/DESIGN.md, "Label-structure fusion").
 
 Node features: the source tags' embeddings E_s are the rows of the source tagger's head (what
 the source model learned each tag looks like); a target tag's embedding is ``E_t = P E_s``, the
@@ -6,7 +6,7 @@ source embeddings mixed by how the source tagger sees that tag's tokens. Both ar
 (head rows are small and of uneven norm) and go through the same two ``GCNConv`` layers (ReLU
 between, GCN self-loops added), each over its own weighted label graph: E_s', E_t'. E_s is a
 fixed buffer: the source knowledge is read, not retrained. Tag-description encodings
-(DESIGN.md's optional extra) are not used.
+(the optional extra of docs/DESIGN.md) are not used.
 
 Marginals of the graph-matching loss are token counts + 1 (the +1 keeps a tag without tokens
 in the transport problem). Both graphs have edges by construction (tau and theta rules in

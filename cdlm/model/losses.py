@@ -1,4 +1,4 @@
-"""Auxiliary losses of the label-structure fusion (DESIGN.md section 2).
+"""Auxiliary losses of the label-structure fusion (docs/DESIGN.md, "Label-structure fusion").
 
 - ``gromov_wasserstein_loss``: how far apart the source and target label graphs are, as the
   Gromov-Wasserstein distance between their intra-graph cost matrices. It compares the two

@@ -1,4 +1,4 @@
-"""Input-level interventions for the causal module (DESIGN.md section 3, v2).
+"""Input-level interventions of the causal module (docs/DESIGN.md, "Causal module").
 
 Each view is a new list of words for one more encoder pass. The word count is kept wherever the
 tags must stay aligned (the masked views); the swap view changes span lengths and re-tags them.

@@ -259,3 +259,17 @@ def test_the_input_is_never_the_output(tiny_checkpoint: Path, tmp_path: Path) ->
                               capture_output=True, text=True, timeout=600)  # fmt: skip
         assert proc.returncode == 2 and "--output is the input file" in proc.stderr
         assert x.read_bytes().endswith(b'"no newline"}') and x.stat().st_size > 40
+
+
+def test_the_run_header_keeps_what_shapes_the_output() -> None:
+    """A resume may change batch sizes or the corpus/serve settings, never the model, domain,
+    LLM or routing: those are in the run header it is checked against."""
+    from cdlm.config import CdlmConfig
+    from cdlm.inference.corpus import _options
+
+    spec = PredictorSpec(model="m", domain="music", config=CdlmConfig().model_dump(mode="json"))
+    options = _options(spec)
+    assert options["model"] == "m" and options["domain"] == "music"
+    assert "batch_size" not in options
+    assert {"llm", "routing", "predict"} <= set(options["config"])
+    assert not {"corpus", "serve"} & set(options["config"])
