@@ -22,14 +22,9 @@ def main() -> None:
 
     from cdlm.config import VARIANTS, load_config
     from cdlm.data.registry import domain_labels, load_split
-    from cdlm.experiments.train import (
-        _fusion_module,
-        batches,
-        build_target_model,
-        make_optimizer,
-        pretrain_source,
-        set_seed,
-    )
+    from cdlm.experiments.loop import batches, make_optimizer, set_seed
+    from cdlm.experiments.train import pretrain_source, target_graphs
+    from cdlm.model.tagger import Tagger
     from cdlm.provenance import stamp
     from cdlm.results import write_results
 
@@ -50,9 +45,8 @@ def main() -> None:
     models, optims = {}, {}
     for variant, cfg in configs.items():
         set_seed(1)
-        model = build_target_model(cfg, labels, source)
-        if cfg.fusion.enabled:
-            model.fusion = _fusion_module(cfg, model, source, source_dir, train_sents, None)
+        graphs = target_graphs(cfg, source, source_dir, train_sents, None)  # None: no fusion
+        model = Tagger.from_source(cfg, labels, source, graphs=graphs)
         model.train()
         models[variant] = model
         optims[variant] = make_optimizer(

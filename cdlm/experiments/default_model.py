@@ -31,6 +31,7 @@ import random
 import shutil
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,20 +41,14 @@ from cdlm.config import CdlmConfig
 from cdlm.data.bio import Sentence
 from cdlm.errors import ConfigError
 from cdlm.experiments.evaluate import scores_markdown
-from cdlm.experiments.train import (
-    batches,
-    keep_best,
-    make_optimizer,
-    pretrain_source,
-    set_seed,
-    train_steps,
-)
+from cdlm.experiments.loop import EpochRun, Step, Stopping, batches, fit_epochs, set_seed
+from cdlm.experiments.train import pretrain_source
 from cdlm.metrics import SpanScores, span_scores
 from cdlm.results import RESULTS_DIR, write_json, write_results
 from cdlm.runs import model_dir
 
 if TYPE_CHECKING:
-    from cdlm.model.bundle import TaggerBundle
+    from cdlm.model.bundle import Head, TaggerBundle
 
 RECIPE_FILE = "recipe.json"
 # What every saved model folder holds (cdlm.model.tagger.save_checkpoint): a folder with both
@@ -201,6 +196,34 @@ def build_default(
     return result
 
 
+@dataclass
+class JointData:
+    """What the joint fine-tuning reads, read first: a bad file fails before minutes of
+    training."""
+
+    heads: dict[str, Head]
+    train: dict[str, list[Sentence]]  # the first ``train.max_train_sentences`` of each split
+    dev: dict[str, list[Sentence]]  # full dev splits, for the final scores
+    early_dev: dict[str, list[Sentence]]  # the first ``dev_sentences``: early stopping
+    source_head: str  # the head on the source domain (the news head)
+
+
+def load_joint_data(cfg: CdlmConfig, data_dir: Path | str | None) -> JointData:
+    from cdlm.data.registry import domain_labels, load_split
+    from cdlm.model.bundle import Head
+
+    recipe = cfg.default_model
+    heads = {
+        name: Head(labels=domain_labels(d, data_dir), data=d) for name, d in recipe.domains.items()
+    }
+    cap = cfg.train.max_train_sentences  # quick runs and tests: the first N of each train split
+    train = {name: load_split(d, "train", data_dir)[:cap] for name, d in recipe.domains.items()}
+    dev = {name: load_split(d, "dev", data_dir) for name, d in recipe.domains.items()}
+    source_head = next(n for n, d in recipe.domains.items() if d == cfg.train.source)
+    early_dev = {name: sents[: recipe.dev_sentences] for name, sents in dev.items()}
+    return JointData(heads, train, dev, early_dev, source_head)
+
+
 def _build(
     cfg: CdlmConfig,
     out: Path,
@@ -210,20 +233,10 @@ def _build(
     progress: bool,
     start: float,
 ) -> BuildResult:
-    from cdlm.data.registry import domain_labels, load_split
-    from cdlm.model.bundle import Head, TaggerBundle
+    from cdlm.model.bundle import TaggerBundle
 
     recipe = cfg.default_model
-    # The data first: a bad file fails before minutes of training.
-    heads = {
-        name: Head(labels=domain_labels(d, data_dir), data=d) for name, d in recipe.domains.items()
-    }
-    cap = cfg.train.max_train_sentences  # quick runs and tests: the first N of each train split
-    train = {name: load_split(d, "train", data_dir)[:cap] for name, d in recipe.domains.items()}
-    dev = {name: load_split(d, "dev", data_dir) for name, d in recipe.domains.items()}
-    source_head = next(n for n, d in recipe.domains.items() if d == cfg.train.source)
-    early_dev = {name: sents[: recipe.dev_sentences] for name, sents in dev.items()}
-
+    data = load_joint_data(cfg, data_dir)
     source, source_dir, source_seconds, cached = pretrain_source(cfg, data_dir, runs, progress)
     if cached and source_dir is not None:
         meta = json.loads((source_dir / "config.json").read_text(encoding="utf-8"))
@@ -231,24 +244,17 @@ def _build(
 
     fine_start = time.perf_counter()
     set_seed(recipe.seed)
-    bundle = TaggerBundle.create(bundle_config(cfg), heads, source, default=recipe.default)
+    bundle = TaggerBundle.create(bundle_config(cfg), data.heads, source, default=recipe.default)
     del source
-    best_epoch, history = fit_joint(bundle, train, early_dev, source_head, cfg, progress)
+    best_epoch, history = fit_joint(
+        bundle, data.train, data.early_dev, data.source_head, cfg, progress
+    )
     fine_seconds = time.perf_counter() - fine_start
-
-    scores = []
-    for name, head in heads.items():
-        view = bundle.tagger(name)
-        dev_scores = _score(view, dev[name])
-        test_split = split_or_none(head.data, "test", data_dir)
-        test_scores = _score(view, test_split) if test_split is not None else None
-        scores.append(HeadScores(domain=name, data=head.data, dev=dev_scores, test=test_scores))
-
     result = BuildResult(
         path=str(out),
         skipped=False,
         recipe=key,
-        heads=scores,
+        heads=score_heads(bundle, data, data_dir),
         best_epoch=best_epoch,
         history=history,
         source_checkpoint=str(source_dir) if source_dir else None,
@@ -257,7 +263,28 @@ def _build(
         fine_tune_seconds=fine_seconds,
         build_seconds=time.perf_counter() - start,
     )
-    # A fresh temporary folder beside ``out``: never a fixed name that could be the user's.
+    save_build(bundle, result, cfg, out)
+    return result
+
+
+def score_heads(
+    bundle: TaggerBundle, data: JointData, data_dir: Path | str | None
+) -> list[HeadScores]:
+    """Every head on its full dev split and, where there is one, its test split."""
+    scores = []
+    for name, head in data.heads.items():
+        view = bundle.tagger(name)
+        dev_scores = _score(view, data.dev[name])
+        test_split = split_or_none(head.data, "test", data_dir)
+        test_scores = _score(view, test_split) if test_split is not None else None
+        scores.append(HeadScores(domain=name, data=head.data, dev=dev_scores, test=test_scores))
+    return scores
+
+
+def save_build(bundle: TaggerBundle, result: BuildResult, cfg: CdlmConfig, out: Path) -> None:
+    """The model, its scores and its recipe into ``out``, through a fresh temporary folder
+    beside it (never a fixed name that could be the user's) moved into place at the end."""
+    key = result.recipe
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:12]}.tmp")
     tmp.mkdir()  # (the umask's permissions, as the model folder will have)
@@ -269,7 +296,6 @@ def _build(
         install_model(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone already when installed
-    return result
 
 
 def check_replaceable(out: Path) -> None:
@@ -317,7 +343,7 @@ def epoch_steps(
     cursor: int,
     cfg: CdlmConfig,
     rng: random.Random,
-) -> tuple[list[tuple[Any, list[Sentence]]], int]:
+) -> tuple[list[Step], int]:
     """One epoch's (head view, batch) steps, shuffled, and where the source cursor stops."""
     size = cfg.train.batch_size
     steps = [
@@ -356,27 +382,36 @@ def fit_joint(
     rng.shuffle(source_order)
     # The first epoch is planned up front: its length sizes the learning-rate schedule (the
     # target recipe's: warm-up, decay over `train.decay_epochs` epochs, then flat).
-    steps, cursor = epoch_steps(bundle, train, source_head, source_order, 0, cfg, rng)
-    optimizer, scheduler = make_optimizer(bundle, cfg, len(steps))
+    first, cursor = epoch_steps(bundle, train, source_head, source_order, 0, cfg, rng)
+
+    def plan(epoch: int) -> list[Step]:
+        nonlocal cursor
+        if epoch == 1:
+            return first
+        steps, cursor = epoch_steps(bundle, train, source_head, source_order, cursor, cfg, rng)
+        return steps
+
     history: list[EpochLog] = []
 
-    def run_epoch(epoch: int, bar: Any) -> tuple[float, str]:
-        nonlocal steps, cursor
-        t0 = time.perf_counter()
-        if epoch > 1:
-            steps, cursor = epoch_steps(bundle, train, source_head, source_order, cursor, cfg, rng)
-        description = f"epoch {epoch}/{recipe.epochs}"
-        loss = train_steps(steps, bundle, cfg, optimizer, scheduler, bar, description)
+    def evaluate(epoch: EpochRun) -> tuple[float, str]:
         f1 = {name: _score(bundle.tagger(name), sents).f1 for name, sents in dev.items()}
         mean = sum(f1.values()) / len(f1)
-        seconds = time.perf_counter() - t0
         history.append(
-            EpochLog(epoch=epoch, train_loss=loss, dev_f1=f1, mean_dev_f1=mean, seconds=seconds)
+            EpochLog(
+                epoch=epoch.epoch,
+                train_loss=epoch.loss,
+                dev_f1=f1,
+                mean_dev_f1=mean,
+                seconds=epoch.seconds,
+            )
         )
         per_head = " ".join(f"{n} {100 * v:.1f}" for n, v in f1.items())
-        return mean, f"loss {loss:.4f} mean dev F1 {100 * mean:.2f}; {per_head}"
+        return mean, f"loss {epoch.loss:.4f} mean dev F1 {100 * mean:.2f}; {per_head}"
 
-    best_epoch = keep_best(bundle, recipe.epochs, recipe.patience, run_epoch, progress, "epoch")
+    stopping = Stopping(recipe.epochs, recipe.patience)
+    best_epoch, _ = fit_epochs(
+        bundle, plan, len(first), cfg, stopping, evaluate, progress=progress, label="epoch"
+    )
     bundle.eval()
     return best_epoch, history
 

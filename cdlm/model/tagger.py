@@ -1,6 +1,6 @@
 """The tagger: encoder -> word features (+ casing) -> [fusion] -> linear BIO head -> [causal].
 
-``Tagger.forward`` is the one place the parts meet, in the order of DESIGN.md:
+``Tagger.forward`` is the one place the parts meet, in the order of docs/DESIGN.md:
 
     h, m = encode(batch)                       # word-level features [B, W, d], mask [B, W]
     if fusion: h, extra = fusion(h, m, batch)  # label-graph fusion (section 2)
@@ -15,17 +15,19 @@ on their first sub-token; sentences longer than the encoder window are windowed
 
 from __future__ import annotations
 
+import copy
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from pydantic import ValidationError
 from torch import nn
 
-from cdlm.config import CdlmConfig, drop_retired, one_line
+from cdlm.config import CdlmConfig, from_saved, one_line
 from cdlm.errors import ConfigError, DataError, ModelNotFoundError
 from cdlm.model.batching import length_batches
 from cdlm.model.decode import decode
@@ -33,6 +35,10 @@ from cdlm.model.encoder import encoder_label, load_pretrained
 from cdlm.model.features import CasingFeatures, word_shape
 from cdlm.model.windowing import plan_windows
 from cdlm.results import write_json
+
+if TYPE_CHECKING:
+    from cdlm.graphs import LabelGraphs
+    from cdlm.model.views import Mention
 
 IGNORE = -100  # tag id of padding words, skipped by the loss
 CHECKPOINT_FORMAT = 1
@@ -199,6 +205,10 @@ class Tagger(nn.Module):
         encoder: nn.Module,
         tokenizer: Any,
         encoder_name: str | None = None,
+        *,
+        graphs: LabelGraphs | None = None,
+        source_head: torch.Tensor | None = None,
+        swap_names: Mapping[str, Sequence[Mention]] | None = None,
     ) -> None:
         super().__init__()
         self.config = config
@@ -217,22 +227,80 @@ class Tagger(nn.Module):
         self.casing = CasingFeatures(dim) if config.encoder.casing_features else None
         self.dropout = nn.Dropout(config.tagger.dropout)
         self.head = nn.Linear(dim, len(self.labels))
-        # Plug-in modules (DESIGN.md sections 2 and 3), built from config switches.
+        # Plug-in modules (docs/DESIGN.md, "Label-structure fusion" and "Causal module"), built from config switches.
         self.fusion: nn.Module | None = None
         self.causal: nn.Module | None = None
-        if config.causal.explicit or config.causal.implicit:
-            from cdlm.model.causal import CausalModule
-
-            self.causal = CausalModule(dim, self.labels, config.causal)
+        self._build_plug_ins(dim, graphs, source_head, swap_names)
         self.builder = BatchBuilder(
             tokenizer, self.labels, config.encoder.max_pieces, config.encoder.stride
         )
 
+    def _build_plug_ins(
+        self,
+        dim: int,
+        graphs: LabelGraphs | None,
+        source_head: torch.Tensor | None,
+        swap_names: Mapping[str, Sequence[Mention]] | None,
+    ) -> None:
+        """The causal module and the fusion, each only where its switch is on, in this order
+        (a seed then draws the same initial weights): the fusion from the label ``graphs`` and
+        the source tagger's ``source_head`` rows (without graphs there is none: a checkpoint's
+        is shaped by :meth:`load`); the swap view's entity base from ``swap_names``."""
+        if self.config.causal.explicit or self.config.causal.implicit:
+            from cdlm.model.causal import CausalModule
+
+            self.causal = causal = CausalModule(dim, self.labels, self.config.causal)
+            if swap_names is not None:
+                causal.set_swap_names(swap_names, self.config.train.seed)
+        if graphs is not None and self.config.fusion.enabled:
+            from cdlm.model.fusion import build_fusion
+
+            if source_head is None:
+                raise ConfigError("fusion.enabled: label graphs need the source tagger's head")
+            self.fusion = build_fusion(self.config, graphs, source_head, self.labels)
+
     @classmethod
-    def create(cls, config: CdlmConfig, labels: list[str]) -> Tagger:
+    def create(
+        cls,
+        config: CdlmConfig,
+        labels: list[str],
+        *,
+        swap_names: Mapping[str, Sequence[Mention]] | None = None,
+    ) -> Tagger:
         """A fresh tagger on the pre-trained encoder named by ``config.encoder.name``."""
         encoder, tokenizer = load_pretrained(config.encoder.name)
-        return cls(config, labels, encoder, tokenizer, config.encoder.name)
+        return cls(config, labels, encoder, tokenizer, config.encoder.name, swap_names=swap_names)
+
+    @classmethod
+    def from_source(
+        cls,
+        config: CdlmConfig,
+        labels: list[str],
+        source: Tagger | None,
+        *,
+        graphs: LabelGraphs | None = None,
+        swap_names: Mapping[str, Sequence[Mention]] | None = None,
+    ) -> Tagger:
+        """A tagger for the target ``labels`` on top of a source tagger: a copy of its encoder
+        and casing features (the pre-trained encoder when there is none), a fresh head, and
+        the plug-ins its config switches on, the fusion from ``graphs`` and the source head."""
+        if source is None:
+            if graphs is not None and config.fusion.enabled:
+                raise ConfigError("fusion.enabled: label graphs need a source model")
+            return cls.create(config, labels, swap_names=swap_names)
+        model = cls(
+            config,
+            labels,
+            copy.deepcopy(source.encoder),
+            source.tokenizer,
+            source.encoder_name,
+            graphs=graphs,
+            source_head=source.head.weight,
+            swap_names=swap_names,
+        )
+        if source.casing is not None and model.casing is not None:
+            model.casing.load_state_dict(source.casing.state_dict())
+        return model
 
     @property
     def hidden_size(self) -> int:
@@ -354,8 +422,9 @@ class Tagger(nn.Module):
     # --- checkpoints ------------------------------------------------------------------------
 
     def save(self, directory: Path | str, extra: dict[str, Any] | None = None) -> Path:
-        """Weights (``model.safetensors``), ``config.json`` (full CdlmConfig, labels, encoder)
-        and the encoder's tokenizer and architecture (``encoder/``), so the folder loads alone."""
+        """Weights (``model.safetensors``), ``config.json`` (the model and training config,
+        labels, encoder) and the encoder's tokenizer and architecture (``encoder/``), so the
+        folder loads alone."""
         meta = {
             "format": CHECKPOINT_FORMAT,
             "labels": self.labels,
@@ -412,9 +481,10 @@ def _corrupt(path: Path, exc: Exception) -> ModelNotFoundError:
 
 
 def saved_config(path: Path, meta: dict[str, Any]) -> CdlmConfig:
-    """The full config saved in a checkpoint's ``config.json``."""
+    """The config saved in a checkpoint's ``config.json``: its model and training sections,
+    runtime sections at their defaults (an older checkpoint's saved ones are ignored)."""
     try:
-        return CdlmConfig.model_validate(drop_retired(meta["config"]))
+        return from_saved(meta["config"])
     except ValidationError as exc:  # e.g. written by a cdlm with other config fields
         where = one_line(exc, str(path / "config.json"))
         raise ModelNotFoundError(
@@ -452,8 +522,9 @@ def load_saved_encoder(path: Path) -> tuple[nn.Module, Any]:
 
 def save_checkpoint(directory: Path | str, model: nn.Module, meta: dict[str, Any]) -> Path:
     """A folder that loads alone: the weights (``model.safetensors``), the encoder's tokenizer
-    and architecture (``encoder/``) and ``config.json`` (``meta`` plus the encoder and the full
-    config). ``model`` has ``encoder``, ``tokenizer``, ``encoder_name`` and ``config``."""
+    and architecture (``encoder/``) and ``config.json`` (``meta`` plus the encoder and the model
+    and training config: :meth:`~cdlm.config.CdlmConfig.saved_dump`, no runtime settings).
+    ``model`` has ``encoder``, ``tokenizer``, ``encoder_name`` and ``config``."""
     from safetensors.torch import save_model
 
     path = Path(directory)
@@ -465,7 +536,7 @@ def save_checkpoint(directory: Path | str, model: nn.Module, meta: dict[str, Any
         **meta,
         "encoder": encoder_label(model.encoder_name),
         "encoder_name": model.encoder_name,
-        "config": model.config.model_dump(mode="json"),
+        "config": model.config.saved_dump(),
     }
     write_json(path / "config.json", meta)
     return path

@@ -28,7 +28,6 @@ from __future__ import annotations
 import importlib.resources
 import re
 import shutil
-import tomllib
 import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ import jinja2
 from jinja2 import StrictUndefined, meta
 from jinja2.sandbox import SandboxedEnvironment
 
+from cdlm.data.labels import label_domain_name, load_label_descriptions
 from cdlm.errors import TemplateError
 from cdlm.llm.base import Message, inert
 
@@ -161,12 +161,8 @@ class PromptSet:
         """The human name of the domain (``domain = "..."`` in the label file), else its key."""
         if not domain and not self.labels_file:
             return "general"
-        path = self.label_path(domain or "")
-        if path.is_file():
-            data = _read_toml(path)
-            if isinstance(data.get("domain"), str):
-                return data["domain"]
-        return domain or "general"
+        name = label_domain_name(self.label_path(domain or ""))
+        return name if name is not None else domain or "general"
 
     def undeclared(self, template: str) -> tuple[str, set[str]]:
         """The template source and the variables it reads from its context."""
@@ -190,22 +186,11 @@ def _turns(examples: Any, path: Path) -> list[Message]:
     ]
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise TemplateError(f"{path}: not valid TOML: {exc}") from None
-
-
 def load_label_file(path: Path) -> dict[str, str]:
-    """``{type: description}`` from a label file; a missing file means no descriptions."""
-    if not path.is_file():
-        return {}
-    data = _read_toml(path)
-    types = data.get("types", {})
-    if not isinstance(types, dict) or not all(isinstance(v, str) for v in types.values()):
-        raise TemplateError(f"{path}: [types] must map each type name to a description string")
-    return dict(types)
+    """``{type: description}`` from a label file; a missing file means no descriptions. The
+    data floor's reader (:func:`cdlm.data.labels.load_label_descriptions`), so tagger training
+    and the prompts read a file alike."""
+    return load_label_descriptions(Path(path))
 
 
 def open_prompts(

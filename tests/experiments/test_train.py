@@ -180,3 +180,86 @@ def test_default_training_starts_from_the_label_descriptions(
     plain = first_loss("random", "plain")
     assert first_loss(None, "default") != plain
     assert first_loss("random", "plain2") == plain
+
+
+SOURCE_TAGS = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
+TARGET_TAGS = ["O", "B-country", "I-country", "B-politician", "I-politician"]
+
+
+def _graphs():
+    """Label graphs between two small tag sets, from made-up source-tagger outputs."""
+    import numpy as np
+
+    from cdlm.graphs import build_graphs
+
+    rng = np.random.default_rng(0)
+    src = [["O", "B-LOC", "I-LOC", "O", "B-PER", "I-PER"]] * 4
+    tgt = [["O", "B-country", "O", "B-politician", "I-politician"]] * 4
+    probs = [rng.dirichlet(np.ones(len(SOURCE_TAGS)), len(s)) for s in src + tgt]
+    return build_graphs(
+        probs[: len(src)],
+        src,
+        probs[len(src) :],
+        tgt,
+        source="conll2003",
+        target="politics",
+        source_tags=SOURCE_TAGS,
+        target_tags=TARGET_TAGS,
+        tau=1.0,
+        theta=0.6,
+    )
+
+
+def test_the_tagger_builds_its_plug_ins_from_what_it_is_given() -> None:
+    """``Tagger.from_source`` builds the fusion from the label graphs and the source head rows,
+    and hands the causal module its swap names: same seed, same initial weights as a tagger
+    whose fusion was attached afterwards (the order training used before it moved)."""
+    import copy
+
+    import torch
+
+    from cdlm.config import VARIANTS
+    from cdlm.experiments.loop import set_seed
+    from cdlm.model.fusion import LabelFusion, build_fusion
+
+    set_seed(0)
+    source = Tagger.create(load_config(None, VARIANTS["baseline"]), SOURCE_TAGS)
+    # Fusion and both causal parts: each draws initial weights from the seed, in a fixed order.
+    full = load_config(None, {**VARIANTS["full"], "causal.implicit": True})
+    names = {"politician": [("Angela", "Merkel")]}
+    set_seed(1)
+    built = Tagger.from_source(full, TARGET_TAGS, source, graphs=_graphs(), swap_names=names)
+    assert isinstance(built.fusion, LabelFusion) and built.causal is not None
+    assert torch.equal(built.fusion.source_emb, source.head.weight)
+    assert built.causal.swap_names == {"politician": (("Angela", "Merkel"),)}
+    assert torch.equal(built.casing.embedding.weight, source.casing.embedding.weight)
+
+    set_seed(1)
+    enc = copy.deepcopy(source.encoder)
+    attached = Tagger(full, TARGET_TAGS, enc, source.tokenizer, source.encoder_name)
+    attached.casing.load_state_dict(source.casing.state_dict())
+    attached.fusion = build_fusion(full, _graphs(), source.head.weight, TARGET_TAGS)
+    mine, theirs = built.state_dict(), attached.state_dict()
+    assert list(mine) == list(theirs)
+    assert all(torch.equal(mine[k], theirs[k]) for k in mine)
+
+    baseline = load_config(None, VARIANTS["baseline"])
+    plain = Tagger.from_source(baseline, TARGET_TAGS, source, graphs=_graphs(), swap_names=names)
+    assert plain.fusion is None and plain.causal is None
+    with pytest.raises(ConfigError, match="label graphs need a source model"):
+        Tagger.from_source(full, TARGET_TAGS, None, graphs=_graphs())
+
+
+def test_the_fusion_benchmark_uses_public_functions() -> None:
+    """evals/bench_fusion.py builds its taggers the way training does, through public names."""
+    import ast
+
+    path = Path(__file__).resolve().parents[2] / "evals" / "bench_fusion.py"
+    private = [
+        f"{node.module}.{alias.name}"
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("cdlm")
+        for alias in node.names
+        if alias.name.startswith("_")
+    ]
+    assert private == []
