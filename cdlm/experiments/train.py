@@ -214,10 +214,10 @@ def target_graphs(
     train_sents: Sequence[Sentence],
     data_dir: Path | str | None,
 ) -> LabelGraphs | None:
-    """The label graphs the tagger builds its fusion from (docs/DESIGN.md, "Label-structure fusion"), None when
-    ``fusion.enabled`` is off: the committed ``graphs/<source>__<target>.json`` when it was
-    built from this very source checkpoint, else built now from the source tagger and cached
-    beside its checkpoint (full train split only)."""
+    """The label graphs the tagger builds its fusion from (docs/DESIGN.md, "Label-structure
+    fusion"), None when ``fusion.enabled`` is off: the committed
+    ``graphs/<source>__<target>.json`` when it was built from this very source checkpoint, else
+    built now from the source tagger and cached beside its checkpoint (full train split only)."""
     from cdlm.data.registry import load_split
     from cdlm.graphs import load_or_build
 

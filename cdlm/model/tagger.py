@@ -227,7 +227,8 @@ class Tagger(nn.Module):
         self.casing = CasingFeatures(dim) if config.encoder.casing_features else None
         self.dropout = nn.Dropout(config.tagger.dropout)
         self.head = nn.Linear(dim, len(self.labels))
-        # Plug-in modules (docs/DESIGN.md, "Label-structure fusion" and "Causal module"), built from config switches.
+        # Plug-in modules (docs/DESIGN.md, "Label-structure fusion" and "Causal module"), built
+        # from config switches.
         self.fusion: nn.Module | None = None
         self.causal: nn.Module | None = None
         self._build_plug_ins(dim, graphs, source_head, swap_names)
