@@ -6,8 +6,13 @@ subsets of dev and test it compares side by side, in one run:
 - ``tagger``: the tagger alone;
 - ``routed``: the threshold calibrated on dev (or the configured router without ``--calibrate``);
 - ``naive``: every sentence with a candidate, every candidate, to the LLM (on a smaller subset,
-  because it costs about eight calls per sentence), then the same again with a fresh backend on
-  the warm cache, for the cached/first wall-time ratio.
+  because it costs about eight calls per sentence), then the same again with a fresh task on the
+  warm cache, for the cached/first wall-time ratio.
+
+Every pass goes through the object users call: the subsets are tagged once
+(:meth:`CDLM.tagged_tokens`) and each pass reasons over them with :meth:`CDLM.reason`, the steps
+of ``CDLM.stream_tokens``. Each pass gets a fresh task (its own usage log, so its cost is its
+own), all around one LLM backend per run (a GGUF loads once).
 
 Calibration runs the LLM once on the dev sentences routed at the largest share tried and reuses
 each candidate's decision at the smaller shares (their hard candidates are a subset); the batch a
@@ -21,57 +26,65 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from pydantic import BaseModel
 
 from cdlm.config import CdlmConfig
 from cdlm.data.bio import Sentence
-from cdlm.data.spans import OUTSIDE, bio_spans, span_tags
+from cdlm.data.spans import bio_spans, span_tags
 from cdlm.errors import ConfigError
+from cdlm.inference.model import CDLM, Reasoned
+from cdlm.inference.tagging import TaggedText
 from cdlm.llm.usage import UsageLog
 from cdlm.metrics import SpanScores, span_scores
-from cdlm.reasoning.candidates import Candidate, Doc, extract_candidates
-from cdlm.reasoning.pipeline import Outcome, route_many
+from cdlm.reasoning.candidates import Candidate, Doc
+from cdlm.reasoning.pipeline import Outcome
 from cdlm.reasoning.routing import CalibrationPoint, Router, calibrate, difficulty
 from cdlm.reasoning.stage import Task
 from cdlm.reasoning.stages import make_task
 from cdlm.results import write_results
 
+if TYPE_CHECKING:
+    from cdlm.llm.base import LLMBackend
+    from cdlm.model.tagger import Tagger
+
 
 @dataclass
 class View:
-    """One sentence as the router sees it: text, tagger output and candidates."""
+    """One gold sentence as a model tagged it, with that model and head (they reason on it)."""
 
-    doc: Doc
+    model: CDLM
+    head: str
+    tagged: TaggedText
     gold: tuple[str, ...]
-    tags: list[str]
-    cands: list[Candidate]
+    cands: list[Candidate]  # as CDLM.reason finds them (the model's reasoning settings)
+
+    @property
+    def doc(self) -> Doc:
+        return self.tagged.doc
+
+    @property
+    def tags(self) -> list[str]:
+        return self.tagged.tags
 
 
-def tagger_views(model: Any, sentences: Sequence[Sentence], cfg: CdlmConfig) -> list[View]:
-    """Tag ``sentences`` once; candidates from the word probabilities and the decoded tags."""
-    from cdlm.model.decode import decode
-
-    probs: list[np.ndarray] = model.predict_proba([list(s.tokens) for s in sentences])
-    views = []
-    for sent, p in zip(sentences, probs, strict=True):
-        doc = Doc.from_tokens(sent.tokens)
-        tags = decode(p, model.labels, model.config.tagger.decode)
-        cands = extract_candidates(
-            doc,
-            p,
-            model.labels,
-            tags=tags,
-            top_k=cfg.reasoning.top_k,
-            missed_o_max=cfg.reasoning.missed_o_max,
-        )
-        views.append(View(doc, sent.tags, tags, cands))
-    return views
+def tagger_views(
+    model: CDLM | Tagger, sentences: Sequence[Sentence], cfg: CdlmConfig, head: str | None = None
+) -> list[View]:
+    """Tag ``sentences`` once (:meth:`CDLM.tagged_tokens`, the tagging of ``stream_tokens``); a
+    bare tagger is wrapped with ``cfg``. Calibration reads the candidates before any pass."""
+    m = model if isinstance(model, CDLM) else CDLM.from_tagger(model, config=cfg)
+    name = m.resolve(head)
+    r = m.config.reasoning
+    tagged = m.tagged_tokens([s.tokens for s in sentences], name)
+    return [
+        View(m, name, t, s.tags, t.candidates(r.top_k, r.missed_o_max))
+        for s, t in zip(sentences, tagged, strict=True)
+    ]
 
 
 def outcome_tags(view: View, outcome: Outcome) -> list[str]:
@@ -121,23 +134,28 @@ def gold_decision(view: View, cand: Candidate) -> str | None:
 
 
 def run_pipeline(
-    task: Task | None, router: Router, views: Sequence[View], label: str = "LLM"
+    task: Task, router: Router, views: Sequence[View], label: str = "LLM"
 ) -> tuple[list[Outcome], RunStats]:
-    """Route and reason over ``views``; outcomes plus the run's cost and changes."""
+    """Route and reason over ``views`` as one batch through their model (:meth:`CDLM.reason`);
+    outcomes plus the pass's cost (``task``'s usage log) and changes."""
     from rich.progress import Progress
 
-    log = task.log if task is not None else UsageLog()
-    hard = router.select([v.cands for v in views])
-    outcomes: list[Outcome] = []
+    done: list[Reasoned] = []
     start = time.perf_counter()
-    batch = [(v.doc, v.cands, h) for v, h in zip(views, hard, strict=True)]
-    with Progress(transient=True) as progress:
-        bar = progress.add_task(label, total=sum(1 for h in hard if h))
-        for (_, _, h), outcome in zip(batch, route_many(task, batch), strict=True):
-            outcomes.append(outcome)
-            if h:
+    if views:
+        m, head = views[0].model, views[0].head
+        passes = m.reason([v.tagged for v in views], head, llm=task, route=router)
+        with Progress(transient=True) as progress:
+            bar = progress.add_task(label, total=len(views))
+            for result in passes:
+                done.append(result)
                 progress.advance(bar)
     wall = time.perf_counter() - start
+    return [r.outcome for r in done], pass_stats(task.log, views, done, wall)
+
+
+def changed_decisions(views: Sequence[View], outcomes: Sequence[Outcome]) -> tuple[int, int, int]:
+    """How many tagger decisions the LLM changed, and how many of them for better and worse."""
     better = worse = changed = 0
     for view, out in zip(views, outcomes, strict=True):
         for cand, before, after in out.changes:
@@ -147,11 +165,20 @@ def run_pipeline(
             gold = gold_decision(view, cand)
             better += int(after == gold and before != gold)
             worse += int(before == gold and after != gold)
+    return changed, better, worse
+
+
+def pass_stats(
+    log: UsageLog, views: Sequence[View], done: Sequence[Reasoned], wall: float
+) -> RunStats:
+    """The :class:`RunStats` of one pass from its results and its task's usage log."""
+    outcomes = [r.outcome for r in done]
+    changed, better, worse = changed_decisions(views, outcomes)
     total = log.summary()["total"]
-    stats = stats_from_totals(
+    return stats_from_totals(
         sentences=len(views),
-        routed=sum(1 for h in hard if h),
-        asked_candidates=sum(len(h) for h in hard),
+        routed=sum(1 for r in done if r.hard),
+        asked_candidates=sum(len(r.hard) for r in done),
         wall_seconds=round(wall, 3),
         calls=total.calls,
         prompt_tokens=total.prompt_tokens,
@@ -164,7 +191,6 @@ def run_pipeline(
         changed_worse=worse,
         usage=log.as_dict(),
     )
-    return outcomes, stats
 
 
 def score(views: Sequence[View], outcomes: Sequence[Outcome]) -> SpanScores:
@@ -218,26 +244,77 @@ class LLMEvalResult(BaseModel):
     model: str
     seed: int
     test_sentences: int
-    dev_sentences: int
+    dev_sentences: int = 0
     naive_sentences: int
     naive_start: int = 0  # the naive pipeline ran on test subset sentences [start, start + n)
     tagger: SpanScores
     routed: SpanScores
     routed_stats: RunStats
     threshold: float
-    calibration: list[dict[str, float | int]] | None
-    calibration_stats: RunStats | None
-    naive_tagger: SpanScores | None
-    naive: SpanScores | None
-    naive_stats: RunStats | None
-    naive_cached_stats: RunStats | None
-    cached_wall_ratio: float | None
+    calibration: list[dict[str, float | int]] | None = None
+    calibration_stats: RunStats | None = None
+    naive_tagger: SpanScores | None = None
+    naive: SpanScores | None = None
+    naive_stats: RunStats | None = None
+    naive_cached_stats: RunStats | None = None
+    cached_wall_ratio: float | None = None
     # Per-sentence tags of the naive range, so ranges run separately merge into exact scores.
     naive_gold_tags: list[list[str]] | None = None
     naive_tags: list[list[str]] | None = None
     naive_tagger_tags: list[list[str]] | None = None
     config: dict[str, Any]
     provenance: dict[str, Any]
+
+
+def task_maker(cfg: CdlmConfig, domain: str, types: list[str]) -> Callable[[], Task]:
+    """Fresh tasks, one per pass (its own usage log and memo: each pass's cost is its own),
+    around one backend: the first task builds it after checking the prompts, the others reuse it
+    (a GGUF loads once per run)."""
+    shared: list[LLMBackend] = []
+
+    def new_task() -> Task:
+        task = make_task(cfg, domain, types, backend=shared[0] if shared else None)
+        shared[:] = [task.backend]
+        return task
+
+    return new_task
+
+
+def calibrated_router(
+    task: Task, views: Sequence[View], cfg: CdlmConfig
+) -> tuple[Router, dict[str, Any]]:
+    """The router at the threshold with the best dev F1, and the result's calibration fields."""
+    routing = cfg.routing
+    best, points, stats = calibrate_on_dev(
+        task, views, routing.calibration_shares, routing.calibration_min_gain
+    )
+    calibration = [
+        {"share": p.share, "threshold": p.threshold, "routed": p.routed, "dev_f1": p.f1}
+        for p in points
+    ]
+    fields = {"dev_sentences": len(views), "calibration": calibration, "calibration_stats": stats}
+    return Router(threshold=best.threshold, margin=0.0, budget=routing.budget), fields
+
+
+def naive_passes(new_task: Callable[[], Task], views: Sequence[View]) -> dict[str, Any]:
+    """Every candidate of ``views`` to the LLM, then again with a fresh task on the warm cache;
+    the result's naive fields (per-sentence tags included, for merging ranges)."""
+    gold = [list(v.gold) for v in views]
+    tagger_tags = [list(v.tags) for v in views]
+    outs, first = run_pipeline(new_task(), Router(threshold=1.0), views, "naive")
+    tags = [outcome_tags(v, o) for v, o in zip(views, outs, strict=True)]
+    _, cached = run_pipeline(new_task(), Router(threshold=1.0), views, "naive (cached)")
+    ratio = cached.wall_seconds / first.wall_seconds if first.wall_seconds > 0 else None
+    return {
+        "naive_tagger": span_scores(gold, tagger_tags),
+        "naive": span_scores(gold, tags),
+        "naive_stats": first,
+        "naive_cached_stats": cached,
+        "cached_wall_ratio": ratio,
+        "naive_gold_tags": gold,
+        "naive_tags": tags,
+        "naive_tagger_tags": tagger_tags,
+    }
 
 
 def llm_eval(
@@ -258,57 +335,23 @@ def llm_eval(
     from cdlm.provenance import stamp
 
     m, head, target = open_for_domain(checkpoint, domain)
-    model = m.tagger(head)
-    types = list(dict.fromkeys(lab[2:] for lab in model.labels if lab != OUTSIDE))
+    m.config = cfg  # the run's routing, reasoning and LLM settings, as users pass `config=`
     test = seeded_subset(load_split(target, "test", data_dir), subset, seed)
-    test_views = tagger_views(model, test, cfg)
-    tagger_scores = span_scores([v.gold for v in test_views], [v.tags for v in test_views])
+    test_views = tagger_views(m, test, cfg, head)
     if naive_subset and not 0 <= naive_start <= len(test_views) - naive_subset:
         raise ConfigError(
             f"naive range [{naive_start}, {naive_start + naive_subset}) is outside the "
             f"{len(test_views)}-sentence test subset"
         )
-
-    calibration = calibration_stats = None
-    dev_n = 0
+    new_task = task_maker(cfg, target, m.labels(head))
+    router, calibrated = Router.from_config(cfg.routing), {}
     if calibrate_routing:
-        dev = seeded_subset(
-            load_split(target, "dev", data_dir), cfg.routing.calibration_sentences, seed
-        )
-        dev_n = len(dev)
-        task = make_task(cfg, target, types)
-        best, points, calibration_stats = calibrate_on_dev(
-            task,
-            tagger_views(model, dev, cfg),
-            cfg.routing.calibration_shares,
-            cfg.routing.calibration_min_gain,
-        )
-        router = Router(threshold=best.threshold, margin=0.0, budget=cfg.routing.budget)
-        calibration = [
-            {"share": p.share, "threshold": p.threshold, "routed": p.routed, "dev_f1": p.f1}
-            for p in points
-        ]
-    else:
-        router = Router.from_config(cfg.routing)
-    task = make_task(cfg, target, types)
+        dev_n = cfg.routing.calibration_sentences
+        dev = seeded_subset(load_split(target, "dev", data_dir), dev_n, seed)
+        router, calibrated = calibrated_router(new_task(), tagger_views(m, dev, cfg, head), cfg)
+    task = new_task()
     outcomes, routed_stats = run_pipeline(task, router, test_views, "routed test")
-    routed_scores = score(test_views, outcomes)
-
-    naive = naive_stats = naive_cached = naive_tagger = ratio = None
-    naive_tags = naive_tagger_tags = naive_gold = None
-    if naive_subset:
-        views = test_views[naive_start : naive_start + naive_subset]
-        naive_gold = [list(v.gold) for v in views]
-        naive_tagger_tags = [list(v.tags) for v in views]
-        naive_tagger = span_scores(naive_gold, naive_tagger_tags)
-        task = make_task(cfg, target, types)
-        outs, naive_stats = run_pipeline(task, Router(threshold=1.0), views, "naive")
-        naive_tags = [outcome_tags(v, o) for v, o in zip(views, outs, strict=True)]
-        naive = span_scores(naive_gold, naive_tags)
-        task = make_task(cfg, target, types)  # fresh backend object, same on-disk cache
-        _, naive_cached = run_pipeline(task, Router(threshold=1.0), views, "naive (cached)")
-        if naive_stats.wall_seconds > 0:
-            ratio = naive_cached.wall_seconds / naive_stats.wall_seconds
+    naive = test_views[naive_start : naive_start + naive_subset]
     config = cfg.model_dump(mode="json")
     return LLMEvalResult(
         domain=str(target),
@@ -317,25 +360,16 @@ def llm_eval(
         model=task.backend.model,
         seed=seed,
         test_sentences=len(test_views),
-        dev_sentences=dev_n,
         naive_sentences=naive_subset,
         naive_start=naive_start,
-        tagger=tagger_scores,
-        routed=routed_scores,
+        tagger=span_scores([v.gold for v in test_views], [v.tags for v in test_views]),
+        routed=score(test_views, outcomes),
         routed_stats=routed_stats,
         threshold=router.threshold,
-        calibration=calibration,
-        calibration_stats=calibration_stats,
-        naive_tagger=naive_tagger,
-        naive=naive,
-        naive_stats=naive_stats,
-        naive_cached_stats=naive_cached,
-        cached_wall_ratio=ratio,
-        naive_gold_tags=naive_gold,
-        naive_tags=naive_tags,
-        naive_tagger_tags=naive_tagger_tags,
         config=config,
         provenance=stamp(seed=seed, config=config),
+        **calibrated,
+        **(naive_passes(new_task, naive) if naive else {}),
     )
 
 

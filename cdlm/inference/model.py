@@ -14,6 +14,9 @@ Conventions, as Hugging Face pipelines and GLiNER users expect them:
 - ``predict_entities(text, labels, threshold)`` is GLiNER's call.
 - ``stream(texts_or_records)`` is the generator for corpora: constant memory, one output record
   ``{..., "text", "entities", "routing"}`` per input, in order, other input fields kept.
+- ``stream_tokens`` / ``predict_tokens`` take pre-tokenised sentences (BIO files) through the
+  same steps; ``tagged_tokens`` + ``reason`` are those steps apart, for evaluation, which tags a
+  subset once and reasons over it several times (calibration, routed, naive).
 - ``from_pretrained`` / ``save_pretrained`` as in Hugging Face.
 
 Which model: ``"default"`` (or another bare name) is ``<cdlm home>/models/<name>``
@@ -35,25 +38,28 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from cdlm.config import CdlmConfig, LLMConfig, llm_run_config, load_config
+from cdlm.data.spans import Entity, span_tags
 from cdlm.errors import ConfigError, DataError, ModelNotFoundError
-from cdlm.inference.tagging import TaggedText, check_types, entity_types, tag_texts
+from cdlm.inference.tagging import TaggedText, check_types, entity_types, tag_texts, tag_tokens
 from cdlm.llm.usage import UsageLog
 from cdlm.reasoning import pipeline
 from cdlm.reasoning.pipeline import Outcome
 from cdlm.reasoning.routing import Router
+from cdlm.reasoning.stage import Task
 from cdlm.runs import DEFAULT_MODEL, model_dir
 
 if TYPE_CHECKING:
     from cdlm.llm.base import LLMBackend
     from cdlm.model.bundle import TaggerBundle
     from cdlm.model.tagger import Tagger
-    from cdlm.reasoning.stage import Task
+    from cdlm.reasoning.candidates import Candidate, Doc
 
 Route = Literal["hard", "all", "none"]
 ROUTES: tuple[str, ...] = ("hard", "all", "none")
-# What `llm=` takes: a backend name, an LLMConfig, or a ready backend object.
-LLMSpec = str | LLMConfig | Any | None
+# What `llm=` takes: a backend name, an LLMConfig, a ready backend object, or a reasoning Task.
+LLMSpec = str | LLMConfig | Task | Any | None
 Item = str | dict[str, Any]
+Tokens = Sequence[str] | dict[str, Any]  # a token list, or a record with a "tokens" field
 
 
 def runtime_config(config: CdlmConfig | Path | str | None) -> CdlmConfig:
@@ -215,6 +221,19 @@ class CDLM:
         """IOB2 tags for pre-tokenised sentences (evaluation on BIO files); no LLM."""
         return self.tagger(domain).predict_tags([list(t) for t in token_lists])
 
+    def tagged_tokens(
+        self,
+        token_lists: Sequence[Sequence[str]],
+        domain: str | None = None,
+        *,
+        labels: Sequence[str] | None = None,
+    ) -> list[TaggedText]:
+        """The tagging step of :meth:`stream_tokens` alone (probabilities, tags, candidates), for
+        :meth:`reason`: evaluation tags a subset once and reasons over it several times."""
+        call = self._call(domain, labels=labels)
+        pad = self.config.predict.max_padding
+        return tag_tokens(call.tagger, token_lists, call.types, max_padding=pad)
+
     # --- prediction -------------------------------------------------------------------------
 
     def predict(
@@ -225,7 +244,7 @@ class CDLM:
         llm: LLMSpec = None,
         batch_size: int = 32,
         explain: bool = False,
-        route: Route | None = None,
+        route: Route | Router | None = None,
         *,
         labels: Sequence[str] | None = None,
     ) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
@@ -234,10 +253,12 @@ class CDLM:
         ``domain``: which head (default: the model's default domain, see :attr:`domains`).
         ``threshold``: drop tagger entities scored below it (LLM decisions are kept).
         ``llm``: ``None`` (tagger alone), ``"llama"`` (llama.cpp, embedded SmolLM2 unless
-        ``llm.model`` says otherwise), ``"gpt"`` (OpenAI-compatible), an :class:`LLMConfig` or
-        a backend object. ``route``: ``"hard"`` (default with an LLM: the ``routing.*`` rule),
-        ``"all"`` or ``"none"``. ``explain``: each LLM entity's causal links, votes and
-        self-check. ``labels``: decode only these types (see :meth:`predict_entities`).
+        ``llm.model`` says otherwise), ``"gpt"`` (OpenAI-compatible), an :class:`LLMConfig`, a
+        backend object, or a reasoning ``Task`` (used as it is, with its usage log).
+        ``route``: ``"hard"`` (default with an LLM: the ``routing.*`` rule), ``"all"`` or
+        ``"none"`` (or a :class:`Router`, its rule). ``explain``: each LLM entity's causal
+        links, votes and self-check. ``labels``: decode only these types (see
+        :meth:`predict_entities`).
         """
         single = isinstance(texts, str)
         records = self.stream(
@@ -274,6 +295,25 @@ class CDLM:
         out = self.predict(text, domain=domain, threshold=threshold, llm=llm, labels=labels)
         return out  # type: ignore[return-value]
 
+    def predict_tokens(
+        self,
+        token_lists: Sequence[Sequence[str]],
+        domain: str | None = None,
+        threshold: float | None = None,
+        llm: LLMSpec = None,
+        batch_size: int = 32,
+        explain: bool = False,
+        route: Route | Router | None = None,
+        *,
+        labels: Sequence[str] | None = None,
+    ) -> list[list[dict[str, Any]]]:
+        """:meth:`predict` for pre-tokenised sentences: the entities of each, with offsets into
+        its tokens joined by single spaces (see :meth:`stream_tokens`)."""
+        records = self.stream_tokens(
+            token_lists, domain, threshold, llm, batch_size, explain, route, labels=labels
+        )
+        return [r["entities"] for r in records]
+
     def stream(
         self,
         items: Iterable[Item],
@@ -282,7 +322,7 @@ class CDLM:
         llm: LLMSpec = None,
         batch_size: int = 32,
         explain: bool = False,
-        route: Route | None = None,
+        route: Route | Router | None = None,
         *,
         labels: Sequence[str] | None = None,
     ) -> Iterator[dict[str, Any]]:
@@ -294,6 +334,58 @@ class CDLM:
         "routing": {"candidates", "routed", "rule", "forced"}}``, plus ``"llm"`` (what the
         sentence cost, the trace) with ``explain`` and an LLM. Arguments as in :meth:`predict`.
         """
+        call = self._call(domain, threshold, llm, explain, route, labels, batch_size)
+        # The checks above run now; the records come as the caller reads them.
+        return self._stream(iter(items), batch_size, call, tokens=False)
+
+    def stream_tokens(
+        self,
+        sentences: Iterable[Tokens],
+        domain: str | None = None,
+        threshold: float | None = None,
+        llm: LLMSpec = None,
+        batch_size: int = 32,
+        explain: bool = False,
+        route: Route | Router | None = None,
+        *,
+        labels: Sequence[str] | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """:meth:`stream` for pre-tokenised sentences (BIO files): an item is a token list or a
+        record with a ``"tokens"`` field. The record's ``text`` is the tokens joined by single
+        spaces and the entity offsets point into it; every step after tokenising is the text
+        path's (tagging, candidates, routing, reasoning, the record)."""
+        call = self._call(domain, threshold, llm, explain, route, labels, batch_size)
+        return self._stream(iter(sentences), batch_size, call, tokens=True)
+
+    def reason(
+        self,
+        tagged: Sequence[TaggedText],
+        domain: str | None = None,
+        threshold: float | None = None,
+        llm: LLMSpec = None,
+        explain: bool = False,
+        route: Route | Router | None = None,
+        *,
+        labels: Sequence[str] | None = None,
+    ) -> Iterator[Reasoned]:
+        """The steps of :meth:`stream_tokens` after tagging (:meth:`tagged_tokens`), over
+        ``tagged`` as one batch (a ``routing.budget`` counts over all of it): evaluation reasons
+        over one tagged subset several times and scores what each :class:`Reasoned` keeps.
+        Arguments as in :meth:`predict`; ``route`` may also be a :class:`Router`."""
+        call = self._call(domain, threshold, llm, explain, route, labels)
+        return self._reasoned(list(tagged), list(tagged), call)
+
+    def _call(
+        self,
+        domain: str | None,
+        threshold: float | None = None,
+        llm: LLMSpec = None,
+        explain: bool = False,
+        route: Route | Router | None = None,
+        labels: Sequence[str] | None = None,
+        batch_size: int = 1,
+    ) -> _Call:
+        """The checked settings of a call: a bad value fails before the first record."""
         if batch_size < 1:
             raise ConfigError(f"batch_size: expected at least 1, got {batch_size}")
         name = self.resolve(domain)
@@ -303,57 +395,58 @@ class CDLM:
             check_types(types, tagger.labels, name)
         task = self._task(llm, name, types or entity_types(tagger.labels), explain)
         router, rule, forced = self._router(route, task)
-        call = _Call(tagger, types, task, router, rule, forced, threshold, explain)
-        # The checks above run now; the records come as the caller reads them.
-        return self._stream(iter(items), batch_size, call)
+        return _Call(tagger, types, task, router, rule, forced, threshold, explain)
 
     def _stream(
-        self, items: Iterator[Item], batch_size: int, call: _Call
+        self, items: Iterator[Any], batch_size: int, call: _Call, tokens: bool
     ) -> Iterator[dict[str, Any]]:
-        position = 0
+        position, pad = 0, self.config.predict.max_padding
         while chunk := list(itertools.islice(items, batch_size)):
-            texts = [_text_of(item, position + k) for k, item in enumerate(chunk)]
+            if tokens:
+                words = [_tokens_of(item, position + k) for k, item in enumerate(chunk)]
+                tagged = tag_tokens(call.tagger, words, call.types, max_padding=pad)
+            else:
+                texts = [_text_of(item, position + k) for k, item in enumerate(chunk)]
+                tagged = tag_texts(call.tagger, texts, call.types, max_padding=pad)
             position += len(chunk)
-            tagged = tag_texts(
-                call.tagger, texts, call.types, max_padding=self.config.predict.max_padding
-            )
-            yield from self._records(chunk, tagged, call)
+            yield from (r.record for r in self._reasoned(chunk, tagged, call))
 
-    def _records(
-        self, chunk: list[Item], tagged: list[TaggedText], call: _Call
-    ) -> Iterator[dict[str, Any]]:
+    def _reasoned(
+        self, items: Sequence[Any], tagged: Sequence[TaggedText], call: _Call
+    ) -> Iterator[Reasoned]:
+        """Candidates, routing, reasoning and the record of one batch of tagged texts."""
         r = self.config.reasoning
         cands = [t.candidates(r.top_k, r.missed_o_max) for t in tagged]
         hard = call.router.select(cands) if call.router is not None else [[] for _ in cands]
-        # The routed sentences of a chunk go to the LLM side by side (``llm.concurrency``).
+        # The routed sentences of a batch go to the LLM side by side (``llm.concurrency``).
         batch = [(t.doc, c, h) for t, c, h in zip(tagged, cands, hard, strict=True)]
         outcomes = pipeline.route_many(call.task, batch)
-        for item, t, c, h, outcome in zip(chunk, tagged, cands, hard, outcomes, strict=True):
-            doc = t.doc
+        for item, t, c, h, outcome in zip(items, tagged, cands, hard, outcomes, strict=True):
             kept = [
                 e
                 for e in outcome.entities
                 if call.threshold is None or e.source != "tagger" or e.score >= call.threshold
             ]
-            for e in kept:  # every span lies inside the input, by construction
-                assert doc.text[e.start : e.end] == e.text
-            record = dict(item) if isinstance(item, dict) else {}
-            record["text"] = t.text
-            record["entities"] = [e.to_json(call.explain) for e in kept]
-            record["routing"] = {
+            routing = {
                 "candidates": len(c),
                 "routed": len(h),
                 "rule": call.rule,
                 "forced": call.forced,
             }
-            if call.explain and call.task is not None:
-                record["llm"] = llm_record(outcome)
-            yield record
+            llm = outcome if call.task is not None else None
+            record = output_record(item, t.doc, kept, routing, llm, call.explain)
+            yield Reasoned(t, c, h, outcome, kept, record)
 
     # --- the LLM side -----------------------------------------------------------------------
 
-    def _router(self, route: Route | None, task: Task | None) -> tuple[Router | None, str, bool]:
+    def _router(
+        self, route: Route | Router | None, task: Task | None
+    ) -> tuple[Router | None, str, bool]:
         """The router of a call, its rule in words, and whether the user forced it."""
+        if isinstance(route, Router):  # a rule of the caller's (evaluation's calibrated one)
+            if task is None:
+                raise ConfigError("route: a Router needs an LLM (llm='llama' or 'gpt')")
+            return route, route.rule(), False
         if route is not None and route not in ROUTES:
             raise ConfigError(f"route: expected one of {', '.join(ROUTES)}, got {route!r}")
         if task is None:
@@ -377,6 +470,8 @@ class CDLM:
 
         if llm is None or llm == "none":
             return None
+        if isinstance(llm, Task):  # used as it is: its backend, prompts, types and usage log
+            return llm
         backend: LLMBackend | None = None
         if isinstance(llm, str):
             cfg, key = llm_run_config(self.config, llm), llm
@@ -402,6 +497,25 @@ class CDLM:
             self._backends[key] = task.backend
             self._tasks[task_key] = task
         return self._tasks[task_key]
+
+
+@dataclass
+class Reasoned:
+    """One input after tagging, routing and reasoning, with its output record; evaluation
+    scores the word tags and counts the candidates asked and the decisions changed."""
+
+    tagged: TaggedText
+    candidates: list[Candidate]
+    hard: list[Candidate]  # the candidates routed to the LLM (none: not routed)
+    outcome: Outcome
+    entities: list[Entity]  # the output's (a threshold drops low tagger entities)
+    record: dict[str, Any]
+
+    @property
+    def tags(self) -> list[str]:
+        """The output entities as IOB2 tags, one per token (what BIO scoring compares)."""
+        spans = [(e.word_start, e.word_end, e.label) for e in self.entities]
+        return span_tags(len(self.tagged.tokens), spans)
 
 
 @dataclass(frozen=True)
@@ -431,6 +545,39 @@ def _text_of(item: Item, index: int) -> str:
         f"record {index + 1}: expected a text or a record with a 'text' field, "
         f"got {type(item).__name__}"
     )
+
+
+def _tokens_of(item: Tokens, index: int) -> list[str]:
+    """The tokens of a ``stream_tokens`` item (a token list, or a record's ``tokens`` field)."""
+    words = item.get("tokens") if isinstance(item, dict) else item
+    if isinstance(words, list | tuple) and all(isinstance(w, str) for w in words):
+        return list(words)
+    raise DataError(
+        f"record {index + 1}: expected a list of tokens (strings) or a record with a 'tokens' "
+        f"field, got {words!r:.60}"
+    )
+
+
+def output_record(
+    item: Any,
+    doc: Doc,
+    entities: Sequence[Entity],
+    routing: dict[str, Any],
+    outcome: Outcome | None,
+    explain: bool,
+) -> dict[str, Any]:
+    """The one output record of a text, whichever path made it (``stream``, ``stream_tokens``,
+    evaluation, LLM-only mode): the item's other fields, ``text``, ``entities`` (offsets into
+    ``text``), ``routing``, and with ``explain`` and an LLM (``outcome``) what it did."""
+    for e in entities:  # every span lies inside the input, by construction
+        assert doc.text[e.start : e.end] == e.text
+    record = dict(item) if isinstance(item, dict) else {}
+    record["text"] = doc.text
+    record["entities"] = [e.to_json(explain) for e in entities]
+    record["routing"] = routing
+    if explain and outcome is not None:
+        record["llm"] = llm_record(outcome)
+    return record
 
 
 def llm_record(outcome: Outcome) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from cdlm.config import CdlmConfig, check_llm_choice, llm_run_config
 from cdlm.data.text import tokenize
 from cdlm.errors import ConfigError
-from cdlm.inference.model import CDLM, llm_record
+from cdlm.inference.model import CDLM, output_record
 from cdlm.inference.tagging import doc_of
 from cdlm.llm.usage import UsageLog
 from cdlm.reasoning.pipeline import Outcome, reason
@@ -67,22 +67,14 @@ def llm_only_records(
     docs = [doc_of(text, tokenize(text)) for text in texts]
     # Independent texts go to the LLM side by side, up to ``llm.concurrency``.
     outcomes = task.map(lambda d: reason(task, d, None) if d.tokens else Outcome([]), docs)
-    for text, doc, outcome in zip(texts, docs, outcomes, strict=True):
-        for ent in outcome.entities:  # every span lies inside the input, by construction
-            assert doc.text[ent.start : ent.end] == ent.text
-        record: dict[str, Any] = {
-            "text": text,
-            "entities": [e.to_json(explain) for e in outcome.entities],
-            "routing": {
-                "candidates": outcome.asked,
-                "routed": outcome.asked,
-                "rule": "LLM-only mode: discovery proposes every candidate",
-                "forced": True,
-            },
+    for doc, outcome in zip(docs, outcomes, strict=True):
+        routing = {
+            "candidates": outcome.asked,
+            "routed": outcome.asked,
+            "rule": "LLM-only mode: discovery proposes every candidate",
+            "forced": True,
         }
-        if explain:
-            record["llm"] = llm_record(outcome)
-        yield record
+        yield output_record(doc.text, doc, outcome.entities, routing, outcome, explain)
 
 
 def predict_with_llm(

@@ -2,9 +2,10 @@
 candidates and entities.
 
 ``tag_texts`` is the tagging step of :class:`cdlm.inference.model.CDLM` (and the start of its
-LLM stage). Each input text is tagged as one sequence (long texts are windowed by the tagger,
-never cut). A token of junk characters only (U+0001, U+FFFE ...) is ``O`` whatever the tagger
-says (:func:`outside_junk`). ``types`` restricts the decoding to some entity types: the other
+LLM stage); ``tag_tokens`` the same for pre-tokenised sentences (BIO files, evaluation). Each
+input text is tagged as one sequence (long texts are windowed by the tagger, never cut). A token
+of junk characters only (U+0001, U+FFFE ...) is ``O`` whatever the tagger says
+(:func:`outside_junk`). ``types`` restricts the decoding to some entity types: the other
 types' B/I probabilities are set to zero and each word's row renormalised before the Viterbi
 decoding, so a span the tagger saw as another type gets the best allowed type or none.
 
@@ -123,9 +124,42 @@ def tag_texts(
     """Tokenise, tag and decode every text; nothing is dropped (empty texts give no tokens).
     ``types``: decode only these entity types (see the module docstring); ``batch_size`` and
     ``max_padding``: the tagger's forward batches (``predict.max_padding``)."""
+    token_lists = [tokenize(t) for t in texts]
+    return _tag(model, list(texts), token_lists, types, batch_size, max_padding)
+
+
+def tag_tokens(
+    model: Tagger,
+    token_lists: Sequence[Sequence[str]],
+    types: Sequence[str] | None = None,
+    batch_size: int | None = None,
+    max_padding: float | None = None,
+) -> list[TaggedText]:
+    """:func:`tag_texts` for pre-tokenised sentences (BIO files): each text is its tokens joined
+    by single spaces (as :meth:`Doc.from_tokens` makes it), so offsets point into that text and
+    every later step is the text path's."""
+    texts, tokens = [], []
+    for words in token_lists:
+        toks, pos = [], 0
+        for word in words:
+            toks.append(Token(word, pos, pos + len(word)))
+            pos += len(word) + 1
+        texts.append(" ".join(words))
+        tokens.append(toks)
+    return _tag(model, texts, tokens, types, batch_size, max_padding)
+
+
+def _tag(
+    model: Tagger,
+    texts: list[str],
+    token_lists: list[list[Token]],
+    types: Sequence[str] | None,
+    batch_size: int | None,
+    max_padding: float | None,
+) -> list[TaggedText]:
+    """Tag and decode tokenised texts: the step text and token inputs share."""
     from cdlm.model.decode import decode
 
-    token_lists = [tokenize(t) for t in texts]
     # A lone surrogate (valid in a Python str, e.g. from JSON "\ud800") cannot reach the
     # encoder's tokenizer; it is junk, tagged O below, so the encoder sees U+FFFD instead.
     words = [[_encodable(tok.text) for tok in toks] for toks in token_lists]

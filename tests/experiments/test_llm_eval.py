@@ -3,6 +3,7 @@ combine into exactly the scores of one run over the whole range, with the costs 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,44 @@ def test_naive_ranges_merge_into_the_single_run(cfg, tiny_checkpoint, small_cros
         merge_naive_runs([parts[0], other], {})
     with pytest.raises(ConfigError, match="outside"):
         naive(1, 10_000)
+
+
+def test_one_backend_per_eval_run(
+    smollm_path, tiny_checkpoint, small_crossner, tmp_path, monkeypatch
+):
+    """A real ``cdlm eval --llm llama --calibrate --naive-subset`` run (calibration on dev, the
+    routed test, the naive pass and its cached re-run) builds its LLM backend once: one GGUF
+    load per run, not one per pass."""
+    import sys
+
+    import cdlm.llm.factory as factory
+    from cdlm.cli import main
+
+    built = []
+    real = factory.make_backend
+
+    def counting(*args, **kwargs):
+        built.append(real(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(factory, "make_backend", counting)  # counts, the real backend answers
+    config = tmp_path / "llm.toml"
+    config.write_text(
+        f'[llm]\ncache_dir = "{tmp_path / "cache"}"\nn_threads = 1\nmax_tokens = 160\n'
+        "schema_in_prompt = false\nstage_max_tokens = { vote = 320 }\n"
+        "[reasoning]\nexperts = 1\nrounds = 1\nmax_links = 2\nmax_reason_chars = 30\n"
+        'missed_o_max = 0.0\nselfcheck = "off"\n'
+        "[routing]\nbudget = 0.0\ncalibration_sentences = 2\ncalibration_shares = [0.0, 0.5]\n",
+        encoding="utf-8",
+    )
+    args = ["eval", "--checkpoint", str(tiny_checkpoint), "--data-dir", str(small_crossner)]
+    args += ["--llm", "llama", "--model", str(smollm_path), "--config", str(config)]
+    args += ["--calibrate", "--subset", "2", "--naive-subset", "1", "--output", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", ["cdlm", *args])
+    with pytest.raises(SystemExit) as done:
+        main()
+    assert done.value.code in (0, None)
+    res = json.loads((tmp_path / "politics__llm-llama__seed1.json").read_text(encoding="utf-8"))
+    assert res["calibration_stats"]["calls"] > 0 and res["naive_stats"]["calls"] > 0
+    assert res["naive_cached_stats"]["cache_hits"] > 0  # the re-run read the warm cache
+    assert len(built) == 1

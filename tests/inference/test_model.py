@@ -236,3 +236,71 @@ def test_cli_predict_prints_records_with_routing(tiny_bundle: Path) -> None:
     records = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [r["text"] for r in records] == [MERKEL, ODD[1]]
     assert all(set(r) == {"text", "entities", "routing"} for r in records)
+
+
+def test_stream_tokens_takes_the_text_path(bundle: CDLM) -> None:
+    """Pre-tokenised sentences go through the text path's steps: a sentence's tokens give the
+    record of its tokens joined by single spaces (labels and threshold as well); the tagging and
+    the reasoning apart (tagged_tokens + reason) give the same records."""
+    from cdlm.data.text import tokenize
+
+    words = [[t.text for t in tokenize(text)] for text in [MERKEL, *ODD]]
+    joined = [" ".join(w) for w in words]
+    restricted = {"labels": bundle.labels("politics")[:3], "threshold": 0.2}
+    for kw in ({}, restricted):
+        by_text = list(bundle.stream(joined, "politics", batch_size=2, **kw))
+        by_tokens = list(bundle.stream_tokens(words, "politics", batch_size=2, **kw))
+        assert by_tokens == by_text and sum(len(r["entities"]) for r in by_text) > 0
+        entities = bundle.predict_tokens(words, "politics", batch_size=2, **kw)
+        assert entities == [r["entities"] for r in by_text]
+    whole = list(bundle.stream(joined, "politics", batch_size=len(joined)))
+    steps = list(bundle.reason(bundle.tagged_tokens(words, "politics"), "politics"))
+    assert [r.record for r in steps] == whole
+    assert [len(r.candidates) for r in steps] == [r["routing"]["candidates"] for r in whole]
+    (record,) = bundle.stream_tokens([{"id": 7, "tokens": words[0]}], "politics")
+    assert (record["id"], record["tokens"], record["text"]) == (7, words[0], joined[0])
+    with pytest.raises(DataError, match="record 2: expected a list of tokens"):
+        list(bundle.stream_tokens([words[0], MERKEL]))
+
+
+def test_tokens_path_asks_the_llm_what_the_text_path_asks(
+    tiny_checkpoint: Path, smollm_path: Path, tmp_path: Path
+) -> None:
+    """With SmolLM2: the tokens path sends the text path's prompts (the text path then finds
+    every answer in the cache) and makes the same record; a ready Task and a Router (what
+    evaluation passes to CDLM.reason) go through the same steps."""
+    from cdlm.config import llm_run_config
+    from cdlm.data.text import tokenize
+    from cdlm.reasoning.routing import Router
+    from cdlm.reasoning.stages import make_task
+
+    cfg = llm_run_config(
+        load_config(
+            None,
+            {
+                "llm.model": str(smollm_path),
+                "llm.cache_dir": str(tmp_path / "cache"),
+                "llm.max_tokens": 256,
+                "reasoning.experts": 1,
+                "reasoning.rounds": 1,
+                "reasoning.selfcheck": "off",
+            },
+        ),
+        "llama",
+    )
+    m = CDLM.from_pretrained(tiny_checkpoint, config=cfg)
+    words = [t.text for t in tokenize(MERKEL)]
+    (by_tokens,) = m.stream_tokens([words], llm="llama", route="all", explain=True)
+    calls = m.usage.summary()["total"].calls
+    assert calls > 0 and by_tokens["routing"]["routed"] > 0
+    (by_text,) = m.stream([" ".join(words)], llm="llama", route="all", explain=True)
+    assert m.usage.summary()["total"].calls == calls  # every prompt was asked already
+    assert by_tokens == by_text
+    task = make_task(cfg, m.data_domain(), m.labels(), explain=True)
+    tagged = m.tagged_tokens([words])
+    (done,) = m.reason(tagged, llm=task, route=Router.everything(), explain=True)
+    routing = {**by_text["routing"], "rule": "every candidate", "forced": False}
+    assert done.record == {**by_text, "routing": routing}
+    assert task.log.summary()["total"].calls == 0 < task.log.summary()["total"].requests
+    with pytest.raises(ConfigError, match="a Router needs an LLM"):
+        list(m.reason(tagged, route=Router.everything()))
