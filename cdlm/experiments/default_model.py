@@ -292,7 +292,7 @@ def save_build(bundle: TaggerBundle, result: BuildResult, cfg: CdlmConfig, out: 
         bundle.save(tmp, extra={"recipe": key})
         record = {**result.model_dump(mode="json"), "provenance": provenance(cfg)}
         write_json(tmp / SCORES_FILE, record)
-        write_json(tmp / RECIPE_FILE, {"recipe": key, "config": cfg.model_dump(mode="json")})
+        write_json(tmp / RECIPE_FILE, {"recipe": key, "config": cfg.saved_dump()})
         install_model(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone already when installed

@@ -156,11 +156,12 @@ class CDLM:
             model = TaggerBundle.load(path, device)
         else:
             model = Tagger.load(path, device)
-        if mode != "none":
+        m = cls(model, config=config, path=path)
+        if mode != "none":  # the user's [quantize] settings: a runtime choice, not the model's
             from cdlm.model.quantize import quantize_encoder
 
-            quantize_encoder(model, mode, model.config.quantize)
-        return cls(model, config=config, path=path)
+            quantize_encoder(model, mode, m.config.quantize)
+        return m
 
     @classmethod
     def from_tagger(cls, tagger: Tagger, *, config: CdlmConfig | Path | str | None = None) -> CDLM:
