@@ -508,6 +508,93 @@ class DefaultModelConfig(Section):
     dev_sentences: int | None = Field(300, ge=1)
 
 
+class MultiSourceConfig(Section):
+    """Multi-source training (cdlm/experiments/multisource.py; docs/DESIGN.md, "Multi-source and
+    unlabeled text"): the target trained beside auxiliary labelled domains, each through its own
+    head over one shared encoder; the target's dev split alone picks the epoch."""
+
+    lifetime = "training"
+
+    # Auxiliary labelled domains: CrossNER/CoNLL names, paper datasets (mit-movie, ...) or
+    # dataset folders with train and dev splits. Empty = the single-target recipe (`cdlm
+    # train`), exactly: the section is then not in use and stays out of run hashes.
+    auxiliaries: list[str] = []
+    # At most this many sentences of each auxiliary per epoch (None, or 0 in TOML = its whole
+    # train split): a larger split is walked through across epochs, in a seeded order, so
+    # CoNLL's 14k sentences never drown a target of 200 and an epoch's cost stays bounded.
+    max_sentences: int | None = Field(200, ge=0)
+    # How an epoch's auxiliary sentences (sum over auxiliaries of min(size, max_sentences)) are
+    # shared out: "proportional" = min(size, max_sentences) each (every sentence at most once an
+    # epoch); "equal" = the same number each; "temperature" = in proportion to
+    # min(size, max_sentences) ** (1 / temperature) (1 = proportional, large = equal). The
+    # total, hence the cost, is the same under every rule.
+    mixing: Literal["proportional", "equal", "temperature"] = "proportional"
+    temperature: float = Field(2.0, gt=0.0)
+    # Tie the B-/I- rows of a type name that several label sets share (person, location, ...):
+    # one parameter per tied row, started at the mean of the rows it replaces.
+    tie_types: bool = False
+
+    @field_validator("max_sentences")
+    @classmethod
+    def _zero_is_all(cls, value: int | None) -> int | None:
+        return None if value == 0 else value
+
+    def in_use(self) -> bool:
+        return bool(self.auxiliaries)
+
+
+class SelfTrainConfig(Section):
+    """Self-training on unlabeled text (cdlm/experiments/selftrain.py; docs/DESIGN.md,
+    "Multi-source and unlabeled text"): a teacher tagger labels a pool of text, its confident
+    pseudo-spans join the gold sentences with a loss weight, and a student is trained by the
+    same recipe, for a few rounds (the student becomes the teacher)."""
+
+    lifetime = "training"
+
+    # The pool: a text file (one text a line) or JSON Lines ({"text": ...} a line), or "split" =
+    # the rest of the target's train split with its labels removed (K-shot runs). A pool handed
+    # over in memory is named by its digest ("sha256:..."). None = no self-training, exactly:
+    # the section is then not in use and stays out of run hashes.
+    pool: str | None = None
+    max_pool: int | None = Field(None, ge=1)  # the first N texts of the pool (None = all)
+    # True: threshold, weight and rounds are chosen on the target's dev split from the grids
+    # below (a student per point; the best dev F1 wins, the teacher alone is a point too), and
+    # the chosen values are recorded, not hashed; False: the values below as set (grids unused).
+    choose: bool = True
+    grid_thresholds: list[Fraction] = Field(default_factory=lambda: [0.7, 0.8, 0.9], min_length=1)
+    grid_rounds: list[Positive] = Field(default_factory=lambda: [1, 2], min_length=1)
+    grid_weights: list[NonNegative] = Field(default_factory=lambda: [0.5], min_length=1)
+    # Also try per-type thresholds: each type's lowest grid threshold at which the teacher's
+    # kept dev spans of that type reach `type_precision` (else the highest grid threshold).
+    per_type: bool = False
+    type_precision: float = Field(0.9, ge=0.0, le=1.0)
+    # A pseudo-span is kept when the lowest probability its words give their tag is at least
+    # this (`type_thresholds` per type); an outside word counts as O only where p(O) is at
+    # least `threshold`, else it carries no loss.
+    threshold: float = Field(0.9, ge=0.0, le=1.0)
+    type_thresholds: dict[str, Fraction] = {}
+    weight: float = Field(0.5, ge=0.0)  # loss weight of a pseudo-labelled batch (gold: 1)
+    rounds: int = Field(1, ge=0)  # 0 = the teacher alone (what a choice on dev may keep)
+    # "llm": spans scored in [low, threshold) go to the expert vote (the configured LLM) and are
+    # kept with the type it decides, dropped on "none"; "none": such spans are dropped.
+    verify: Literal["none", "llm"] = "none"
+    low: float = Field(0.5, ge=0.0, le=1.0)
+
+    def in_use(self) -> bool:
+        return self.pool is not None
+
+    def run_view(self) -> dict[str, Any] | None:
+        """Choosing on dev hashes the grids (the chosen values are its output); a run with set
+        values hashes those values and not the unused grids."""
+        view = super().run_view()
+        if view is None:
+            return None
+        chosen = {"threshold", "type_thresholds", "weight", "rounds"}
+        grid = {"grid_thresholds", "grid_rounds", "grid_weights", "per_type", "type_precision"}
+        drop = chosen if self.choose else grid
+        return {name: value for name, value in view.items() if name not in drop}
+
+
 class ServeConfig(Section):
     """``cdlm serve`` (cdlm/serve/): where it listens, what it accepts, how it batches."""
 
@@ -604,6 +691,8 @@ class CdlmConfig(Strict):
     routing: RoutingConfig = RoutingConfig()
     augment: AugmentConfig = AugmentConfig()
     default_model: DefaultModelConfig = DefaultModelConfig()
+    multisource: MultiSourceConfig = MultiSourceConfig()
+    selftrain: SelfTrainConfig = SelfTrainConfig()
     serve: ServeConfig = ServeConfig()
     corpus: CorpusConfig = CorpusConfig()
     predict: PredictConfig = PredictConfig()

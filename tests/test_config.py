@@ -115,7 +115,7 @@ def test_every_section_has_one_lifetime_declared_on_its_class() -> None:
     assert sorted(names) == sorted(CdlmConfig.model_fields)  # every section, exactly once
     model, training, runtime = parts
     assert model == ("encoder", "tagger", "fusion", "causal")
-    assert training == ("train", "augment", "default_model")
+    assert training == ("train", "augment", "default_model", "multisource", "selftrain")
     assert {"llm", "serve", "corpus", "quantize"} <= set(runtime)
     cfg = CdlmConfig()
     assert list(cfg.sections("runtime")) == list(runtime)
