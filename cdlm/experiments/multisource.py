@@ -71,10 +71,10 @@ from cdlm.experiments.train import (
     EpochLog,
     TargetData,
     TrainResult,
-    _test_scores,
     label_descriptions,
     load_target,
     pretrain_source,
+    score_test_split,
     train,
 )
 from cdlm.metrics import SpanScores
@@ -448,7 +448,7 @@ def save_run(
     }
     model.save(folder, extra=extra)
     if evaluate_test:
-        test, speed, counts = _test_scores(model, cfg, data_dir)
+        test, speed, counts = score_test_split(model, cfg, data_dir)
         result.test, result.test_sentences_per_s, result.test_counts = test, speed, counts
     provenance = stamp(seed=cfg.train.seed, config=cfg.model_dump(mode="json"))
     result.checkpoint = str(folder)

@@ -459,7 +459,7 @@ def _sweep_alpha(
     return [p.model_dump() for p in points], scores
 
 
-def _test_scores(
+def score_test_split(
     model: Tagger, config: CdlmConfig, data_dir: Path | str | None
 ) -> tuple[SpanScores | None, float | None, list[tuple[int, int, int]] | None]:
     """Test scores, sentences per second and per-sentence span counts (the suite's paired
@@ -504,7 +504,7 @@ def _train(
     model.save(out, extra={"best_epoch": best_epoch, "dev_f1": dev_scores.f1})
     no_test = (None, None, None)
     test_scores, test_speed, test_counts = (
-        _test_scores(model, config, data_dir) if evaluate_test else no_test
+        score_test_split(model, config, data_dir) if evaluate_test else no_test
     )
     result = TrainResult(
         checkpoint=str(out),
