@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cdlm.cli.options import old_output_option, output_option, pick_output
+from cdlm.cli.options import DataDirOption, old_output_option, output_option, pick_output
 
 
 def register(app: typer.Typer) -> None:
@@ -15,58 +15,74 @@ def register(app: typer.Typer) -> None:
     app.command(name="augment")(augment)
 
 
+TargetOption = Annotated[
+    str,
+    typer.Option(
+        "--target",
+        help="Target domain (CrossNER name or a BIO folder); its train split is augmented.",
+    ),
+]
+AugmentOutputOption = Annotated[
+    Path | None,
+    output_option(
+        "Output BIO file (required); FILE.jsonl (sidecar) and FILE.summary.json are written "
+        "beside it."
+    ),
+]
+FilterOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--checkpoint",
+        help="Tagger trained on the original data: keep only semi-facts it tags perfectly. "
+        "Without it nothing is filtered.",
+    ),
+]
+EntityRatioOption = Annotated[
+    int | None,
+    typer.Option(
+        "--entity-ratio",
+        help="Max entity-level semi-facts per sentence (default: augment.entity_ratio = 4)",
+    ),
+]
+ContextRatioOption = Annotated[
+    int | None,
+    typer.Option(
+        "--context-ratio",
+        help="Max context-level semi-facts per sentence (default: augment.context_ratio = 1)",
+    ),
+]
+SeedOption = Annotated[
+    int | None, typer.Option("--seed", help="Random seed (default: config augment.seed = 1)")
+]
+MLMOption = Annotated[
+    str | None,
+    typer.Option(
+        "--mlm",
+        help="Hugging Face fill-mask model (name or path, e.g. bert-base-cased) for context "
+        "words; default: the embedded SmolLM2 asked for one word.",
+    ),
+]
+ExtraBaseOption = Annotated[
+    str | None,
+    typer.Option(
+        "--extra-base",
+        help="Domain whose train entities join the entity base for shared types (few-shot "
+        "setting), e.g. conll2003.",
+    ),
+]
+
+
 def augment(
-    target: Annotated[
-        str,
-        typer.Option(
-            help="Target domain (CrossNER name or a BIO folder); its train split is augmented."
-        ),
-    ],
-    output: Annotated[
-        Path | None,
-        output_option(
-            "Output BIO file (required); FILE.jsonl (sidecar) and FILE.summary.json are "
-            "written beside it."
-        ),
-    ] = None,
-    checkpoint: Annotated[
-        Path | None,
-        typer.Option(
-            help="Tagger trained on the original data: keep only semi-facts it tags perfectly. "
-            "Without it nothing is filtered."
-        ),
-    ] = None,
-    entity_ratio: Annotated[
-        int | None,
-        typer.Option(
-            help="Max entity-level semi-facts per sentence (default: augment.entity_ratio = 4)"
-        ),
-    ] = None,
-    context_ratio: Annotated[
-        int | None,
-        typer.Option(
-            help="Max context-level semi-facts per sentence (default: augment.context_ratio = 1)"
-        ),
-    ] = None,
-    seed: Annotated[
-        int | None, typer.Option(help="Random seed (default: config augment.seed = 1)")
-    ] = None,
-    mlm: Annotated[
-        str | None,
-        typer.Option(
-            help="Hugging Face fill-mask model (name or path, e.g. bert-base-cased) for context "
-            "words; default: the embedded SmolLM2 asked for one word."
-        ),
-    ] = None,
-    extra_base: Annotated[
-        str | None,
-        typer.Option(
-            help="Domain whose train entities join the entity base for shared types "
-            "(few-shot setting), e.g. conll2003."
-        ),
-    ] = None,
+    target: TargetOption,
+    output: AugmentOutputOption = None,
+    checkpoint: FilterOption = None,
+    entity_ratio: EntityRatioOption = None,
+    context_ratio: ContextRatioOption = None,
+    seed: SeedOption = None,
+    mlm: MLMOption = None,
+    extra_base: ExtraBaseOption = None,
     config: Annotated[Path | None, typer.Option(help="TOML config file.")] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="CrossNER data folder.")] = None,
+    data_dir: DataDirOption = None,
     out: Annotated[Path | None, old_output_option("--out")] = None,
 ) -> None:
     """Generate FactMix entity- and context-level semi-facts for a target training set."""
@@ -76,12 +92,9 @@ def augment(
 
         raise ConfigError("--output: the output BIO file is required")
     from rich.console import Console
-    from rich.progress import Progress
 
-    from cdlm.augment.pipeline import factmix, make_filler, summary_path, write_augmented
+    from cdlm.augment.pipeline import summary_path, write_augmented
     from cdlm.config import load_config
-    from cdlm.data.bio import entity_types
-    from cdlm.data.registry import load_split
     from cdlm.provenance import stamp
 
     cfg = load_config(
@@ -94,31 +107,31 @@ def augment(
             "augment.extra_base": extra_base,
         },
     )
-    acfg = cfg.augment
     console = Console(stderr=True, emoji=False, markup=False, highlight=False)
+    aug = _semi_facts(cfg, target, checkpoint, data_dir, console)
+    write_augmented(out, aug, stamp(config=cfg.model_dump(mode="json"), target=target))
+    _report(console, aug.stats, out, summary_path(out))
+
+
+def _semi_facts(cfg, target: str, checkpoint: Path | None, data_dir: Path | None, console):
+    """FactMix over the target's train split (cfg: CdlmConfig), filtered by the tagger at
+    ``checkpoint`` if given, with a progress bar on ``console``."""
+    from rich.progress import Progress
+
+    from cdlm.augment.pipeline import factmix, make_filler
+    from cdlm.data.registry import load_split
+
+    acfg = cfg.augment
     originals = load_split(target, "train", data_dir)
     extra = load_split(acfg.extra_base, "train", data_dir) if acfg.extra_base else None
-    tagger = None
-    if checkpoint is not None:
-        from cdlm.model.tagger import Tagger
-
-        tagger = Tagger.load(checkpoint)
-        unknown = sorted(set(entity_types(originals)) - {lab[2:] for lab in tagger.labels})
-        if unknown:
-            console.print(
-                f"warning: {checkpoint} has no label for {', '.join(unknown)}: the filter drops "
-                "every semi-fact containing them (use a tagger trained on this target)"
-            )
-    else:
-        console.print("note: no --checkpoint, so the semi-facts are NOT filtered")
+    tagger = _filter_tagger(checkpoint, originals, console)
     filler = make_filler(cfg) if acfg.context_ratio else None
-
     with Progress(console=console, transient=True) as progress:
 
         def track(items, description, total):
             return progress.track(items, total=total, description=description)
 
-        aug = factmix(
+        return factmix(
             originals,
             acfg,
             filler=filler,
@@ -127,8 +140,24 @@ def augment(
             filter_name=str(checkpoint) if checkpoint else None,
             track=track,
         )
-    write_augmented(out, aug, stamp(config=cfg.model_dump(mode="json"), target=target))
-    _report(console, aug.stats, out, summary_path(out))
+
+
+def _filter_tagger(checkpoint: Path | None, originals, console):  # -> Tagger | None
+    """The filter tagger (or None, said on ``console``); warns about types it cannot tag."""
+    if checkpoint is None:
+        console.print("note: no --checkpoint, so the semi-facts are NOT filtered")
+        return None
+    from cdlm.data.bio import entity_types
+    from cdlm.model.tagger import Tagger
+
+    tagger = Tagger.load(checkpoint)
+    unknown = sorted(set(entity_types(originals)) - {lab[2:] for lab in tagger.labels})
+    if unknown:
+        console.print(
+            f"warning: {checkpoint} has no label for {', '.join(unknown)}: the filter drops "
+            "every semi-fact containing them (use a tagger trained on this target)"
+        )
+    return tagger
 
 
 def _report(console, stats, out: Path, summary: Path) -> None:

@@ -63,29 +63,21 @@ def download(
     retries: Annotated[int, typer.Option(min=1, help="Tries per file on network errors.")] = 4,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the server.")] = 30.0,
 ) -> None:
-    """Fetch the labelled CrossNER splits (18 files) or the paper's other datasets, checksums
-    verified; the latter are converted to strict IOB2 train/dev/test.txt, repairs reported."""
+    """Download CrossNER or the paper's other datasets (checksums verified, converted to IOB2).
+
+    CrossNER: the labelled splits (18 files). The paper's datasets are converted to strict
+    IOB2 train/dev/test.txt, repairs reported."""
     dest = pick_output(output, dest, "--dest")
     from cdlm.data.download import CROSSNER_BASE_URL, download_crossner
     from cdlm.data.paper import ALL
-    from cdlm.data.registry import PAPER_DATASETS, paper_cache_dir, user_cache_dir
+    from cdlm.data.registry import PAPER_DATASETS, user_cache_dir
 
     name = dataset.lower()
     if name == ALL or name in PAPER_DATASETS:
-        from cdlm.data.paper import download as download_paper
-
-        for each in PAPER_DATASETS if name == ALL else (name,):
-            report, conversion = download_paper(
-                each, dest, base_url=base_url, force=force, retries=retries, timeout=timeout
-            )
-            print(
-                f"{conversion.title} in {report.dest / each}: {len(report.downloaded)} files "
-                f"downloaded, {len(report.skipped)} already present (checksums verified)"
-            )
-            for line in conversion.lines():
-                print(f"  {line}")
-        if dest is not None and report.dest.resolve() != paper_cache_dir().resolve():
-            print(f"use it with --data-dir {report.dest} or CDLM_DATA_DIR={report.dest}")
+        names = PAPER_DATASETS if name == ALL else (name,)
+        _download_paper(
+            names, dest, base_url=base_url, force=force, retries=retries, timeout=timeout
+        )
         return
     if name != "crossner":
         raise DataError(
@@ -100,6 +92,23 @@ def download(
         f"{len(report.skipped)} already present (checksums verified)"
     )
     if dest is not None and report.dest.resolve() != user_cache_dir().resolve():
+        print(f"use it with --data-dir {report.dest} or CDLM_DATA_DIR={report.dest}")
+
+
+def _download_paper(names, dest: Path | None, **fetch) -> None:
+    """The paper's datasets ``names``, each downloaded and converted, reported per dataset."""
+    from cdlm.data.paper import download as download_paper
+    from cdlm.data.registry import paper_cache_dir
+
+    for each in names:
+        report, conversion = download_paper(each, dest, **fetch)
+        print(
+            f"{conversion.title} in {report.dest / each}: {len(report.downloaded)} files "
+            f"downloaded, {len(report.skipped)} already present (checksums verified)"
+        )
+        for line in conversion.lines():
+            print(f"  {line}")
+    if dest is not None and report.dest.resolve() != paper_cache_dir().resolve():
         print(f"use it with --data-dir {report.dest} or CDLM_DATA_DIR={report.dest}")
 
 
@@ -168,10 +177,12 @@ def convert(
         bool, typer.Option(help="BIO input: turn an I- that starts an entity into B-.")
     ] = False,
 ) -> None:
-    """Convert between BIO and span JSON Lines; the whole input is validated before OUT is
-    written (atomically). BIO -> JSONL: the text is the tokens joined by single spaces, and the
-    tokens are written too, so JSONL -> BIO gives back the same tokens. JSONL -> BIO: a
-    record's own tokens, else the tokenizer `cdlm predict` uses."""
+    """Convert a dataset file between BIO and span JSON Lines (validated, written atomically).
+
+    The whole input is validated before OUT is written. BIO -> JSONL: the text is the tokens
+    joined by single spaces, and the tokens are written too, so JSONL -> BIO gives back the
+    same tokens. JSONL -> BIO: a record's own tokens, else the tokenizer `cdlm predict`
+    uses."""
     from cdlm.data.formats import FORMATS, file_format, read_sentences, write_sentences
 
     if to is not None and to not in FORMATS:

@@ -17,63 +17,64 @@ graphs_app = typer.Typer(
 )
 
 
+TargetsOption = Annotated[
+    list[str],
+    typer.Option(
+        "--target", help="Target domain (CrossNER name or BIO folder); repeat for several."
+    ),
+]
+SourceOption = Annotated[
+    str, typer.Option("--source", help="Source domain the tagger was trained on.")
+]
+SourceCheckpointOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--checkpoint",
+        help="Source tagger checkpoint (default: the cached source pre-training for this "
+        "config; trained first if missing).",
+    ),
+]
+TauOption = Annotated[
+    float | None,
+    typer.Option("--tau", help="Temperature (fusion.tau; default: the entropy rule)."),
+]
+ThetaOption = Annotated[
+    float | None,
+    typer.Option("--theta", help="Edge threshold (fusion.theta; default: the edge-density rule)."),
+]
+GraphOutputOption = Annotated[
+    Path | None,
+    output_option("Output JSON for one target (default: <graphs_dir>/<source>__<target>.json)."),
+]
+
+
 @graphs_app.command("build")
 def build(
-    target: Annotated[
-        list[str],
-        typer.Option(help="Target domain (CrossNER name or BIO folder); repeat for several."),
-    ],
-    source: Annotated[str, typer.Option(help="Source domain the tagger was trained on.")] = (
-        "conll2003"
-    ),
-    checkpoint: Annotated[
-        Path | None,
-        typer.Option(
-            help="Source tagger checkpoint (default: the cached source pre-training for this "
-            "config; trained first if missing)."
-        ),
-    ] = None,
+    target: TargetsOption,
+    source: SourceOption = "conll2003",
+    checkpoint: SourceCheckpointOption = None,
     config: Annotated[Path | None, typer.Option("--config", help="TOML config file.")] = None,
-    tau: Annotated[
-        float | None, typer.Option(help="Temperature (fusion.tau; default: the entropy rule).")
-    ] = None,
-    theta: Annotated[
-        float | None,
-        typer.Option(help="Edge threshold (fusion.theta; default: the edge-density rule)."),
-    ] = None,
-    output: Annotated[
-        Path | None,
-        output_option(
-            "Output JSON for one target (default: <graphs_dir>/<source>__<target>.json)."
-        ),
-    ] = None,
+    tau: TauOption = None,
+    theta: ThetaOption = None,
+    output: GraphOutputOption = None,
     out: Annotated[Path | None, old_output_option("--out")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="CrossNER data folder.")] = None,
     runs_dir: Annotated[Path | None, typer.Option(help="Runs folder (source cache).")] = None,
 ) -> None:
-    """Run the source tagger over source (fusion.q_split) and target train data; write P, Q and
-    both graphs.
+    """Build label graphs: the source tagger over source and target data gives P, Q, graphs.
 
-    Several ``--target`` share one pass of the tagger over the source data."""
+    Source data: its fusion.q_split; target data: its train split. Several ``--target`` share
+    one pass of the tagger over the source data."""
     from cdlm.config import load_config
     from cdlm.data.registry import domain_name
-    from cdlm.experiments.train import pretrain_source
     from cdlm.graphs import graph_path, graphs_from_tagger, source_probabilities
-    from cdlm.model.tagger import Tagger
     from cdlm.provenance import stamp
 
     out = pick_output(output, out, "--out")
     if out is not None and len(target) > 1:
         raise ConfigError("--output: give a single --target with --output")
     cfg = load_config(config, {"fusion.tau": tau, "fusion.theta": theta, "train.source": source})
-    if checkpoint is None:
-        tagger, checkpoint, _, _ = pretrain_source(cfg, data_dir, runs_dir)
-        if tagger is None or checkpoint is None:
-            raise ConfigError(
-                "train.source_epochs: is 0, so there is no source model; pass --checkpoint"
-            )
-    else:
-        tagger = Tagger.load(checkpoint)
+    tagger, checkpoint = _source_tagger(cfg, checkpoint, data_dir, runs_dir)
     src_probs = source_probabilities(tagger, cfg, source, data_dir)
     for name in target:
         graphs = graphs_from_tagger(
@@ -91,6 +92,23 @@ def build(
         graphs.save(path)
         _summary(graphs)
         print(f"wrote {path}")
+
+
+def _source_tagger(cfg, checkpoint: Path | None, data_dir: Path | None, runs_dir: Path | None):
+    """The source tagger and its folder: ``checkpoint``, else the cached source pre-training
+    of ``cfg`` (a CdlmConfig; trained first if missing)."""
+    from cdlm.model.tagger import Tagger
+
+    if checkpoint is not None:
+        return Tagger.load(checkpoint), checkpoint
+    from cdlm.experiments.train import pretrain_source
+
+    tagger, checkpoint, _, _ = pretrain_source(cfg, data_dir, runs_dir)
+    if tagger is None or checkpoint is None:
+        raise ConfigError(
+            "train.source_epochs: is 0, so there is no source model; pass --checkpoint"
+        )
+    return tagger, checkpoint
 
 
 @graphs_app.command("show")

@@ -1,4 +1,6 @@
-"""``cdlm predict``: a thin layer over :class:`cdlm.CDLM` (one JSON record per input line)."""
+"""``cdlm predict`` (texts, a file or stdin to stdout) and ``cdlm predict corpus`` (a corpus
+file into resumable JSON Lines): thin layers over :class:`cdlm.CDLM` and
+:mod:`cdlm.inference.corpus`."""
 
 from __future__ import annotations
 
@@ -10,7 +12,18 @@ from typing import Annotated, Literal
 
 import typer
 
-from cdlm.cli.options import LLMChoice
+from cdlm.cli.dispatch import Alias, aliased, deprecated, option_words, plain_group, take_option
+from cdlm.cli.options import (
+    BaseUrlOption,
+    ConfigOption,
+    HeadOption,
+    LabelsOption,
+    LLMChoice,
+    LLMModelOption,
+    ModelOption,
+    SetOption,
+    with_sets,
+)
 
 RouteChoice = Literal["hard", "all", "none"]
 FormatChoice = Literal["jsonl", "conll"]
@@ -19,171 +32,113 @@ EngineChoice = Literal["local", "ray"]
 QuantizeChoice = Literal["none", "int8"]
 
 
+# Options that only set one config key: still read, as --set (with a note).
+PREDICT_ALIASES = {
+    "--prompts-dir": Alias("reasoning.prompts_dir", text=True),
+    "--llm-budget": Alias("routing.budget"),
+    "--llm-threshold": Alias("routing.threshold"),
+}
+CORPUS_ALIASES = {**PREDICT_ALIASES, "--ray-address": Alias("corpus.ray_address", text=True)}
+
+TextArgument = Annotated[
+    list[str] | None, typer.Argument(help="Texts to tag (one output line each).")
+]
+INPUT_HELP = (
+    "File (or - for stdin): one text per line, or JSON Lines records with a 'text' field "
+    "(.jsonl; other fields such as 'id' are kept). Read as a stream."
+)
+InputOption = Annotated[str | None, typer.Option("--input", "-i", help=INPUT_HELP)]
+CorpusInputOption = Annotated[str, typer.Option("--input", "-i", help=INPUT_HELP)]
+CorpusOutputOption = Annotated[
+    Path,
+    typer.Option(
+        "--output",
+        "-o",
+        help="JSON Lines to write; an output this command wrote (a <output>.cdlm.json beside "
+        "it) is resumed where it stopped; any other existing file, or the input itself, is "
+        "refused.",
+    ),
+]
+InputFormatOption = Annotated[
+    InputFormatChoice,
+    typer.Option(help="Input format; auto = jsonl for .jsonl/.ndjson files, else text."),
+]
+PredictModelOption = Annotated[
+    str,
+    typer.Option(
+        "--checkpoint",
+        help="Model: 'default' (built by `cdlm model build-default`), a folder written by "
+        "save_pretrained or `cdlm train`, or 'none' with --llm (LLM-only mode).",
+    ),
+]
+FormatOption = Annotated[FormatChoice, typer.Option("--format", help="Output format.")]
+ThresholdOption = Annotated[
+    float | None, typer.Option(help="Drop tagger entities scored below this (0..1).")
+]
+LLMOption = Annotated[LLMChoice, typer.Option(help="LLM for the hard candidates.")]
+RouteOption = Annotated[
+    RouteChoice | None,
+    typer.Option(
+        help="With --llm: which candidates go to the LLM: hard (the routing.* rule, default), "
+        "all, or none."
+    ),
+]
+ExplainOption = Annotated[
+    bool, typer.Option(help="With --llm: add causal links, votes and self-check verdicts.")
+]
+QuantizeOption = Annotated[
+    QuantizeChoice,
+    typer.Option(help="int8: quantized encoder, faster on CPU (see evals/bench_corpus)."),
+]
+BatchSizeOption = Annotated[int, typer.Option(help="Texts per batch.", min=1)]
+WorkersOption = Annotated[int, typer.Option(help="Processes (or Ray actors) predicting.", min=1)]
+ThreadsOption = Annotated[
+    int | None,
+    typer.Option(help="torch threads per worker (default: 1 with --workers > 1).", min=1),
+]
+EngineOption = Annotated[
+    EngineChoice, typer.Option(help="local processes, or Ray Data (pip install 'cdlm[ray]').")
+]
+OverwriteOption = Annotated[
+    bool,
+    typer.Option(help="Start afresh instead of resuming (only over a file this command wrote)."),
+]
+ProgressOption = Annotated[bool, typer.Option(help="Show a progress bar on stderr.")]
+
+
 def predict(
-    text: Annotated[
-        list[str] | None, typer.Argument(help="Texts to tag (one output line each).")
-    ] = None,
-    input: Annotated[
-        str | None,
-        typer.Option(
-            "--input",
-            "-i",
-            help="File (or - for stdin): one text per line, or JSON Lines records with a "
-            "'text' field (.jsonl; other fields such as 'id' are kept). Read as a stream.",
-        ),
-    ] = None,
-    output: Annotated[
-        Path | None,
-        typer.Option(
-            "--output",
-            "-o",
-            help="Write JSON Lines here instead of stdout; an output this command wrote (a "
-            "<output>.cdlm.json beside it) is resumed where it stopped; any other existing file, "
-            "or the input itself, is refused.",
-        ),
-    ] = None,
-    input_format: Annotated[
-        InputFormatChoice,
-        typer.Option(help="Input format; auto = jsonl for .jsonl/.ndjson files, else text."),
-    ] = "auto",
-    workers: Annotated[
-        int, typer.Option(help="With --output: processes (or Ray actors) predicting.", min=1)
-    ] = 1,
-    threads: Annotated[
-        int | None,
-        typer.Option(help="torch threads per worker (default: 1 with --workers > 1).", min=1),
-    ] = None,
-    engine: Annotated[
-        EngineChoice,
-        typer.Option(help="With --output: local processes, or Ray Data (pip install 'cdlm[ray]')."),
-    ] = "local",
-    ray_address: Annotated[
-        str | None,
-        typer.Option(help="With --engine ray: cluster address (default: $RAY_ADDRESS or local)."),
-    ] = None,
-    overwrite: Annotated[
-        bool,
-        typer.Option(
-            help="With --output: start afresh instead of resuming (only over a file this "
-            "command wrote)."
-        ),
-    ] = False,
-    progress: Annotated[
-        bool, typer.Option(help="With --output: show a progress bar on stderr.")
-    ] = True,
-    quantize: Annotated[
-        QuantizeChoice,
-        typer.Option(help="int8: quantized encoder, faster on CPU (see evals/bench_corpus)."),
-    ] = "none",
-    checkpoint: Annotated[
-        str,
-        typer.Option(
-            help="Model: 'default' (built by `cdlm model build-default`), a folder written by "
-            "save_pretrained or `cdlm train`, or 'none' with --llm (LLM-only mode)."
-        ),
-    ] = "default",
-    domain: Annotated[
-        str | None,
-        typer.Option(
-            help="Which head: news, politics, science, music, literature or ai for the default "
-            "model (default: news); a `cdlm train` run has its own domain only."
-        ),
-    ] = None,
-    format: Annotated[FormatChoice, typer.Option("--format", help="Output format.")] = "jsonl",
-    threshold: Annotated[
-        float | None, typer.Option(help="Drop tagger entities scored below this (0..1).")
-    ] = None,
-    llm: Annotated[LLMChoice, typer.Option(help="LLM for the hard candidates.")] = "none",
-    route: Annotated[
-        RouteChoice | None,
-        typer.Option(
-            help="With --llm: which candidates go to the LLM: hard (the routing.* rule, "
-            "default), all, or none."
-        ),
-    ] = None,
-    explain: Annotated[
-        bool,
-        typer.Option(help="With --llm: add causal links, votes and self-check verdicts."),
-    ] = False,
-    prompts_dir: Annotated[
-        Path | None,
-        typer.Option(
-            help="With --llm: prompt templates folder (default: the ones inside the package; "
-            "copy them out with `cdlm prompts export DIR`)."
-        ),
-    ] = None,
-    labels: Annotated[
-        Path | None,
-        typer.Option(
-            help='With --llm: label file of your domain ([types] name = "description"); '
-            "default: labels/<domain>.toml of the prompts, else the type names alone."
-        ),
-    ] = None,
-    llm_budget: Annotated[
-        float | None,
-        typer.Option(help="With --llm: at most this share of texts goes to the LLM (0.2 = 20%)."),
-    ] = None,
-    llm_threshold: Annotated[
-        float | None,
-        typer.Option(
-            help="With --llm: route candidates whose tagger confidence is below this "
-            "(default: routing.threshold = 0.6)."
-        ),
-    ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option(
-            help="With --llm: GGUF path (llama) or model name (gpt) (default: embedded "
-            "SmolLM2 / gpt-3.5-turbo-0125)."
-        ),
-    ] = None,
-    base_url: Annotated[
-        str | None,
-        typer.Option(help="With --llm gpt: OpenAI-compatible server URL."),
-    ] = None,
-    batch_size: Annotated[int, typer.Option(help="Texts per batch.", min=1)] = 32,
-    config: Annotated[Path | None, typer.Option(help="TOML config file (CLI flags win).")] = None,
+    text: TextArgument = None,
+    input: InputOption = None,
+    input_format: InputFormatOption = "auto",
+    checkpoint: PredictModelOption = "default",
+    domain: HeadOption = None,
+    format: FormatOption = "jsonl",
+    threshold: ThresholdOption = None,
+    llm: LLMOption = "none",
+    route: RouteOption = None,
+    explain: ExplainOption = False,
+    labels: LabelsOption = None,
+    model: LLMModelOption = None,
+    base_url: BaseUrlOption = None,
+    quantize: QuantizeOption = "none",
+    batch_size: BatchSizeOption = 32,
+    config: ConfigOption = None,
+    sets: SetOption = None,
 ) -> None:
-    """Tag raw text: one JSON object per input line, entities with character offsets and a
-    routing summary (how many candidates went to the LLM, and by which rule)."""
-    from cdlm.config import llm_run_config
+    """Tag texts (arguments, a file or stdin): one JSON record per text, printed to stdout.
+
+    Entities with character offsets, and a routing summary (how many candidates went to the
+    LLM, and by which rule)."""
     from cdlm.errors import ConfigError
 
     if not text and input is None:
         raise ConfigError("no input: give TEXT arguments or --input FILE (- for stdin)")
     if llm != "none" and format != "jsonl":
         raise ConfigError("--format conll is not available with --llm; use jsonl")
-    if output is None and (workers > 1 or engine != "local"):
-        raise ConfigError("--workers and --engine need --output FILE")
-    cfg = llm_run_config(
-        config,
-        llm,
-        model,
-        base_url,
-        {
-            "reasoning.prompts_dir": str(prompts_dir) if prompts_dir else None,
-            "reasoning.labels_file": str(labels) if labels else None,
-            "routing.budget": llm_budget,
-            "routing.threshold": llm_threshold,
-            "corpus.ray_address": ray_address,
-        },
-    )
-    if output is not None:
-        _predict_corpus(
-            input, output, text, checkpoint, cfg, domain=domain, threshold=threshold, llm=llm,
-            route=route, explain=explain, batch_size=batch_size, input_format=input_format,
-            format=format, workers=workers, threads=threads, engine=engine, overwrite=overwrite,
-            progress=progress, quantize=quantize,
-        )  # fmt: skip
-        return
+    cfg = _run_config(config, llm, model, base_url, labels, sets)
     records = _records(text or [], input, input_format, cfg.corpus.max_text_chars)
     if checkpoint == "none":  # LLM-only mode, only when asked for by name
-        if llm == "none":
-            raise ConfigError("--checkpoint none needs --llm (LLM-only mode)")
-        from cdlm.inference.predict import llm_only_records
-
-        _note_missing_labels(cfg, domain or "politics")
-        _print_records(llm_only_records([r["text"] for r in records], cfg, domain, explain))
+        _predict_llm_only(records, cfg, llm, domain, explain)
         return
     from cdlm.inference.model import CDLM
 
@@ -191,25 +146,93 @@ def predict(
     if llm != "none":
         _note_missing_labels(cfg, m.data_domain(domain))
     if format == "conll":
-        from cdlm.inference.tagging import conll_lines, tag_texts
-
-        tagger = m.tagger(domain)
-        while chunk := list(itertools.islice(records, batch_size)):
-            texts = [r["text"] for r in chunk]
-            for tagged in tag_texts(tagger, texts, max_padding=m.config.predict.max_padding):
-                print("\n".join([*conll_lines(tagged), ""]))
+        _print_conll(m, records, domain, batch_size)
         return
+    llm_config = cfg.llm if llm != "none" else None
     _print_records(
         m.stream(
-            records,
-            domain=domain,
-            threshold=threshold,
-            llm=cfg.llm if llm != "none" else None,
-            batch_size=batch_size,
-            explain=explain,
-            route=route,
+            records, domain=domain, threshold=threshold, llm=llm_config,
+            batch_size=batch_size, explain=explain, route=route,
         )
-    )
+    )  # fmt: skip
+
+
+def corpus(
+    input: CorpusInputOption,
+    output: CorpusOutputOption,
+    input_format: InputFormatOption = "auto",
+    workers: WorkersOption = 1,
+    threads: ThreadsOption = None,
+    engine: EngineOption = "local",
+    overwrite: OverwriteOption = False,
+    progress: ProgressOption = True,
+    quantize: QuantizeOption = "none",
+    checkpoint: ModelOption = "default",
+    domain: HeadOption = None,
+    threshold: ThresholdOption = None,
+    llm: LLMOption = "none",
+    route: RouteOption = None,
+    explain: ExplainOption = False,
+    labels: LabelsOption = None,
+    model: LLMModelOption = None,
+    base_url: BaseUrlOption = None,
+    batch_size: BatchSizeOption = 32,
+    config: ConfigOption = None,
+    sets: SetOption = None,
+) -> None:
+    """Tag a corpus file into JSON Lines: streamed, in input order, resumable, parallel.
+
+    In parallel: --workers processes, or Ray actors with --engine ray."""
+    from cdlm.data.corpus import input_format as pick_format
+    from cdlm.errors import ConfigError
+    from cdlm.inference.corpus import PredictorSpec
+
+    if checkpoint == "none":
+        raise ConfigError("predict corpus needs a tagger model (LLM-only mode: `cdlm predict`)")
+    cfg = _run_config(config, llm, model, base_url, labels, sets)
+    predictor = PredictorSpec(
+        model=checkpoint, config=cfg.model_dump(mode="json"), domain=domain,
+        threshold=threshold, llm=llm, route=route, explain=explain, batch_size=batch_size,
+        quantize=quantize,
+    )  # fmt: skip
+    _predict_corpus(
+        input, output, predictor, cfg, fmt=pick_format(input, input_format), workers=workers,
+        threads=threads, engine=engine, overwrite=overwrite, progress=progress,
+    )  # fmt: skip
+
+
+def _run_config(config, llm: str, model, base_url, labels, sets):  # -> CdlmConfig
+    """The config of a predict run: --config, the LLM options, then --set on top."""
+    from cdlm.config import llm_run_config
+
+    options = {
+        "llm.backend": llm,
+        "llm.model": model,
+        "llm.base_url": base_url,
+        "reasoning.labels_file": str(labels) if labels else None,
+    }
+    return llm_run_config(config, llm, model, base_url, with_sets(options, sets))
+
+
+def _predict_llm_only(records, cfg, llm: str, domain: str | None, explain: bool) -> None:
+    """``--checkpoint none --llm X``: the LLM proposes the spans and picks their types."""
+    from cdlm.errors import ConfigError
+    from cdlm.inference.predict import llm_only_records
+
+    if llm == "none":
+        raise ConfigError("--checkpoint none needs --llm (LLM-only mode)")
+    _note_missing_labels(cfg, domain or "politics")
+    _print_records(llm_only_records([r["text"] for r in records], cfg, domain, explain))
+
+
+def _print_conll(m, records, domain: str | None, batch_size: int) -> None:  # m: CDLM
+    from cdlm.inference.tagging import conll_lines, tag_texts
+
+    tagger = m.tagger(domain)
+    while chunk := list(itertools.islice(records, batch_size)):
+        texts = [r["text"] for r in chunk]
+        for tagged in tag_texts(tagger, texts, max_padding=m.config.predict.max_padding):
+            print("\n".join([*conll_lines(tagged), ""]))
 
 
 def _records(texts: list[str], source: str | None, input_format: str, max_chars: int):
@@ -231,46 +254,13 @@ def _records(texts: list[str], source: str | None, input_format: str, max_chars:
         yield record
 
 
-def _predict_corpus(
-    source: str | None,
-    output: Path,
-    texts: list[str] | None,
-    checkpoint: str,
-    cfg,  # CdlmConfig
-    *,
-    input_format: str,
-    format: str,
-    workers: int,
-    threads: int | None,
-    engine: str,
-    overwrite: bool,
-    progress: bool,
-    **spec: object,
-) -> None:
-    """``--output``: the streaming, resumable corpus run (:mod:`cdlm.inference.corpus`)."""
-    from cdlm.data.corpus import input_format as pick_format
-    from cdlm.errors import ConfigError, DataError
-    from cdlm.inference.corpus import PredictorSpec, predict_corpus
+def _predict_corpus(source: str, output: Path, predictor, cfg, **run) -> None:
+    """The streaming, resumable corpus run (:mod:`cdlm.inference.corpus`) and its report;
+    ``predictor`` is a PredictorSpec, ``cfg`` the run's CdlmConfig."""
+    from cdlm.errors import DataError
+    from cdlm.inference.corpus import predict_corpus
 
-    if source is None or texts:
-        raise ConfigError("--output reads its texts from --input FILE (not TEXT arguments)")
-    if format != "jsonl":
-        raise ConfigError("--output writes JSON Lines; --format conll prints to stdout only")
-    if checkpoint == "none":
-        raise ConfigError("--output needs a tagger model (LLM-only mode prints to stdout)")
-    predictor = PredictorSpec(model=checkpoint, config=cfg.model_dump(mode="json"), **spec)
-    result = predict_corpus(
-        source,
-        output,
-        predictor,
-        fmt=pick_format(source, input_format),
-        workers=workers,
-        threads=threads,
-        engine=engine,
-        config=cfg.corpus,
-        overwrite=overwrite,
-        progress=progress,
-    )
+    result = predict_corpus(source, output, predictor, config=cfg.corpus, **run)
     skipped = f", {result.skipped} already done" if result.skipped else ""
     print(
         f"wrote {result.written} records to {output}{skipped} "
@@ -282,6 +272,26 @@ def _predict_corpus(
             f"{source}: {result.errors} records could not be tagged and were answered with an "
             f"'error' field in {output} (named above)"
         )
+
+
+def _is_output(word: str) -> bool:
+    """``-o``, ``-oFILE``, ``--output`` or ``--output=FILE``."""
+    if word.startswith("--"):
+        return word == "--output" or word.startswith("--output=")
+    return word.startswith("-o")
+
+
+def _legacy_predict(args: list[str]) -> list[str]:
+    """``cdlm predict -i FILE -o OUT ...``, the corpus run before ``predict corpus``."""
+    from cdlm.errors import ConfigError
+
+    if not any(_is_output(word) for word in option_words(args)):
+        return args
+    format, rest = take_option(args, "--format")
+    if format not in (None, "jsonl"):
+        raise ConfigError("--output writes JSON Lines; --format conll prints to stdout only")
+    deprecated("cdlm predict -i FILE -o OUT", "cdlm predict corpus")
+    return ["corpus", *rest]
 
 
 def _note_missing_labels(cfg, domain: str) -> None:  # cfg: cdlm.config.CdlmConfig
@@ -309,5 +319,21 @@ def _print_records(records) -> None:  # Iterable[dict]: printed as they come
         print(f"routed {routed} of {candidates} candidates to the LLM ({rule})", file=sys.stderr)
 
 
+predict_app = typer.Typer(
+    cls=plain_group(
+        predict,
+        legacy=_legacy_predict,
+        aliases=PREDICT_ALIASES,
+        epilog="More: `cdlm predict corpus -i FILE -o OUT` tags a corpus file into a resumable "
+        'JSON Lines output (see its -h). A text that is literally "corpus": `cdlm predict -- '
+        "corpus`.",
+    ),
+    help="Tag texts (arguments, a file or stdin) to stdout; `predict corpus` tags a corpus file "
+    "into JSON Lines.",
+)
+predict_app.command("corpus", cls=aliased(CORPUS_ALIASES))(corpus)
+
+
 def register(app: typer.Typer) -> None:
-    app.command()(predict)
+    """Add predict (with predict corpus) to the main app."""
+    app.add_typer(predict_app, name="predict")

@@ -10,39 +10,46 @@ import typer
 
 from cdlm.cli.options import output_option
 
+ProbeCheckpointOption = Annotated[
+    Path, typer.Option("--checkpoint", help="Checkpoint folder saved by `cdlm train`.")
+]
+ProbeInputOption = Annotated[
+    str,
+    typer.Option(
+        "--input",
+        help="A BIO file, or CrossNER DOMAIN or DOMAIN/SPLIT (politics/dev; default test).",
+    ),
+]
+PlaceholderOption = Annotated[
+    Literal["nonce", "mask"] | None,
+    typer.Option(
+        "--placeholder",
+        help="nonce (casing-preserving made-up words) or mask (the token ENT in brackets).",
+    ),
+]
+ProbeOutputOption = Annotated[
+    Path | None,
+    output_option("Results JSON (default evals/results/probe__DOMAIN__VARIANT.json)."),
+]
+
 
 def probe(
-    checkpoint: Annotated[Path, typer.Option(help="Checkpoint folder saved by `cdlm train`.")],
-    input: Annotated[
-        str,
-        typer.Option(
-            "--input",
-            help="A BIO file, or CrossNER DOMAIN or DOMAIN/SPLIT (politics/dev; default test).",
-        ),
-    ],
+    checkpoint: ProbeCheckpointOption,
+    input: ProbeInputOption,
     data_dir: Annotated[
         Path | None, typer.Option(help="CrossNER data folder (default: see `cdlm data`).")
     ] = None,
-    placeholder: Annotated[
-        Literal["nonce", "mask"] | None,
-        typer.Option(
-            help="nonce (casing-preserving made-up words) or mask (the token ENT in brackets)."
-        ),
-    ] = None,
+    placeholder: PlaceholderOption = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the name draws.")] = None,
     limit: Annotated[
         int | None, typer.Option(min=1, help="Probe only the first N sentences.")
     ] = None,
-    output: Annotated[
-        Path | None,
-        output_option("Results JSON (default evals/results/probe__DOMAIN__VARIANT.json)."),
-    ] = None,
+    output: ProbeOutputOption = None,
 ) -> None:
-    """Replace each predicted entity by a same-type name from another domain and by a
-    placeholder; report how often the predicted type survives (overall and per type)."""
-    from rich.console import Console
-    from rich.table import Table
+    """Probe entity bias: swap the predicted entities' names, count how often the type holds.
 
+    Each predicted entity is replaced by a same-type name from another domain and by a
+    placeholder; the report says how often the predicted type survives (overall, per type)."""
     from cdlm.errors import ConfigError
     from cdlm.experiments.probe import ProbeResult, resolve_input, run_probe, write_probe
     from cdlm.model.tagger import Tagger
@@ -73,6 +80,14 @@ def probe(
         provenance=stamp(seed=seed, config=config),
     )
     path = write_probe(result, output)
+    _print_survival(result, name, n_entities, modes)
+    print(f"wrote {path}")
+
+
+def _print_survival(result, name: str, n_entities: int, modes: dict) -> None:
+    """The type survival table of a probe (result: ProbeResult), one row per type."""
+    from rich.console import Console
+    from rich.table import Table
 
     table = Table(title=f"type survival: {name} / {result.variant} ({n_entities} entities)")
     table.add_column("type")
@@ -98,7 +113,6 @@ def probe(
     console.print(table)
     if swap.overall.skipped:
         console.print(f"{swap.overall.skipped} entities had no same-type name to swap in (skipped)")
-    console.print(f"wrote {path}")
 
 
 def tune_alpha(

@@ -10,7 +10,7 @@ import typer
 
 prompts_app = typer.Typer(
     help="Prompt templates of the LLM stages and label descriptions (shipped in the package, "
-    "cdlm/prompts/; export a copy to edit and pass it with --prompts-dir).",
+    "cdlm/prompts/; export a copy to edit and use it with --set reasoning.prompts_dir=DIR).",
     no_args_is_help=True,
 )
 
@@ -44,14 +44,15 @@ def export(
         bool, typer.Option("--force", help="Overwrite files that exist in DIR already.")
     ] = False,
 ) -> None:
-    """Copy the default templates and label files out of the package, to edit them and use
-    them with --prompts-dir DIR."""
+    """Copy the default templates and label files out of the package, to edit them.
+
+    Use the copy with --set reasoning.prompts_dir=DIR."""
     from cdlm.reasoning.templates import export_prompts
 
     written = export_prompts(directory, force=force)
     typer.echo(
         f"wrote {len(written)} files to {directory}; check them with `cdlm prompts check "
-        f"{directory}` and use them with --prompts-dir {directory}"
+        f"{directory}` and use them with --set reasoning.prompts_dir={directory}"
     )
 
 

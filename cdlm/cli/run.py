@@ -1,4 +1,5 @@
-"""``cdlm train`` and ``cdlm eval`` (registered by :mod:`cdlm.cli`)."""
+"""``cdlm train``, ``cdlm eval`` (one model on a dataset), ``cdlm eval suite FILE`` and ``cdlm
+eval llm`` (registered by :mod:`cdlm.cli`)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,22 @@ from typing import Annotated, Literal
 
 import typer
 
+from cdlm.cli.dispatch import Alias, aliased, deprecated, option_words, plain_group, take_option
 from cdlm.cli.options import (
-    LLMChoice,
+    BaseUrlOption,
+    ConfigOption,
+    DataDirOption,
+    LabelsOption,
+    LLMModelOption,
+    ModelOption,
+    RunsDirOption,
+    SetOption,
     SplitChoice,
     old_output_option,
     output_option,
+    parse_sets,
     pick_output,
+    with_sets,
 )
 from cdlm.results import RESULTS_DIR
 
@@ -44,105 +55,96 @@ def _print_scores(title: str, scores) -> None:  # scores: cdlm.metrics.SpanScore
     Console().print(table)
 
 
-def train(
-    target: Annotated[str, typer.Option(help="Target domain (CrossNER name or BIO folder).")],
-    source: Annotated[str | None, typer.Option(help="Source domain (default: conll2003).")] = None,
-    seed: Annotated[int | None, typer.Option(help="Target training seed (default: 1).")] = None,
-    source_seed: Annotated[
-        int | None, typer.Option(help="Seed of the cached source pre-training (default: 1).")
-    ] = None,
-    output: Annotated[
-        Path | None,
-        output_option("Checkpoint folder (default: runs/<target>__<variant>__seed<N>)."),
-    ] = None,
-    out: Annotated[Path | None, old_output_option("--out")] = None,
-    encoder: Annotated[
-        str | None,
-        typer.Option(help="Hugging Face encoder name or folder (default: embedded MiniLM)."),
-    ] = None,
-    config: Annotated[Path | None, typer.Option(help="TOML config file (CLI flags win).")] = None,
-    variant: Annotated[
-        str | None,
-        typer.Option(
-            metavar="[baseline|gcn|causal|full|<v>+factmix|NAME]",
-            help="Model variant (default: the config as it is, named 'default'); a name not "
-            "in the list only labels the run.",
-        ),
-    ] = None,
-    epochs: Annotated[
-        int | None, typer.Option(help="Target epoch budget (default: train.target_epochs).")
-    ] = None,
-    source_epochs: Annotated[
-        int | None, typer.Option(help="Source epochs, 0 skips (default: 1).")
-    ] = None,
-    max_train_sentences: Annotated[
-        int | None, typer.Option(help="Use only the first N train sentences (quick runs).")
-    ] = None,
-    k_shot: Annotated[int | None, typer.Option(help="Sample K target sentences per type.")] = None,
-    threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="CrossNER data folder.")] = None,
-    runs_dir: Annotated[
-        Path | None, typer.Option(help="Runs folder (default: $CDLM_RUNS_DIR or ./runs).")
-    ] = None,
-    no_explicit_cf: Annotated[
-        bool,
-        typer.Option("--no-explicit-cf", help="Switch off the input-level counterfactual views."),
-    ] = False,
-    no_implicit_cf: Annotated[
-        bool,
-        typer.Option("--no-implicit-cf", help="Switch off the cross-attention counterfactual."),
-    ] = False,
-    no_gcn: Annotated[
-        bool, typer.Option("--no-gcn", help="Switch off the label-graph GCN fusion.")
-    ] = False,
-    augment: Annotated[
-        Literal["none", "factmix"] | None,
-        typer.Option(
-            help="FactMix semi-facts of the target train set, filtered by a tagger fine-tuned "
-            "on the original set (default: none)."
-        ),
-    ] = None,
-) -> None:
-    """Pre-train on the source domain (cached), fine-tune on the target, keep the best epoch."""
-    output = pick_output(output, out, "--out")
-    from cdlm.config import VARIANTS, load_config
-    from cdlm.experiments.train import train as run_training
+# `cdlm train` options that only set one config key: still read, as --set (with a note).
+TRAIN_ALIASES = {
+    "--source-seed": Alias("train.source_seed"),
+    "--encoder": Alias("encoder.name", text=True),
+    "--max-train-sentences": Alias("train.max_train_sentences"),
+    "--k-shot": Alias("train.k_shot"),
+    "--no-explicit-cf": Alias("causal.explicit", "false"),
+    "--no-implicit-cf": Alias("causal.implicit", "false"),
+    "--no-gcn": Alias("fusion.enabled", "false"),
+}
 
-    flags = {
+TargetOption = Annotated[
+    str, typer.Option("--target", help="Target domain (CrossNER name or BIO folder).")
+]
+SourceOption = Annotated[
+    str | None, typer.Option("--source", help="Source domain (default: conll2003).")
+]
+VariantOption = Annotated[
+    str | None,
+    typer.Option(
+        "--variant",
+        metavar="[baseline|gcn|causal|full|<v>+factmix|NAME]",
+        help="Model variant (default: the config as it is, named 'default'); a name not "
+        "in the list only labels the run. A module switched off on top (--set "
+        "causal.explicit=false) renames the run (full-no-ecf).",
+    ),
+]
+SeedOption = Annotated[
+    int | None, typer.Option("--seed", help="Target training seed (default: 1).")
+]
+AugmentOption = Annotated[
+    Literal["none", "factmix"] | None,
+    typer.Option(
+        "--augment",
+        help="FactMix semi-facts of the target train set, filtered by a tagger fine-tuned "
+        "on the original set (default: none).",
+    ),
+]
+EpochsOption = Annotated[
+    int | None,
+    typer.Option("--epochs", help="Target epoch budget (default: train.target_epochs)."),
+]
+SourceEpochsOption = Annotated[
+    int | None, typer.Option("--source-epochs", help="Source epochs, 0 skips (default: 1).")
+]
+ThreadsOption = Annotated[int | None, typer.Option("--threads", help="torch CPU threads.")]
+TrainOutputOption = Annotated[
+    Path | None,
+    output_option("Checkpoint folder (default: runs/<target>__<variant>__seed<N>)."),
+]
+OldOutOption = Annotated[Path | None, old_output_option("--out")]
+
+
+def train(
+    target: TargetOption,
+    source: SourceOption = None,
+    variant: VariantOption = None,
+    seed: SeedOption = None,
+    augment: AugmentOption = None,
+    epochs: EpochsOption = None,
+    source_epochs: SourceEpochsOption = None,
+    threads: ThreadsOption = None,
+    output: TrainOutputOption = None,
+    out: OldOutOption = None,
+    config: ConfigOption = None,
+    sets: SetOption = None,
+    data_dir: DataDirOption = None,
+    runs_dir: RunsDirOption = None,
+) -> None:
+    """Train a tagger: source pre-training (cached), target fine-tuning, best dev epoch kept."""
+    output = pick_output(output, out, "--out")
+    from cdlm.experiments.train import train as run_training
+    from cdlm.experiments.variants import variant_config
+
+    options = {
         "train.target": target,
         "train.source": source,
         "train.seed": seed,
-        "train.source_seed": source_seed,
-        "encoder.name": encoder,
         "train.variant": variant,
         "train.target_epochs": epochs,
         "train.source_epochs": source_epochs,
-        "train.max_train_sentences": max_train_sentences,
-        "train.k_shot": k_shot,
         "train.threads": threads,
         "augment.method": augment,
     }
-    overrides = {
-        # A named variant (cdlm.config.VARIANTS) switches its modules; other names only label.
-        # Flags left unset must not undo it (e.g. --variant baseline+factmix without --augment).
-        **VARIANTS.get(variant or "", {}),
-        **{k: v for k, v in flags.items() if v is not None},
-    }
-    cfg = load_config(config, overrides)
-    # Ablation switches win over the variant; the run gets its own name so it cannot overwrite
-    # the full variant's checkpoint or results (e.g. "full-no-ecf").
-    switches = {"explicit": no_explicit_cf, "implicit": no_implicit_cf}
-    suffix = {"explicit": "-no-ecf", "implicit": "-no-icf"}
-    for name, off in switches.items():
-        if off and getattr(cfg.causal, name):
-            setattr(cfg.causal, name, False)
-            cfg.train.variant += suffix[name]
-    if no_gcn and cfg.fusion.enabled:
-        cfg.fusion.enabled = False
-        cfg.train.variant += "-no-gcn"
-    if cfg.augment.method == "factmix" and not cfg.train.variant.endswith("+factmix"):
-        cfg.train.variant += "+factmix"  # own checkpoint folder and results name
+    cfg = variant_config(config, variant, options, parse_sets(sets, options))
     result = run_training(cfg, output, data_dir=data_dir, runs=runs_dir)
+    _report_training(result, cfg, data_dir)
+
+
+def _report_training(result, cfg, data_dir: Path | None) -> None:  # TrainResult, CdlmConfig
     print(f"checkpoint: {result.checkpoint}")
     src = "cached" if result.source_cached else f"{result.source_seconds:.0f} s"
     print(
@@ -155,9 +157,7 @@ def train(
     else:
         from cdlm.data.registry import split_path
 
-        print(
-            f"no test score: {split_path(cfg.train.target or target, 'test', data_dir)} not found"
-        )
+        print(f"no test score: {split_path(cfg.train.target, 'test', data_dir)} not found")
     if result.augment is not None:
         chosen, stats = result.augment["grid"]["chosen"], result.augment["stats"]
         print(
@@ -168,188 +168,50 @@ def train(
         )
 
 
+EvalDomainOption = Annotated[
+    str | None,
+    typer.Option(
+        "--domain",
+        help="Domain to score: a head of the model (news, politics, ...) or a BIO dataset "
+        "with the default head's labels (default: the default head's own data).",
+    ),
+]
+EvalOutputOption = Annotated[
+    Path | None, output_option("Folder for the JSON and Markdown (default: evals/results).")
+]
+OldResultsDirOption = Annotated[Path | None, old_output_option("--results-dir")]
+EvalPlotOption = Annotated[
+    bool,
+    typer.Option(
+        "--plot",
+        help="Also write PNGs beside the results: type confusion (with missed/spurious), F1 "
+        "per type, learning curve (needs the plot extra).",
+    ),
+]
+
+
 def evaluate(
-    checkpoint: Annotated[
-        str,
-        typer.Option(
-            help="Model: 'default' (the default model), a model folder or a `cdlm train` run."
-        ),
-    ] = "default",
+    checkpoint: ModelOption = "default",
     split: Annotated[SplitChoice, typer.Option(help="Split to score.")] = "test",
-    data_dir: Annotated[Path | None, typer.Option(help="CrossNER data folder.")] = None,
-    domain: Annotated[
-        str | None,
-        typer.Option(
-            help="Domain to score: a head of the model (news, politics, ...) or a BIO dataset "
-            "with the default head's labels (default: the default head's own data)."
-        ),
-    ] = None,
-    output: Annotated[
-        Path | None, output_option("Folder for the JSON and Markdown (default: evals/results).")
-    ] = None,
-    results_dir: Annotated[Path | None, old_output_option("--results-dir")] = None,
-    suite: Annotated[
-        Path | None,
-        typer.Option(
-            help="Run a suite file (variants x domains x seeds, e.g. evals/crossner.toml): "
-            "trains or reuses each run; writes <name>.json/.md to the suite's results_dir "
-            "(or --output; the recorded runs stay in the suite's ledger)."
-        ),
-    ] = None,
-    variants: Annotated[
-        str | None,
-        typer.Option(
-            help="With --suite: train only these of its variants (comma-separated); the "
-            "results still cover the whole suite."
-        ),
-    ] = None,
-    domains: Annotated[
-        str | None,
-        typer.Option(
-            help="With --suite: train only these of its domains (comma-separated); the "
-            "results still cover the whole suite."
-        ),
-    ] = None,
-    train: Annotated[
-        bool,
-        typer.Option(
-            help="With --suite: train the runs not finished yet (default), or with --no-train "
-            "only write the results of the finished ones (in the runs folder or recorded in "
-            "the suite's ledger)."
-        ),
-    ] = True,
-    llm: Annotated[
-        LLMChoice, typer.Option(help="Also score tagger + LLM reasoning with this backend.")
-    ] = "none",
-    calibrate: Annotated[
-        bool,
-        typer.Option(
-            help="With --llm: pick the routing threshold with the best dev F1 "
-            "(incl. routing nothing)."
-        ),
-    ] = False,
-    subset: Annotated[
-        int | None,
-        typer.Option(help="With --llm: seeded subset of test sentences (default: all)."),
-    ] = None,
-    seed: Annotated[int, typer.Option(help="With --llm: seed of the subsets.")] = 1,
-    naive_subset: Annotated[
-        int,
-        typer.Option(
-            help="With --llm: also run the route-everything pipeline (twice, for the "
-            "cache) on the first N subset sentences."
-        ),
-    ] = 0,
-    naive_start: Annotated[
-        int,
-        typer.Option(
-            help="With --naive-subset: start the naive range at this subset sentence "
-            "(ranges merge with evals/merge_naive.py)."
-        ),
-    ] = 0,
-    model: Annotated[
-        str | None,
-        typer.Option(help="With --llm: GGUF path (llama) or model name (gpt)."),
-    ] = None,
-    base_url: Annotated[
-        str | None,
-        typer.Option(help="With --llm gpt: OpenAI-compatible server URL."),
-    ] = None,
-    labels: Annotated[
-        Path | None,
-        typer.Option(help="With --llm: label file of the domain (see `cdlm predict --help`)."),
-    ] = None,
-    config: Annotated[
-        Path | None,
-        typer.Option(help="With --llm: TOML config file (CLI flags win)."),
-    ] = None,
-    plot: Annotated[
-        bool,
-        typer.Option(
-            "--plot",
-            help="Also write PNGs beside the results: type confusion (with missed/spurious), "
-            "F1 per type, learning curve; with --suite the F1 bars with seed error bars.",
-        ),
-    ] = False,
+    domain: EvalDomainOption = None,
+    data_dir: DataDirOption = None,
+    output: EvalOutputOption = None,
+    results_dir: OldResultsDirOption = None,
+    plot: EvalPlotOption = False,
+    sets: SetOption = None,
 ) -> None:
-    """Strict IOB2 span P/R/F1 and a per-type table, written to evals/results/ (JSON + Markdown)."""
-    if plot and llm != "none" and suite is None:
-        from cdlm.errors import ConfigError
+    """Score one model on a dataset split: strict IOB2 span P/R/F1 per type (JSON + Markdown).
 
-        raise ConfigError("--plot is not available with --llm yet; run without --llm to plot")
-    explicit_dir = pick_output(output, results_dir, "--results-dir")
-    results_dir = explicit_dir or RESULTS_DIR
-    if suite is not None:
-        from cdlm.experiments.suite import (
-            ledger_dir,
-            load_suite,
-            run_suite,
-            select_domains,
-            select_variants,
-        )
-
-        spec = load_suite(suite)
-        if explicit_dir is not None:  # the results go there; the recorded runs stay put
-            spec = spec.model_copy(
-                update={"results_dir": str(explicit_dir), "ledger": str(ledger_dir(spec))}
-            )
-        part = spec
-        if variants:
-            part = select_variants(part, [v.strip() for v in variants.split(",") if v.strip()])
-        if domains:
-            part = select_domains(part, [d.strip() for d in domains.split(",") if d.strip()])
-        summary = run_suite(spec, data_dir=data_dir, train=train, part=part)
-        print(
-            f"suite {spec.name}: {len(summary['runs'])} of {summary['planned']} runs; wrote "
-            f"{spec.results_dir}/{spec.name}.json and .md"
-        )
-        if plot:
-            from cdlm.experiments.plots import plot_suite, plot_suite_deltas
-
-            png = Path(spec.results_dir) / f"{spec.name}.png"
-            plot_suite(summary, png)
-            print(f"wrote {png}")
-            if spec.baseline in summary["summary"]["average"]:
-                delta_png = png.with_suffix(".delta.png")
-                plot_suite_deltas(summary, delta_png)
-                print(f"wrote {delta_png}")
-        return
+    Written to evals/results/ (or --output)."""
+    from cdlm.errors import ConfigError
     from cdlm.experiments.evaluate import evaluate_checkpoint, write_results
 
-    if llm != "none":
-        from cdlm.config import llm_run_config
-        from cdlm.experiments.llm_eval import llm_eval, write_llm_results
-
-        cfg = llm_run_config(
-            config,
-            llm,
-            model,
-            base_url,
-            {"reasoning.labels_file": str(labels) if labels else None},
+    if sets:
+        raise ConfigError(
+            "--set: `cdlm eval` scores a model with the config it was saved with, so there is "
+            "nothing to set here yet (`cdlm eval llm` and `cdlm eval suite` take --set)"
         )
-        res = llm_eval(
-            checkpoint,
-            cfg,
-            subset=subset,
-            seed=seed,
-            calibrate_routing=calibrate,
-            naive_subset=naive_subset,
-            naive_start=naive_start,
-            data_dir=data_dir,
-            domain=domain,
-        )
-        _print_scores(f"{res.domain} test, tagger only", res.tagger)
-        _print_scores(
-            f"{res.domain} test, tagger + {llm} (threshold {res.threshold:.3f})", res.routed
-        )
-        path = write_llm_results(res, results_dir)
-        st = res.routed_stats
-        print(
-            f"routed {st.routed_share:.1%}, {st.calls_per_sentence:.2f} calls/sentence, "
-            f"fallbacks {st.fallbacks}; wrote {path} and {path.with_suffix('.md')}"
-        )
-        return
-
+    results_dir = pick_output(output, results_dir, "--results-dir") or RESULTS_DIR
     result = evaluate_checkpoint(checkpoint, split, data_dir, domain)
     _print_scores(f"{result.domain} {split} ({result.variant}, seed {result.seed})", result.scores)
     path = write_results(result, results_dir)
@@ -364,7 +226,209 @@ def evaluate(
             print(f"no plot of the {why}")
 
 
+def _names(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+SuiteFileArgument = Annotated[
+    Path,
+    typer.Argument(
+        metavar="FILE", help="Suite file: variants x domains x seeds (evals/crossner.toml)."
+    ),
+]
+VariantsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--variants",
+        help="Train only these of its variants (comma-separated); the results still cover the "
+        "whole suite.",
+    ),
+]
+DomainsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--domains",
+        help="Train only these of its domains (comma-separated); the results still cover the "
+        "whole suite.",
+    ),
+]
+TrainRunsOption = Annotated[
+    bool,
+    typer.Option(
+        "--train/--no-train",
+        help="Train the runs not finished yet (default), or with --no-train only write the "
+        "results of the finished ones (in the runs folder or recorded in the ledger).",
+    ),
+]
+SuiteOutputOption = Annotated[
+    Path | None,
+    output_option(
+        "Folder for <name>.json/.md (default: the suite's results_dir; the recorded runs stay "
+        "in the suite's ledger)."
+    ),
+]
+SuitePlotOption = Annotated[
+    bool,
+    typer.Option("--plot", help="Also write the F1 bars with seed error bars (PNG)."),
+]
+
+
+def suite(
+    file: SuiteFileArgument,
+    variants: VariantsOption = None,
+    domains: DomainsOption = None,
+    train: TrainRunsOption = True,
+    output: SuiteOutputOption = None,
+    results_dir: OldResultsDirOption = None,
+    data_dir: DataDirOption = None,
+    plot: SuitePlotOption = False,
+    sets: SetOption = None,
+) -> None:
+    """Run a suite file: train or reuse every variant x domain x seed, write the comparison.
+
+    <name>.json and .md go to the suite's results_dir (or --output); --set applies to every
+    run, as the suite's overrides do."""
+    from cdlm.experiments.suite import run_suite, select_domains, select_variants
+
+    spec = _suite_spec(file, pick_output(output, results_dir, "--results-dir"), sets)
+    part = spec
+    if variants:
+        part = select_variants(part, _names(variants))
+    if domains:
+        part = select_domains(part, _names(domains))
+    summary = run_suite(spec, data_dir=data_dir, train=train, part=part)
+    print(
+        f"suite {spec.name}: {len(summary['runs'])} of {summary['planned']} runs; wrote "
+        f"{spec.results_dir}/{spec.name}.json and .md"
+    )
+    if plot:
+        _plot_suite(spec, summary)
+
+
+def _suite_spec(file: Path, results: Path | None, sets: list[str] | None):  # -> SuiteSpec
+    """The suite of ``file``, writing its results to ``results`` (its ledger stays put), with
+    the user's ``--set`` on top of its overrides."""
+    from cdlm.config import load_config
+    from cdlm.experiments.suite import ledger_dir, load_suite
+
+    spec = load_suite(file)
+    update: dict = {}
+    if results is not None:
+        update = {"results_dir": str(results), "ledger": str(ledger_dir(spec))}
+    if sets:
+        extra = parse_sets(sets, {})
+        load_config(None, extra)  # a wrong key or value fails now, not at the first run
+        update["overrides"] = {**spec.overrides, **extra}
+    return spec.model_copy(update=update) if update else spec
+
+
+def _plot_suite(spec, summary: dict) -> None:  # spec: SuiteSpec
+    from cdlm.experiments.plots import plot_suite, plot_suite_deltas
+
+    png = Path(spec.results_dir) / f"{spec.name}.png"
+    plot_suite(summary, png)
+    print(f"wrote {png}")
+    if spec.baseline in summary["summary"]["average"]:
+        delta_png = png.with_suffix(".delta.png")
+        plot_suite_deltas(summary, delta_png)
+        print(f"wrote {delta_png}")
+
+
+def evaluate_llm(
+    llm: Annotated[
+        Literal["llama", "gpt"],
+        typer.Option("--llm", help="The LLM: llama (GGUF) or gpt (OpenAI-compatible API)."),
+    ] = "llama",
+    checkpoint: ModelOption = "default",
+    domain: EvalDomainOption = None,
+    data_dir: DataDirOption = None,
+    output: EvalOutputOption = None,
+    results_dir: OldResultsDirOption = None,
+    calibrate: Annotated[
+        bool,
+        typer.Option(
+            help="Pick the routing threshold with the best dev F1 (incl. routing nothing)."
+        ),
+    ] = False,
+    subset: Annotated[
+        int | None, typer.Option(help="Seeded subset of test sentences (default: all).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the subsets.")] = 1,
+    naive_subset: Annotated[
+        int,
+        typer.Option(
+            help="Also run the route-everything pipeline (twice, for the cache) on the first "
+            "N subset sentences."
+        ),
+    ] = 0,
+    naive_start: Annotated[
+        int,
+        typer.Option(
+            help="With --naive-subset: start the naive range at this subset sentence (ranges "
+            "merge with evals/merge_naive.py)."
+        ),
+    ] = 0,
+    model: LLMModelOption = None,
+    base_url: BaseUrlOption = None,
+    labels: LabelsOption = None,
+    config: ConfigOption = None,
+    sets: SetOption = None,
+) -> None:
+    """Score the tagger alone against tagger + LLM on the hard cases: F1, routing, cost.
+
+    Written to evals/results/ (or --output) as JSON + Markdown."""
+    from cdlm.config import llm_run_config
+    from cdlm.experiments.llm_eval import llm_eval, write_llm_results
+
+    options = {"reasoning.labels_file": str(labels) if labels else None}
+    cfg = llm_run_config(config, llm, model, base_url, with_sets(options, sets))
+    res = llm_eval(
+        checkpoint, cfg, subset=subset, seed=seed, calibrate_routing=calibrate,
+        naive_subset=naive_subset, naive_start=naive_start, data_dir=data_dir, domain=domain,
+    )  # fmt: skip
+    _print_scores(f"{res.domain} test, tagger only", res.tagger)
+    _print_scores(f"{res.domain} test, tagger + {llm} (threshold {res.threshold:.3f})", res.routed)
+    path = write_llm_results(res, pick_output(output, results_dir, "--results-dir") or RESULTS_DIR)
+    st = res.routed_stats
+    print(
+        f"routed {st.routed_share:.1%}, {st.calls_per_sentence:.2f} calls/sentence, "
+        f"fallbacks {st.fallbacks}; wrote {path} and {path.with_suffix('.md')}"
+    )
+
+
+def _legacy_eval(args: list[str]) -> list[str]:
+    """``cdlm eval --suite FILE ...`` and ``cdlm eval --llm X ...``, the spellings before the
+    subcommands, as ``cdlm eval suite FILE ...`` and ``cdlm eval llm --llm X ...``."""
+    from cdlm.errors import ConfigError
+
+    file, rest = take_option(args, "--suite")
+    if file is not None:
+        deprecated("cdlm eval --suite FILE", "cdlm eval suite FILE")
+        return ["suite", file, *rest]
+    backend, rest = take_option(args, "--llm")
+    if backend is None or backend == "none":  # --llm none was the plain evaluation
+        return rest
+    if "--plot" in option_words(rest):
+        raise ConfigError("--plot is not available with --llm yet; run without --llm to plot")
+    deprecated("cdlm eval --llm", "cdlm eval llm --llm")
+    return ["llm", *args]
+
+
+eval_app = typer.Typer(
+    cls=plain_group(
+        evaluate,
+        legacy=_legacy_eval,
+        epilog="More: `cdlm eval suite FILE` runs a suite file (variants x domains x seeds); "
+        "`cdlm eval llm` scores the tagger against tagger + LLM. See their -h.",
+    ),
+    help="Score one model on a dataset (JSON + Markdown results); `eval suite FILE` runs a "
+    "suite, `eval llm` adds the LLM.",
+)
+eval_app.command("suite")(suite)
+eval_app.command("llm")(evaluate_llm)
+
+
 def register(app: typer.Typer) -> None:
-    """Add train and eval to the main app."""
-    app.command()(train)
-    app.command(name="eval")(evaluate)
+    """Add train and eval (with eval suite and eval llm) to the main app."""
+    app.command(cls=aliased(TRAIN_ALIASES))(train)
+    app.add_typer(eval_app, name="eval")

@@ -55,7 +55,9 @@ def test_choices_are_listed_in_the_help(capsys: pytest.CaptureFixture[str]) -> N
     for choices in ("<none|llama|gpt>", "<hard|all|none>", "<jsonl|conll>"):
         assert choices in predict
     _, evaluate, _ = _run(capsys, "eval", "-h")
-    assert "<train|dev|test>" in evaluate and "<none|llama|gpt>" in evaluate
+    assert "<train|dev|test>" in evaluate
+    _, evaluate_llm, _ = _run(capsys, "eval", "llm", "-h")  # the LLM has its own command now
+    assert "<llama|gpt>" in evaluate_llm
     _, train, _ = _run(capsys, "train", "-h")
     assert "baseline|gcn|causal|full" in train and "<none|factmix>" in train
 

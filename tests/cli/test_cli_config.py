@@ -1,4 +1,4 @@
-"""``--config FILE.toml`` on ``cdlm train``, ``cdlm eval`` and ``cdlm predict``: a missing file,
+"""``--config FILE.toml`` on ``cdlm train``, ``cdlm eval llm`` and ``cdlm predict``: a missing file,
 malformed TOML, an unknown key or a wrong type is one line on stderr naming the file (and the
 field), exit 2, no traceback -- before any model is loaded or trained."""
 
@@ -20,11 +20,14 @@ FAULTS = {
     "unknown key": ("[train]\nseeed = 2\n", "field 'train.seeed': Extra inputs are not permitted"),
     "wrong type": ('[train]\nseed = "x"\n', "field 'train.seed': Input should be a valid integer"),
 }
-# --config is read by train always, by eval and predict with --llm (the only config they use).
+# --config is read by train, eval llm, predict and predict corpus (eval scores a model under the
+# config it was saved with; eval suite under the suite file's).
 COMMANDS = {
     "train": ["train", "--target", "politics"],
-    "eval": ["eval", "--llm", "llama"],
+    "eval llm": ["eval", "llm", "--llm", "llama"],
+    "eval --llm (old spelling)": ["eval", "--llm", "llama"],
     "predict": ["predict", "Merkel met Macron.", "--llm", "llama"],
+    "predict corpus": ["predict", "corpus", "-i", "in.jsonl", "-o", "never-written.jsonl"],
 }
 
 
@@ -52,6 +55,9 @@ def test_bad_config_file_is_one_line(command, fault, tmp_path, monkeypatch, caps
     code, out, err = run_main([*COMMANDS[command], "--config", str(path)], monkeypatch, capsys)
     assert code == 2, (out, err)
     lines = err.splitlines()
+    if "old spelling" in command:  # says so first, in one line of its own
+        assert lines[0] == "note: cdlm eval --llm is deprecated; use cdlm eval llm --llm"
+        lines = lines[1:]
     assert len(lines) == 1 and "Traceback" not in err, err
     assert lines[0].startswith(f"error: {path}: "), lines[0]
     assert FAULTS[fault][1] in lines[0], lines[0]
