@@ -429,6 +429,23 @@ def checkpoint_fingerprint(checkpoint: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def _graph_params(
+    tagger: Any, fusion: Any, n_source: int, n_target: int, checkpoint: Path | None
+) -> dict[str, Any]:
+    """What a graph file records of how it was built (the checkpoint named portably)."""
+    params: dict[str, Any] = {
+        "q_split": fusion.q_split,
+        "q_max_sentences": fusion.q_max_sentences,
+        "source_sentences": n_source,
+        "target_sentences": n_target,
+        "encoder": getattr(tagger, "encoder_name", None) or "embedded",
+    }
+    if checkpoint is not None:
+        params["checkpoint"] = portable(str(checkpoint))
+        params["checkpoint_sha256"] = checkpoint_fingerprint(checkpoint)
+    return params
+
+
 def graphs_from_tagger(
     tagger: Any,
     config: Any,
@@ -466,16 +483,7 @@ def graphs_from_tagger(
     if len(src_probs) != len(source_sents):
         raise ValueError(f"{len(src_probs)} source predictions for {len(source_sents)} sentences")
     tgt_probs = _predict(tagger, target_sentences, f"{len(target_sentences)} {target}", progress)
-    params: dict[str, Any] = {
-        "q_split": fusion.q_split,
-        "q_max_sentences": fusion.q_max_sentences,
-        "source_sentences": len(source_sents),
-        "target_sentences": len(target_sentences),
-        "encoder": getattr(tagger, "encoder_name", None) or "embedded",
-    }
-    if checkpoint is not None:
-        params["checkpoint"] = portable(str(checkpoint))
-        params["checkpoint_sha256"] = checkpoint_fingerprint(checkpoint)
+    params = _graph_params(tagger, fusion, len(source_sents), len(target_sentences), checkpoint)
     return build_graphs(
         src_probs,
         src_gold,

@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 import typer
 
+from cdlm.cli.options import ConfigOption, SetOption, with_sets
+
 QuantizeChoice = Literal["none", "int8"]
 
 
@@ -40,10 +42,8 @@ def serve(
             help="Let requests switch on the LLM ([llm] of the config; default: off, 403).",
         ),
     ] = False,
-    config: Annotated[
-        Path | None,
-        typer.Option(help="TOML config file ([serve] limits and batching, [llm], [routing])."),
-    ] = None,
+    config: ConfigOption = None,
+    sets: SetOption = None,
 ) -> None:
     """Serve POST /predict, GET /health and GET /labels until Ctrl-C.
 
@@ -52,18 +52,10 @@ def serve(
     from cdlm.config import load_config
     from cdlm.inference.model import CDLM
 
-    try:
-        from cdlm.serve.app import create_app
-        from cdlm.serve.server import check_exposure, run
-    except ImportError as exc:
-        from cdlm.errors import ConfigError
-
-        raise ConfigError(
-            f"cdlm serve needs FastAPI and uvicorn ({exc.name} is missing): "
-            "pip install 'cdlm[serve]'"
-        ) from None
+    create_app, check_exposure, run = _serve_parts()
     overrides = {"serve.host": host, "serve.port": port, "serve.micro_batch": micro_batch}
-    cfg = load_config(config, overrides | {"serve.allow_llm": True if allow_llm else None})
+    overrides["serve.allow_llm"] = True if allow_llm else None
+    cfg = load_config(config, with_sets(overrides, sets))
     check_exposure(cfg.serve.host, cfg.serve.api_key_env)  # before the model loads
     if threads is not None:
         import torch
@@ -75,6 +67,21 @@ def serve(
     # Clients see the model folder's name, never its path on this machine.
     app = create_app(m, cfg.serve, name=Path(checkpoint).name or checkpoint, llm=llm)
     run(app, cfg.serve.host, cfg.serve.port)
+
+
+def _serve_parts():  # -> (create_app, check_exposure, run)
+    """The service's parts, or a one-line error naming the extra to install."""
+    try:
+        from cdlm.serve.app import create_app
+        from cdlm.serve.server import check_exposure, run
+    except ImportError as exc:
+        from cdlm.errors import ConfigError
+
+        raise ConfigError(
+            f"cdlm serve needs FastAPI and uvicorn ({exc.name} is missing): "
+            "pip install 'cdlm[serve]'"
+        ) from None
+    return create_app, check_exposure, run
 
 
 def register(app: typer.Typer) -> None:

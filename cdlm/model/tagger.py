@@ -132,6 +132,25 @@ class BatchBuilder:
             out.append(pieces)
         return out
 
+    def _tag_ids(self, tags: Sequence[str]) -> torch.Tensor:
+        try:
+            return torch.tensor([self.label_to_id[t] for t in tags])
+        except KeyError as exc:
+            raise DataError(
+                f"tag {exc.args[0]!r} is not in the model's label set "
+                f"({len(self.label_to_id)} tags)"
+            ) from None
+
+    def _padded(self, windows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input ids, attention mask) of the windows, padded to the longest."""
+        width = max(len(w) for w in windows)
+        input_ids = torch.full((len(windows), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(windows), width), dtype=torch.long)
+        for i, w in enumerate(windows):
+            input_ids[i, : len(w)] = torch.tensor(w)
+            attention_mask[i, : len(w)] = 1
+        return input_ids, attention_mask
+
     def __call__(
         self,
         token_lists: list[list[str]] | list[tuple[str, ...]],
@@ -169,19 +188,8 @@ class BatchBuilder:
                 shapes = [0 if flag else sh for sh, flag in zip(shapes, masked[b], strict=True)]
             shape_ids[b, :n] = torch.tensor(shapes, dtype=torch.long)
             if tags is not None and tag_lists is not None:
-                try:
-                    tags[b, :n] = torch.tensor([self.label_to_id[t] for t in tag_lists[b]])
-                except KeyError as exc:
-                    raise DataError(
-                        f"tag {exc.args[0]!r} is not in the model's label set "
-                        f"({len(self.label_to_id)} tags)"
-                    ) from None
-        width = max(len(w) for w in windows)
-        input_ids = torch.full((len(windows), width), tok.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(windows), width), dtype=torch.long)
-        for i, w in enumerate(windows):
-            input_ids[i, : len(w)] = torch.tensor(w)
-            attention_mask[i, : len(w)] = 1
+                tags[b, :n] = self._tag_ids(tag_lists[b])
+        input_ids, attention_mask = self._padded(windows)
         return Batch(
             input_ids=input_ids,
             attention_mask=attention_mask,

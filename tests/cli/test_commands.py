@@ -380,3 +380,16 @@ def test_every_command_says_what_it_does_in_one_line() -> None:
         assert first and "\n" not in first, (path, first)
         seen += 1
     assert seen >= 20
+
+
+def test_serve_takes_set(capsys, monkeypatch) -> None:
+    """`cdlm serve --set serve.host=0.0.0.0` reaches the config: binding beyond loopback without
+    a key is refused in one line, before any model loads."""
+    from cdlm.cli import main
+
+    monkeypatch.delenv("CDLM_SERVE_KEY", raising=False)
+    with pytest.raises(SystemExit) as caught:
+        main(["serve", "--checkpoint", "nowhere", "--set", "serve.host=0.0.0.0"])
+    err = capsys.readouterr().err
+    assert caught.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1
+    assert "0.0.0.0" in err and "CDLM_SERVE_KEY" in err
