@@ -182,8 +182,9 @@ class CausalConfig(Section):
 
     lifetime = "model"
 
-    # Explicit counterfactual = interventions on the input words (`--no-explicit-cf` switches
-    # it off): the views below in training and the entity-only debiasing at inference.
+    # Explicit counterfactual = interventions on the input words (off by default; `--variant
+    # causal` or `--set causal.explicit=true`): the views below in training and the
+    # entity-only debiasing at inference.
     explicit: bool = False
     # Weights chosen on politics dev, seed 1 (evals/results/tune_modules.md, probe_dev_table.md):
     # 0.1/0.1 kept F1 (67.08 against 66.79 plain) and raised nonce survival 39.0 -> 52.8%;
@@ -195,7 +196,7 @@ class CausalConfig(Section):
     # "both": both views on every batch; "alternate": one view per batch in turn (half the
     # extra encoder passes).
     view_schedule: Literal["both", "alternate"] = "both"
-    implicit: bool = False  # cross-attention counterfactual on features (`--no-implicit-cf`)
+    implicit: bool = False  # cross-attention counterfactual on features (`causal.implicit`)
     l_icf: float = Field(0.1, ge=0.0)  # weight of the implicit consistency loss
     # Inference: z - alpha * centred log p_type(z(x_ent)) on predicted entity words; 0 disables.
     # Chosen on dev after training (cdlm.experiments.debias): not part of the run hash.
@@ -422,7 +423,7 @@ class RoutingConfig(Section):
     # asks about the spans the tagger gives less than 60% (and every likely missed one, whose
     # p(O) is below reasoning.missed_o_max = 0.6): asking for an LLM then does something. A margin
     # rule adds nothing to it: a confidence >= 0.6 leaves a margin >= 0.2. Calibration on dev
-    # (`cdlm eval --llm ... --calibrate`) found no share that helps with SmolLM2 (README).
+    # (`cdlm eval llm ... --calibrate`) found no share that helps with SmolLM2 (README).
     threshold: float = Field(0.6, ge=0.0, le=1.0)
     margin: float = Field(0.0, ge=0.0, le=1.0)
     budget: float | None = Field(None, ge=0.0, le=1.0)
@@ -631,7 +632,7 @@ class ServeConfig(Section):
 
 
 class CorpusConfig(Section):
-    """``cdlm predict --input FILE --output FILE`` on corpora (cdlm/inference/corpus.py)."""
+    """``cdlm predict corpus -i FILE -o FILE`` on corpora (cdlm/inference/corpus.py)."""
 
     lifetime = "runtime"
     shapes_output = False

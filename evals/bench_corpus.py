@@ -13,7 +13,7 @@ is reported, so a burst of load from other processes hits all variants alike):
   ``train.eval_batch_size`` (the tagger's forward size) over the whole corpus in order of word
   pieces, as the tagger orders a task (the ceiling: no tokenising, windowing, decoding, JSON or
   I/O, and one sort over the whole corpus where a streaming run sorts each task);
-- ``local_1x1``, ``local_2x1``: ``cdlm predict --input corpus.jsonl --output out.jsonl`` with
+- ``local_1x1``, ``local_2x1``: ``cdlm predict corpus -i corpus.jsonl -o out.jsonl`` with
   ``--workers 1`` / ``--workers 2`` (:func:`cdlm.inference.corpus.predict_corpus`);
 - ``ray_2cpu``: the same with ``--engine ray --workers 2`` on a local Ray with 2 CPUs;
 - ``local_1x1_int8``: ``--quantize int8``;

@@ -1,6 +1,6 @@
 """Tagger alone vs tagger + LLM reasoning on seeded CrossNER subsets; writes evals/results/.
 
-Same measurement as ``cdlm eval --llm llama --calibrate``, with the knobs a benchmark needs: a
+Same measurement as ``cdlm eval llm --llm llama --calibrate``, with the knobs a benchmark needs: a
 fresh answer cache by default (so the first run's cost is real and the cached re-run's ratio is
 honest) and dotted config overrides.
 

@@ -1,7 +1,7 @@
 """Scoring the tagger + LLM pipeline: calibrated routing, the naive route-everything pipeline,
 cost per sentence and how many tagger decisions the LLM changed.
 
-``llm_eval`` is what ``cdlm eval --llm ...`` and ``evals/bench_reasoning.py`` run. On seeded
+``llm_eval`` is what ``cdlm eval llm ...`` and ``evals/bench_reasoning.py`` run. On seeded
 subsets of dev and test it compares side by side, in one run:
 - ``tagger``: the tagger alone;
 - ``routed``: the threshold calibrated on dev (or the configured router without ``--calibrate``);

@@ -514,12 +514,12 @@ def _select(spec: SuiteSpec, field: str, names: list[str]) -> SuiteSpec:
 
 
 def select_domains(spec: SuiteSpec, names: list[str]) -> SuiteSpec:
-    """``cdlm eval --suite F --domains a,b``."""
+    """``cdlm eval suite F --domains a,b``."""
     return _select(spec, "domains", names)
 
 
 def select_variants(spec: SuiteSpec, names: list[str]) -> SuiteSpec:
-    """``cdlm eval --suite F --variants a,b``."""
+    """``cdlm eval suite F --variants a,b``."""
     return _select(spec, "variants", names)
 
 

@@ -2,9 +2,10 @@
 
 The defaults ship inside the package (``cdlm/prompts/``, package data read with
 :mod:`importlib.resources`); users copy them out with ``cdlm prompts export DIR``, edit, and point
-``--prompts-dir`` at the copy. Each template defines two blocks, ``system`` and ``user``, which
-become the system and the last user message; a template may also set ``examples``, a list of
-``[user, assistant]`` pairs sent as earlier chat turns between the two (few-shot). Choices:
+``--set reasoning.prompts_dir=DIR`` at the copy. Each template defines two blocks, ``system``
+and ``user``, which become the system and the last user message; a template may also set
+``examples``, a list of ``[user, assistant]`` pairs sent as earlier chat turns between the two
+(few-shot). Choices:
 
 - ``SandboxedEnvironment``: a template cannot reach Python internals (attributes starting with
   ``_``, unsafe callables), so a prompt file from elsewhere cannot run code.
