@@ -72,6 +72,15 @@ TargetOption = Annotated[
 SourceOption = Annotated[
     str | None, typer.Option("--source", help="Source domain (default: conll2003).")
 ]
+WithOption = Annotated[
+    str | None,
+    typer.Option(
+        "--with",
+        metavar="DOMAINS",
+        help="Train beside these labelled domains, comma-separated (CrossNER names, the paper's "
+        "datasets, or folders), each through its own head; 'none' (default): the target alone.",
+    ),
+]
 VariantOption = Annotated[
     str | None,
     typer.Option(
@@ -111,6 +120,7 @@ OldOutOption = Annotated[Path | None, old_output_option("--out")]
 def train(
     target: TargetOption,
     source: SourceOption = None,
+    with_domains: WithOption = None,
     variant: VariantOption = None,
     seed: SeedOption = None,
     augment: AugmentOption = None,
@@ -139,9 +149,20 @@ def train(
         "train.threads": threads,
         "augment.method": augment,
     }
+    options["multisource.auxiliaries"] = _auxiliaries(with_domains)
     cfg = variant_config(config, variant, options, parse_sets(sets, options))
+    if cfg.multisource.auxiliaries:
+        from cdlm.experiments.multisource import train_multisource as run_training
     result = run_training(cfg, output, data_dir=data_dir, runs=runs_dir)
     _report_training(result, cfg, data_dir)
+
+
+def _auxiliaries(names: str | None) -> list[str] | None:
+    """``--with a,b`` -> ["a", "b"]; ``none`` -> [] (the target alone); unset -> the config's."""
+    if names is None:
+        return None
+    found = [n.strip() for n in names.split(",") if n.strip()]
+    return [] if found == ["none"] else found
 
 
 def _report_training(result, cfg, data_dir: Path | None) -> None:  # TrainResult, CdlmConfig

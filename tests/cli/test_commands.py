@@ -201,6 +201,33 @@ def test_train_set_on_the_synthetic_corpus(small_crossner: Path, tmp_path: Path,
     assert len(scores["history"]) == 1
 
 
+def test_train_with_auxiliaries_on_the_synthetic_corpus(
+    small_crossner: Path, tmp_path: Path, capsys
+) -> None:
+    """`cdlm train --with conll2003`: a real (tiny) multi-source run whose saved model records
+    its auxiliary; `--with none` is the target alone; an unknown domain is one line, exit 2,
+    before any training."""
+    out = tmp_path / "run"
+    common = [
+        "train", "--target", "politics", "--data-dir", str(small_crossner), "--threads", "1",
+        "--runs-dir", str(tmp_path / "runs"), "--set", "train.source_epochs=0",
+        "--set", "train.target_epochs=1", "--set", "train.max_train_sentences=8",
+    ]  # fmt: skip
+    code, stdout, err = _run(capsys, *common, "--with", "conll2003", "-o", str(out))
+    assert code == 0, err
+    saved = json.loads((out / "config.json").read_text(encoding="utf-8"))["config"]
+    assert saved["multisource"]["auxiliaries"] == ["conll2003"]
+    scores = json.loads((out / "scores.json").read_text(encoding="utf-8"))
+    assert [a["data"] for a in scores["auxiliaries"]] == ["conll2003"]  # trained beside it
+    code, _, err = _run(capsys, *common, "--with", "none", "-o", str(tmp_path / "alone"))
+    assert code == 0, err
+    alone = json.loads((tmp_path / "alone" / "config.json").read_text(encoding="utf-8"))
+    assert alone["config"]["multisource"]["auxiliaries"] == []
+    code, _, err = _run(capsys, *common, "--with", "nowhere", "-o", str(tmp_path / "bad"))
+    assert code == 2 and err.count("\n") == 1 and "nowhere" in err, err
+    assert not (tmp_path / "bad").exists()
+
+
 # --- eval -----------------------------------------------------------------------------------
 
 
