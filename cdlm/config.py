@@ -167,7 +167,9 @@ class FusionConfig(Section):
     # Q is estimated on the first N source sentences of `q_split` (None = all): 2000 CoNLL
     # sentences give hundreds of tokens for every source tag, the full split costs minutes.
     q_max_sentences: int | None = Field(2000, ge=1)
-    graphs_dir: str = "graphs"  # where `cdlm graphs build` writes <source>__<target>.json
+    # Where `cdlm graphs build` writes <source>__<target>.json: relative to the folder cdlm runs
+    # in (the checkout's committed graphs/ when run there).
+    graphs_dir: str = "graphs"
     gcn_hidden: int = Field(256, ge=1)
     l_gm: float = Field(0.1, ge=0.0)  # weight of the Gromov-Wasserstein graph matching loss
     l_aux: float = Field(0.1, ge=0.0)  # weight of the auxiliary multi-label entity-type loss

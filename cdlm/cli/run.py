@@ -198,7 +198,11 @@ EvalDomainOption = Annotated[
     ),
 ]
 EvalOutputOption = Annotated[
-    Path | None, output_option("Folder for the JSON and Markdown (default: evals/results).")
+    Path | None,
+    output_option(
+        "Folder for the JSON and Markdown (default: evals/results under the folder you run "
+        "cdlm in; the command prints the path it wrote)."
+    ),
 ]
 OldResultsDirOption = Annotated[Path | None, old_output_option("--results-dir")]
 EvalPlotOption = Annotated[
