@@ -33,7 +33,7 @@ import json
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -281,8 +281,16 @@ class TrainConfig(Section):
         return None if value == 0 else value
 
 
-# `--llm` choices: "none" = the tagger alone.
-LLM_CHOICES = ("none", "llama", "gpt")
+# The choice sets the options, the service and the corpus engines share, each spelled once here.
+# `--llm`: "none" = the tagger alone.
+LLMChoice = Literal["none", "llama", "gpt"]
+LLM_CHOICES: tuple[str, ...] = get_args(LLMChoice)
+# `--route`: which sentences go to the LLM (hard ones, all, none).
+Route = Literal["hard", "all", "none"]
+ROUTES: tuple[str, ...] = get_args(Route)
+# `--quantize`: "int8" = the int8 ONNX encoder (cdlm/model/quantize.py).
+QuantizeMode = Literal["none", "int8"]
+QUANTIZE_CHOICES: tuple[str, ...] = get_args(QuantizeMode)
 
 
 class LLMConfig(Section):
@@ -290,7 +298,7 @@ class LLMConfig(Section):
 
     lifetime = "runtime"
 
-    backend: Literal["llama", "gpt", "none"] = "none"
+    backend: LLMChoice = "none"
     # llama: path to a GGUF (None = embedded SmolLM2); gpt: model name.
     model: str | None = None
     base_url: str | None = None

@@ -148,10 +148,11 @@ def _filter_tagger(checkpoint: Path | None, originals, console):  # -> Tagger | 
         console.print("note: no --checkpoint, so the semi-facts are NOT filtered")
         return None
     from cdlm.data.bio import entity_types
+    from cdlm.data.spans import label_types
     from cdlm.model.tagger import Tagger
 
     tagger = Tagger.load(checkpoint)
-    unknown = sorted(set(entity_types(originals)) - {lab[2:] for lab in tagger.labels})
+    unknown = sorted(set(entity_types(originals)) - set(label_types(tagger.labels)))
     if unknown:
         console.print(
             f"warning: {checkpoint} has no label for {', '.join(unknown)}: the filter drops "

@@ -21,7 +21,6 @@ from cdlm.errors import ConfigError
 
 T = TypeVar("T")
 
-LLMChoice = Literal["none", "llama", "gpt"]
 SplitChoice = Literal["train", "dev", "test"]
 
 

@@ -18,18 +18,16 @@ from cdlm.cli.options import (
     ConfigOption,
     HeadOption,
     LabelsOption,
-    LLMChoice,
     LLMModelOption,
     ModelOption,
     SetOption,
     with_sets,
 )
+from cdlm.config import LLMChoice, QuantizeMode, Route
 
-RouteChoice = Literal["hard", "all", "none"]
 FormatChoice = Literal["jsonl", "conll"]
 InputFormatChoice = Literal["auto", "text", "jsonl"]
 EngineChoice = Literal["local", "ray"]
-QuantizeChoice = Literal["none", "int8"]
 
 
 # Options that only set one config key: still read, as --set (with a note).
@@ -77,7 +75,7 @@ ThresholdOption = Annotated[
 ]
 LLMOption = Annotated[LLMChoice, typer.Option(help="LLM for the hard candidates.")]
 RouteOption = Annotated[
-    RouteChoice | None,
+    Route | None,
     typer.Option(
         help="With --llm: which candidates go to the LLM: hard (the routing.* rule, default), "
         "all, or none."
@@ -87,7 +85,7 @@ ExplainOption = Annotated[
     bool, typer.Option(help="With --llm: add causal links, votes and self-check verdicts.")
 ]
 QuantizeOption = Annotated[
-    QuantizeChoice,
+    QuantizeMode,
     typer.Option(help="int8: quantized encoder, faster on CPU (see evals/bench_corpus)."),
 ]
 BatchSizeOption = Annotated[int, typer.Option(help="Texts per batch.", min=1)]

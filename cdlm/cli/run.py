@@ -72,6 +72,24 @@ TargetOption = Annotated[
 SourceOption = Annotated[
     str | None, typer.Option("--source", help="Source domain (default: conll2003).")
 ]
+UnlabeledOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--unlabeled",
+        metavar="FILE",
+        help="Self-training: unlabeled texts (one a line, or JSONL with 'text'); the tagger "
+        "labels them and its confident spans join the gold sentences (threshold, weight and "
+        "rounds chosen on dev).",
+    ),
+]
+VerifyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--verify",
+        metavar="none|llm",
+        help="With --unlabeled: send the uncertain pseudo-spans through the LLM vote first.",
+    ),
+]
 WithOption = Annotated[
     str | None,
     typer.Option(
@@ -121,6 +139,8 @@ def train(
     target: TargetOption,
     source: SourceOption = None,
     with_domains: WithOption = None,
+    unlabeled: UnlabeledOption = None,
+    verify: VerifyOption = None,
     variant: VariantOption = None,
     seed: SeedOption = None,
     augment: AugmentOption = None,
@@ -150,11 +170,34 @@ def train(
         "augment.method": augment,
     }
     options["multisource.auxiliaries"] = _auxiliaries(with_domains)
+    options["selftrain.pool"] = str(unlabeled) if unlabeled is not None else None
+    options["selftrain.verify"] = verify
     cfg = variant_config(config, variant, options, parse_sets(sets, options))
+    if cfg.selftrain.pool is not None:
+        _self_train(cfg, output, data_dir, runs_dir)
+        return
     if cfg.multisource.auxiliaries:
         from cdlm.experiments.multisource import train_multisource as run_training
     result = run_training(cfg, output, data_dir=data_dir, runs=runs_dir)
     _report_training(result, cfg, data_dir)
+
+
+def _self_train(cfg, output: Path | None, data_dir: Path | None, runs: Path | None) -> None:
+    """``--unlabeled FILE``: the self-training recipe; its run is named ``<variant>+selftrain``
+    so it never takes the plain run's folder."""
+    from cdlm.experiments.selftrain import run_selftrain
+    from cdlm.runs import default_out_dir
+
+    if output is None:
+        named = cfg.model_copy(deep=True)
+        named.train.variant = f"{cfg.train.variant}+selftrain"
+        output = default_out_dir(named, runs)
+    result = run_selftrain(cfg, output, data_dir=data_dir, runs=runs)
+    print(f"checkpoint: {result.checkpoint} (teacher: {result.teacher})")
+    print(f"pool: {result.pool_texts} texts; chosen on dev: {result.chosen.model_dump()}")
+    _print_scores(f"{result.target} dev (teacher {100 * result.teacher_dev_f1:.2f})", result.dev)
+    for stage, usage in (result.llm_usage or {}).items():
+        print(f"llm {stage}: {usage}")
 
 
 def _auxiliaries(names: str | None) -> list[str] | None:

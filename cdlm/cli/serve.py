@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 
 from cdlm.cli.options import ConfigOption, SetOption, with_sets
-
-QuantizeChoice = Literal["none", "int8"]
+from cdlm.config import QuantizeMode
 
 
 def serve(
@@ -32,7 +31,7 @@ def serve(
         ),
     ] = None,
     quantize: Annotated[
-        QuantizeChoice, typer.Option(help="int8: quantized encoder, faster on CPU.")
+        QuantizeMode, typer.Option(help="int8: quantized encoder, faster on CPU.")
     ] = "none",
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.", min=1)] = None,
     allow_llm: Annotated[

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cdlm.data.spans import OUTSIDE
+from cdlm.data.spans import OUTSIDE, label_types
 from cdlm.errors import DataError
 from cdlm.results import atomic_write_text
 
@@ -218,7 +218,7 @@ def write_bio(path: Path | str, sentences: Iterable[Sentence], sep: str = "\t") 
 
 def entity_types(sentences: Iterable[Sentence]) -> list[str]:
     """Sorted entity types (tags without ``B-``/``I-``) occurring in the sentences."""
-    return sorted({tag[2:] for sent in sentences for tag in sent.tags if tag != OUTSIDE})
+    return sorted(label_types(tag for sent in sentences for tag in sent.tags))
 
 
 def bio_labels(types: Iterable[str]) -> list[str]:

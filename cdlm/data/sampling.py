@@ -21,12 +21,13 @@ import random
 from collections import defaultdict
 from collections.abc import Sequence
 
-from cdlm.data.bio import OUTSIDE, Sentence
+from cdlm.data.bio import Sentence
+from cdlm.data.spans import label_types
 from cdlm.errors import ConfigError
 
 
 def _types(sent: Sentence) -> set[str]:
-    return {tag[2:] for tag in sent.tags if tag != OUTSIDE}
+    return set(label_types(sent.tags))
 
 
 def k_shot(sentences: Sequence[Sentence], k: int, seed: int) -> list[Sentence]:

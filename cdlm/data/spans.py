@@ -14,11 +14,21 @@ source; its JSON form ``{start, end, text, label, score, source}`` is cdlm's out
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 OUTSIDE = "O"
+
+
+def tag_type(tag: str) -> str | None:
+    """The entity type of one BIO tag (``B-X``/``I-X`` -> ``X``); ``None`` for ``O``."""
+    return None if tag == OUTSIDE else tag[2:]
+
+
+def label_types(labels: Iterable[str]) -> list[str]:
+    """The distinct entity types of BIO ``labels``, in order of first appearance."""
+    return list(dict.fromkeys(tag[2:] for tag in labels if tag != OUTSIDE))
 
 
 class Span(NamedTuple):

@@ -65,7 +65,7 @@ class HeadScores(BaseModel):
     test: SpanScores | None  # None when the dataset has no test split
 
 
-class EpochLog(BaseModel):
+class JointEpochLog(BaseModel):
     epoch: int
     train_loss: float
     dev_f1: dict[str, float]  # per head, on the early-stopping dev subsets
@@ -81,7 +81,7 @@ class BuildResult(BaseModel):
     recipe: str  # hash of everything that shapes the model
     heads: list[HeadScores] = []
     best_epoch: int = 0
-    history: list[EpochLog] = []
+    history: list[JointEpochLog] = []
     source_checkpoint: str | None = None
     source_cached: bool = False
     source_seconds: float = 0.0  # pre-training time, as recorded when the source was trained
@@ -373,7 +373,7 @@ def fit_joint(
     source_head: str,
     cfg: CdlmConfig,
     progress: bool = True,
-) -> tuple[int, list[EpochLog]]:
+) -> tuple[int, list[JointEpochLog]]:
     """Joint fine-tuning with early stopping on the mean dev F1 of the heads; leaves the best
     epoch's weights in ``bundle``. Returns (best epoch, history)."""
     recipe = cfg.default_model
@@ -391,13 +391,13 @@ def fit_joint(
         steps, cursor = epoch_steps(bundle, train, source_head, source_order, cursor, cfg, rng)
         return steps
 
-    history: list[EpochLog] = []
+    history: list[JointEpochLog] = []
 
     def evaluate(epoch: EpochRun) -> tuple[float, str]:
         f1 = {name: _score(bundle.tagger(name), sents).f1 for name, sents in dev.items()}
         mean = sum(f1.values()) / len(f1)
         history.append(
-            EpochLog(
+            JointEpochLog(
                 epoch=epoch.epoch,
                 train_loss=epoch.loss,
                 dev_f1=f1,

@@ -240,7 +240,7 @@ def _survival(outcomes: Sequence[str], skipped: int = 0, pool: str | None = None
     )
 
 
-def summarise(
+def summarise_probe(
     cfs: Sequence[Counterfactual],
     retagged: Sequence[Sequence[str]],
     skipped: Counter[str],
@@ -291,7 +291,7 @@ def run_probe(
     for mode in ("swap", placeholder_mode):
         cfs, skipped = counterfactuals(sentences, predicted, base, mode, seed)
         retagged = model.predict_tags([cf.changed.tokens for cf in cfs]) if cfs else []
-        modes[mode] = summarise(cfs, retagged, skipped, base if mode == "swap" else None)
+        modes[mode] = summarise_probe(cfs, retagged, skipped, base if mode == "swap" else None)
     return n_entities, modes
 
 

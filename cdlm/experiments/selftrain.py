@@ -55,7 +55,7 @@ from pydantic import BaseModel
 from cdlm.config import CdlmConfig, CorpusConfig, SelfTrainConfig, llm_run_config
 from cdlm.data.bio import Sentence
 from cdlm.data.corpus import input_format, read_records, record_problem
-from cdlm.data.spans import OUTSIDE, Span, bio_spans
+from cdlm.data.spans import OUTSIDE, Span, bio_spans, label_types
 from cdlm.data.text import Token, tokenize
 from cdlm.errors import ConfigError, DataError
 from cdlm.experiments.loop import (
@@ -93,11 +93,6 @@ if TYPE_CHECKING:
 IGNORE_TAG = "<no-loss>"  # a pseudo-labelled word that carries no loss
 LABEL_CHUNK = 512  # texts per labelling step: one file append, one progress tick
 ROUND_FILE = "round.json"  # a finished round's record, beside its student
-
-
-def types_of(labels: Sequence[str]) -> list[str]:
-    """The entity types of BIO ``labels``, in order of first appearance."""
-    return list(dict.fromkeys(label[2:] for label in labels if label != OUTSIDE))
 
 
 # --- the pool ------------------------------------------------------------------------------
@@ -771,7 +766,7 @@ def prepare(
         raise ConfigError("selftrain: not combined with FactMix or multi-source training yet")
     data = load_target(cfg, data_dir)
     texts, cfg.selftrain.pool = resolve_pool(pool, cfg, data, data_dir)
-    types = types_of(data.labels)
+    types = label_types(data.labels)
     unknown = sorted(set(cfg.selftrain.type_thresholds) - set(types))
     if unknown:
         raise ConfigError(f"selftrain.type_thresholds: {', '.join(unknown)} not target types")
@@ -779,7 +774,7 @@ def prepare(
     teacher_dir = Path(teacher) if teacher else ensure_teacher(
         cfg, out / "teacher", data_dir, runs, progress
     )  # fmt: skip
-    foreign = set(types_of(Tagger.read_meta(teacher_dir)["labels"])) - set(types)
+    foreign = set(label_types(Tagger.read_meta(teacher_dir)["labels"])) - set(types)
     if foreign:
         raise ConfigError(f"teacher {teacher_dir}: types {sorted(foreign)} are not the target's")
     source, source_dir, _, _ = pretrain_source(cfg, data_dir, runs, progress)
@@ -874,7 +869,7 @@ def per_type_thresholds(ctx: Context, grid: Sequence[float], precision: float) -
     gold = [set(bio_spans(s.tags)) for s in dev]
     scored = [(k, s) for k, lab in enumerate(labs) for s in lab.scored()]
     out = {}
-    for etype in types_of(ctx.data.labels):
+    for etype in label_types(ctx.data.labels):
         out[etype] = max(grid)
         for bar in sorted(grid):
             kept = [

@@ -207,7 +207,7 @@ def _record(variant: str, domain: str, seed: int, folder: Path, reused: bool, sp
     )
 
 
-def summarise(spec: SuiteSpec, records: list[RunRecord]) -> dict[str, Any]:
+def summarise_suite(spec: SuiteSpec, records: list[RunRecord]) -> dict[str, Any]:
     """Per (domain, variant): mean and sample std of test F1 over seeds (std 0 for one seed);
     per variant: the mean over domains (only when every domain has a result), of test and of
     dev F1 (dev is what a choice between variants is made on); deltas against the baseline
@@ -577,7 +577,7 @@ def run_suite(
             "planned": len(plan),
             "suite": spec.model_dump(mode="json"),
             "runs": [r.model_dump(mode="json") for r in done],
-            "summary": summarise(spec, done),
+            "summary": summarise_suite(spec, done),
             "provenance": stamp(
                 variants={v: variant_overrides(spec, v) for v in spec.variants},
                 first_run_config=first_config,

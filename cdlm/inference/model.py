@@ -35,12 +35,12 @@ import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from cdlm.config import CdlmConfig, LLMConfig, llm_run_config, load_config
-from cdlm.data.spans import Entity, span_tags
+from cdlm.config import ROUTES, CdlmConfig, LLMConfig, Route, llm_run_config, load_config
+from cdlm.data.spans import Entity, label_types, span_tags
 from cdlm.errors import ConfigError, DataError, ModelNotFoundError
-from cdlm.inference.tagging import TaggedText, check_types, entity_types, tag_texts, tag_tokens
+from cdlm.inference.tagging import TaggedText, check_types, tag_texts, tag_tokens
 from cdlm.llm.usage import UsageLog
 from cdlm.reasoning import pipeline
 from cdlm.reasoning.pipeline import Outcome
@@ -54,8 +54,6 @@ if TYPE_CHECKING:
     from cdlm.model.tagger import Tagger
     from cdlm.reasoning.candidates import Candidate, Doc
 
-Route = Literal["hard", "all", "none"]
-ROUTES: tuple[str, ...] = ("hard", "all", "none")
 # What `llm=` takes: a backend name, an LLMConfig, a ready backend object, or a reasoning Task.
 LLMSpec = str | LLMConfig | Task | Any | None
 Item = str | dict[str, Any]
@@ -214,7 +212,7 @@ class CDLM:
 
     def labels(self, domain: str | None = None) -> list[str]:
         """The entity types of a domain (``person``, ``politician``, ...), not its BIO tags."""
-        return entity_types(self.tagger(domain).labels)
+        return label_types(self.tagger(domain).labels)
 
     def tag_tokens(
         self, token_lists: Sequence[Sequence[str]], domain: str | None = None
@@ -394,7 +392,7 @@ class CDLM:
         types = list(labels) if labels is not None else None
         if types is not None:
             check_types(types, tagger.labels, name)
-        task = self._task(llm, name, types or entity_types(tagger.labels), explain)
+        task = self._task(llm, name, types or label_types(tagger.labels), explain)
         router, rule, forced = self._router(route, task)
         return _Call(tagger, types, task, router, rule, forced, threshold, explain)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cdlm.config import CdlmConfig, check_llm_choice, llm_run_config
+from cdlm.data.spans import label_types
 from cdlm.data.text import tokenize
 from cdlm.errors import ConfigError
 from cdlm.inference.model import CDLM, output_record
@@ -49,7 +50,7 @@ def llm_only_types(cfg: CdlmConfig, domain: str) -> list[str]:
             f"{path}: no entity types for domain '{domain}': LLM-only mode takes them from a "
             "label file (--labels FILE.toml) or the domain's data; or give --checkpoint"
         ) from None
-    return list(dict.fromkeys(lab[2:] for lab in labels if lab != "O"))
+    return label_types(labels)
 
 
 def llm_only_records(

@@ -7,10 +7,11 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from cdlm.config import LLMChoice, QuantizeMode, Route
 from cdlm.data.corpus import Record
 
 Predictor = Callable[[list[Record]], list[Record]]
@@ -26,10 +27,10 @@ class PredictorSpec(BaseModel):
     model: str = "default"
     domain: str | None = None
     threshold: float | None = None
-    llm: Literal["none", "llama", "gpt"] = "none"
-    route: Literal["hard", "all", "none"] | None = None
+    llm: LLMChoice = "none"
+    route: Route | None = None
     explain: bool = False
-    quantize: Literal["none", "int8"] = "none"
+    quantize: QuantizeMode = "none"
     batch_size: int = 32
     # The full CdlmConfig (routing, reasoning, LLM settings) as JSON data; None = defaults.
     config: dict[str, Any] | None = None

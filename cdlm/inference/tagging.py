@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cdlm.data.spans import OUTSIDE, Entity
+from cdlm.data.spans import OUTSIDE, Entity, label_types, tag_type
 from cdlm.data.text import Token, is_junk, tokenize
 from cdlm.errors import ConfigError
 from cdlm.reasoning.candidates import Candidate, Doc, extract_candidates
@@ -70,11 +70,6 @@ def doc_of(text: str, tokens: Sequence[Token]) -> Doc:
     return Doc(text, tuple(t.text for t in tokens), tuple((t.start, t.end) for t in tokens))
 
 
-def entity_types(labels: Sequence[str]) -> list[str]:
-    """The entity types of a BIO label set, in label order."""
-    return list(dict.fromkeys(lab[2:] for lab in labels if lab != OUTSIDE))
-
-
 def outside_junk(probs: np.ndarray, tokens: Sequence[Token], labels: Sequence[str]) -> np.ndarray:
     """``probs`` with the row of every junk token (:func:`cdlm.data.text.is_junk`: control,
     format, unassigned... characters only) set to ``O``: the tagger's row for such a token is
@@ -90,14 +85,14 @@ def outside_junk(probs: np.ndarray, tokens: Sequence[Token], labels: Sequence[st
 
 def restrict(probs: np.ndarray, labels: Sequence[str], types: Sequence[str]) -> np.ndarray:
     """``probs`` with every type outside ``types`` at zero, rows renormalised."""
-    keep = np.array([lab == OUTSIDE or lab[2:] in types for lab in labels])
+    keep = np.array([(etype := tag_type(lab)) is None or etype in types for lab in labels])
     out = np.where(keep, probs, 0.0)
     return out / np.clip(out.sum(axis=-1, keepdims=True), 1e-12, None)
 
 
 def check_types(types: Sequence[str], labels: Sequence[str], domain: str) -> None:
     """An unknown type is an error naming the known ones (it could never be predicted)."""
-    known = entity_types(labels)
+    known = label_types(labels)
     unknown = [t for t in types if t not in known]
     if unknown:
         raise ConfigError(

@@ -35,6 +35,7 @@ from pydantic import BaseModel, ValidationError
 from torch import nn
 
 from cdlm.config import CdlmConfig
+from cdlm.data.spans import tag_type
 from cdlm.errors import ConfigError, ModelNotFoundError
 from cdlm.model.encoder import load_pretrained
 from cdlm.model.features import CasingFeatures
@@ -72,8 +73,8 @@ def tied_rows(
     heads_of: dict[str, set[str]] = {}
     for name, tags in labels.items():
         for tag in tags:
-            if tag != "O":
-                heads_of.setdefault(tag[2:], set()).add(name)
+            if (etype := tag_type(tag)) is not None:
+                heads_of.setdefault(etype, set()).add(name)
     tied = sorted(t for t, names in heads_of.items() if len(names) > 1)
     shared: dict[str, int] = {}
     members: list[list[tuple[str, int]]] = []
@@ -81,7 +82,7 @@ def tied_rows(
     for name, tags in labels.items():
         places[name], own = [], 0
         for i, tag in enumerate(tags):
-            if tag == "O" or tag[2:] not in tied:
+            if tag_type(tag) not in tied:
                 places[name].append((False, own))
                 own += 1
                 continue

@@ -70,6 +70,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cdlm.config import CausalConfig
+from cdlm.data.spans import label_types, tag_type
 from cdlm.errors import ConfigError
 from cdlm.model.views import Mention, context_only, entity_only, swap_entities
 
@@ -87,9 +88,9 @@ class TagIndex(nn.Module):
         super().__init__()
         if "O" not in labels:
             raise ConfigError("causal: the label set has no 'O' tag")
-        names = dict.fromkeys(label[2:] for label in labels if label != "O")
+        names = label_types(labels)
         types = {name: i for i, name in enumerate(names)}  # contiguous 0..n_types-1
-        type_ids = [types[label[2:]] if label != "O" else -1 for label in labels]
+        type_ids = [-1 if (etype := tag_type(lb)) is None else types[etype] for lb in labels]
         self.register_buffer("outside", torch.tensor([lb == "O" for lb in labels]), False)
         self.register_buffer("begin", torch.tensor([lb.startswith("B-") for lb in labels]), False)
         self.register_buffer("type_id", torch.tensor(type_ids), False)

@@ -12,6 +12,8 @@ import functools
 
 import numpy as np
 
+from cdlm.data.spans import tag_type
+
 
 @functools.lru_cache(maxsize=64)
 def _constraints(labels: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -24,7 +26,7 @@ def _constraints(labels: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
         if cur.startswith("I-"):
             start[j] = -np.inf
             for i, prev in enumerate(labels):
-                if prev[2:] != cur[2:] or prev == "O":
+                if tag_type(prev) != tag_type(cur):
                     trans[i, j] = -np.inf
     return start, trans
 

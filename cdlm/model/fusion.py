@@ -36,14 +36,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from cdlm.data.spans import label_types, tag_type
 from cdlm.model.losses import entity_type_loss, gromov_wasserstein_loss
 
 
 def entity_types_of(tags: list[str]) -> tuple[list[str], list[int]]:
     """Sorted entity types of a BIO tag list and each tag's type index (-1 for ``O``)."""
-    types = sorted({t[2:] for t in tags if t != "O"})
+    types = sorted(label_types(tags))
     pos = {t: i for i, t in enumerate(types)}
-    return types, [-1 if t == "O" else pos[t[2:]] for t in tags]
+    return types, [-1 if (etype := tag_type(t)) is None else pos[etype] for t in tags]
 
 
 def _edges(adj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

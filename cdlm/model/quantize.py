@@ -23,20 +23,18 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
-from cdlm.config import QuantizeConfig, cache_home
+from cdlm.config import QUANTIZE_CHOICES, QuantizeConfig, QuantizeMode, cache_home
 from cdlm.errors import ConfigError
 
-Quantize = Literal["none", "int8"]
-QUANTIZE_CHOICES: tuple[str, ...] = ("none", "int8")
 INSTALL_HINT = "pip install 'cdlm[onnx]' (onnxruntime, onnx, onnxscript)"
 
 
-def check_quantize(mode: str | None) -> Quantize:
+def check_quantize(mode: str | None) -> QuantizeMode:
     """``None``/``"none"`` or ``"int8"``; anything else is a one-line error."""
     if mode is None:
         return "none"

@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from torch import nn
 
 from cdlm.config import CdlmConfig, from_saved, one_line
+from cdlm.data.spans import label_types
 from cdlm.errors import ConfigError, DataError, ModelNotFoundError
 from cdlm.model.batching import length_batches
 from cdlm.model.decode import decode
@@ -357,7 +358,7 @@ class Tagger(nn.Module):
         none), centred over the types (the part they share says nothing about which type) and
         scaled to ``scale`` x the mean norm of the random rows they replace. ``O`` keeps its
         random row."""
-        types = list(dict.fromkeys(label[2:] for label in self.labels if label != "O"))
+        types = label_types(self.labels)
         texts = [
             f"{t}: {descriptions[t]}" if descriptions.get(t) else t.replace("_", " ") for t in types
         ]

@@ -20,7 +20,7 @@ from typing import Literal
 
 import numpy as np
 
-from cdlm.data.spans import OUTSIDE, bio_spans
+from cdlm.data.spans import OUTSIDE, bio_spans, label_types, tag_type
 from cdlm.model.decode import decode
 
 NONE = "none"
@@ -95,10 +95,10 @@ class Candidate:
 
 def _type_mass(probs: np.ndarray, labels: list[str]) -> tuple[list[str], np.ndarray]:
     """Per word, probability mass of each entity type (B + I) and of O: ``[W, T+1]``."""
-    types = list(dict.fromkeys(lab[2:] for lab in labels if lab != OUTSIDE))
+    types = label_types(labels)
     mass = np.zeros((probs.shape[0], len(types) + 1), dtype=np.float64)
     for j, lab in enumerate(labels):
-        col = len(types) if lab == OUTSIDE else types.index(lab[2:])
+        col = len(types) if (etype := tag_type(lab)) is None else types.index(etype)
         mass[:, col] += probs[:, j]
     return types, mass
 

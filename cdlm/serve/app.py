@@ -31,11 +31,11 @@ import logging
 import os
 from collections.abc import Hashable
 from contextlib import asynccontextmanager
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cdlm.config import ServeConfig
+from cdlm.config import LLMChoice, ServeConfig
 from cdlm.errors import CdlmError
 from cdlm.serve.batcher import BatcherDead, Entities, MicroBatcher, QueueFull, RequestTimeout
 
@@ -68,7 +68,7 @@ class PredictRequest(BaseModel):
     texts: list[str] = Field(min_length=1)
     domain: str | None = None
     threshold: float | None = Field(None, ge=0.0, le=1.0)
-    llm: Literal["none", "llama", "gpt"] | None = None
+    llm: LLMChoice | None = None
 
 
 class PredictResponse(BaseModel):

@@ -228,6 +228,33 @@ def test_train_with_auxiliaries_on_the_synthetic_corpus(
     assert not (tmp_path / "bad").exists()
 
 
+def test_train_unlabeled_on_the_synthetic_corpus(
+    small_crossner: Path, tmp_path: Path, capsys
+) -> None:
+    """`cdlm train --unlabeled FILE`: a real (tiny) self-training run writes a student that
+    loads; a bad pool line is one FILE:LINE line, exit 2, before any training."""
+    pool = tmp_path / "pool.txt"
+    pool.write_text("Angela Merkel visited Paris .\nThe Green Party won the 2019 election .\n")
+    out = tmp_path / "run"
+    common = [
+        "train", "--target", "politics", "--data-dir", str(small_crossner), "--threads", "1",
+        "--runs-dir", str(tmp_path / "runs"), "--set", "train.source_epochs=0",
+        "--set", "train.target_epochs=1", "--set", "train.max_train_sentences=8",
+        "--set", "selftrain.choose=false", "--set", "selftrain.threshold=0.0",
+    ]  # fmt: skip
+    code, stdout, err = _run(capsys, *common, "--unlabeled", str(pool), "-o", str(out))
+    assert code == 0, err
+    assert "pool: 2 texts" in stdout and (out / "scores.json").is_file()
+    from cdlm.inference.model import CDLM
+
+    assert CDLM.from_pretrained(out).labels()  # the student loads and has its types
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{"txt": "typo"}\n')
+    code, _, err = _run(capsys, *common, "--unlabeled", str(bad), "-o", str(tmp_path / "b"))
+    assert code == 2 and err.strip().endswith("expected a string, got nothing"), err
+    assert f"{bad}:2:" in err and not (tmp_path / "b").exists()
+
+
 # --- eval -----------------------------------------------------------------------------------
 
 

@@ -59,7 +59,7 @@ def test_confusion_draws_hand_counts(tmp_path: Path) -> None:
 
 
 def test_f1_learning_and_suite_pngs(tmp_path: Path) -> None:
-    from cdlm.experiments.suite import RunRecord, SuiteSpec, summarise
+    from cdlm.experiments.suite import RunRecord, SuiteSpec, summarise_suite
 
     assert plot_type_f1(span_scores(GOLD, PRED), tmp_path / "f1.png") == tmp_path / "f1.png"
     _png(tmp_path / "f1.png")
@@ -91,7 +91,7 @@ def test_f1_learning_and_suite_pngs(tmp_path: Path) -> None:
         for d, seeds in (("politics", (1, 2, 3)), ("music", (1,)))
         for s in seeds
     ]
-    result = {"name": "s", "suite": spec.model_dump(), "summary": summarise(spec, runs)}
+    result = {"name": "s", "suite": spec.model_dump(), "summary": summarise_suite(spec, runs)}
     bars = plot_suite(result, tmp_path / "s.png")
     _png(tmp_path / "s.png")
     assert (bars.domains, bars.variants) == (["politics", "music"], ["baseline", "gcn"])
@@ -103,7 +103,7 @@ def test_f1_learning_and_suite_pngs(tmp_path: Path) -> None:
 def test_suite_delta_forest(tmp_path: Path) -> None:
     """Each variant's average delta against the baseline, its paired-bootstrap interval and its
     dev delta, as the summary has them (points of F1)."""
-    from cdlm.experiments.suite import RunRecord, SuiteSpec, summarise
+    from cdlm.experiments.suite import RunRecord, SuiteSpec, summarise_suite
 
     spec = SuiteSpec(name="s", variants=["baseline", "gcn", "causal"], domains=["politics"])
     # 100 test sentences, one gold entity each: baseline finds 50, gcn 70, causal 50
@@ -123,7 +123,7 @@ def test_suite_delta_forest(tmp_path: Path) -> None:
         )
         for v in spec.variants
     ]
-    result = {"name": "s", "suite": spec.model_dump(), "summary": summarise(spec, runs)}
+    result = {"name": "s", "suite": spec.model_dump(), "summary": summarise_suite(spec, runs)}
     rows = plot_suite_deltas(result, tmp_path / "s.delta.png")
     _png(tmp_path / "s.delta.png")
     assert rows.variants == ["gcn", "causal"]

@@ -23,7 +23,7 @@ from cdlm.experiments.probe import (
     outcome,
     resolve_input,
     run_probe,
-    summarise,
+    summarise_probe,
 )
 from cdlm.model.features import word_shape
 
@@ -151,7 +151,7 @@ def test_survival_rates_are_a_hand_count():
         ["O", "O"],  # NATO missed
         ["B-person", "O", "O"],  # Angela Merkel: boundary
     ]
-    mode = summarise(cfs, retagged, Counter({"person": 2}), None)
+    mode = summarise_probe(cfs, retagged, Counter({"person": 2}), None)
     total = mode.overall
     assert (total.entities, total.skipped) == (5, 2)
     assert total.counts == {"survived": 2, "other_type": 1, "boundary": 1, "missed": 1}

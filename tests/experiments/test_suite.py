@@ -29,7 +29,7 @@ from cdlm.experiments.suite import (
     run_suite,
     select_domains,
     select_variants,
-    summarise,
+    summarise_suite,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -385,9 +385,9 @@ def test_a_report_of_the_whole_suite_gathers_what_workers_on_parts_recorded(tmp_
 
     def counted(*args):
         summaries.append(1)
-        return summarise(*args)
+        return summarise_suite(*args)
 
-    monkeypatch.setattr("cdlm.experiments.suite.summarise", counted)
+    monkeypatch.setattr("cdlm.experiments.suite.summarise_suite", counted)
     whole = run_suite(spec, train_fn=FakeTrain(), progress=False, log=lambda _: None, train=False)
     assert whole["complete"] and len(whole["runs"]) == 6
     assert len(summaries) == 1  # a report is summed up once, not once per recorded run
