@@ -59,7 +59,6 @@ from cdlm.data.bio import Sentence
 from cdlm.errors import ConfigError, DataError
 from cdlm.experiments.loop import (
     EpochPlan,
-    EpochRun,
     Step,
     Stopping,
     batch_stream,
@@ -71,6 +70,7 @@ from cdlm.experiments.train import (
     EpochLog,
     TargetData,
     TrainResult,
+    epoch_scorer,
     label_descriptions,
     load_target,
     pretrain_source,
@@ -335,22 +335,12 @@ def fit_on_target_dev(
     history: list[EpochLog] = []
     dev_scores: list[SpanScores] = []
 
-    def evaluate(epoch: EpochRun) -> tuple[float, str]:
+    def score_target() -> SpanScores:
         from cdlm.experiments import evaluate as ev  # looked up per call: tests spy on it
 
-        scores, _, _ = ev.score_model(view, dev)
-        dev_scores.append(scores)
-        history.append(
-            EpochLog(
-                epoch=epoch.epoch,
-                train_loss=epoch.loss,
-                dev_f1=scores.f1,
-                seconds=epoch.seconds,
-                steps=epoch.steps,
-                losses=epoch.terms,
-            )
-        )
-        return scores.f1, f"loss {epoch.loss:.4f} target dev F1 {100 * scores.f1:.2f}"
+        return ev.score_model(view, dev)[0]
+
+    evaluate = epoch_scorer(score_target, history, dev_scores, "target dev")
 
     t = config.train
     stopping = Stopping(t.target_epochs, t.patience, t.min_delta)

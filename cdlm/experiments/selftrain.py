@@ -67,7 +67,6 @@ from cdlm.experiments.loop import (
     n_batches,
     plain_progress,
     progress_bars,
-    set_seed,
 )
 from cdlm.experiments.train import (
     EpochLog,
@@ -75,7 +74,6 @@ from cdlm.experiments.train import (
     fine_tuner,
     load_target,
     pretrain_source,
-    target_graphs,
     train,
 )
 from cdlm.llm.usage import UsageLog
@@ -629,16 +627,7 @@ def train_student(
 ) -> tuple[Tagger, int, SpanScores, list[EpochLog]]:
     """A student from the source model by the target recipe (the same model construction as
     :class:`cdlm.experiments.train.FineTuner`), fitted on gold + ``pseudo``."""
-    from cdlm.model.tagger import Tagger
-
-    tuner = fine_tuner(cfg, ctx.data, ctx.pretrained, ctx.data_dir, ctx.progress)
-    set_seed(cfg.train.seed)
-    graphs = target_graphs(cfg, tuner.source, tuner.source_dir, ctx.data.train, ctx.data_dir)
-    model = Tagger.from_source(
-        cfg, ctx.data.labels, tuner.source, graphs=graphs, swap_names=tuner.swap_names
-    )
-    if ctx.data.descriptions is not None:
-        model.init_label_rows(ctx.data.descriptions, cfg.tagger.label_init_scale)
+    model = fine_tuner(cfg, ctx.data, ctx.pretrained, ctx.data_dir, ctx.progress).new_model()
     fitted = fit_student(model, ctx.data.train, pseudo, ctx.data.dev, cfg, ctx.progress)
     return model, *fitted
 

@@ -27,7 +27,7 @@ import json
 import random
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -315,20 +315,9 @@ def fit(
     history: list[EpochLog] = []
     dev_scores: list[SpanScores] = []
 
-    def evaluate(epoch: EpochRun) -> tuple[float, str]:
-        scores, _, _ = score_model(model, dev_sentences)
-        dev_scores.append(scores)
-        history.append(
-            EpochLog(
-                epoch=epoch.epoch,
-                train_loss=epoch.loss,
-                dev_f1=scores.f1,
-                seconds=epoch.seconds,
-                steps=epoch.steps,
-                losses=epoch.terms,
-            )
-        )
-        return scores.f1, f"loss {epoch.loss:.4f} dev F1 {100 * scores.f1:.2f}"
+    evaluate = epoch_scorer(
+        lambda: score_model(model, dev_sentences)[0], history, dev_scores, "dev"
+    )
 
     stopping = Stopping(t.target_epochs, t.patience, t.min_delta)
     best_epoch, _ = fit_epochs(
@@ -406,18 +395,23 @@ class FineTuner:
     def __call__(
         self, sentences: Sequence[Sentence]
     ) -> tuple[Tagger, int, SpanScores, list[EpochLog]]:
+        model = self.new_model()
+        return model, *fit(model, sentences, self.data.dev, self.config, self.progress, self.steps)
+
+    def new_model(self, config: CdlmConfig | None = None) -> Tagger:
+        """A fresh target tagger from the source model, seeded: the label graphs (always from
+        the original train set), then the label-semantics head rows."""
         from cdlm.model.tagger import Tagger
 
-        config = self.config
+        config = config or self.config
         set_seed(config.train.seed)
-        # The label graphs always come from the original train set.
         graphs = target_graphs(config, self.source, self.source_dir, self.data.train, self.data_dir)
         model = Tagger.from_source(
             config, self.data.labels, self.source, graphs=graphs, swap_names=self.swap_names
         )
         if self.data.descriptions is not None:
             model.init_label_rows(self.data.descriptions, config.tagger.label_init_scale)
-        return model, *fit(model, sentences, self.data.dev, config, self.progress, self.steps)
+        return model
 
 
 def fine_tuner(
@@ -457,6 +451,33 @@ def _sweep_alpha(
 
     _, points, scores = sweep_alpha(model, dev, config.causal.alpha_grid)
     return [p.model_dump() for p in points], scores
+
+
+def epoch_scorer(
+    score: Callable[[], SpanScores],
+    history: list[EpochLog],
+    dev_scores: list[SpanScores],
+    what: str,
+) -> Callable[[EpochRun], tuple[float, str]]:
+    """The loop's evaluation hook: ``score()`` after each epoch, logged into ``history`` and
+    ``dev_scores``; early stopping reads its F1."""
+
+    def evaluate(epoch: EpochRun) -> tuple[float, str]:
+        scores = score()
+        dev_scores.append(scores)
+        history.append(
+            EpochLog(
+                epoch=epoch.epoch,
+                train_loss=epoch.loss,
+                dev_f1=scores.f1,
+                seconds=epoch.seconds,
+                steps=epoch.steps,
+                losses=epoch.terms,
+            )
+        )
+        return scores.f1, f"loss {epoch.loss:.4f} {what} F1 {100 * scores.f1:.2f}"
+
+    return evaluate
 
 
 def score_test_split(

@@ -14,6 +14,7 @@ from shape_tagger import write_shape_checkpoint
 
 from cdlm.config import CdlmConfig, load_config
 from cdlm.data.registry import domain_labels, load_split
+from cdlm.data.spans import label_types
 from cdlm.errors import DataError
 from cdlm.experiments import selftrain
 from cdlm.experiments.selftrain import (
@@ -366,7 +367,7 @@ def test_uncertain_spans_go_to_the_smollm2_vote_and_cost_is_counted(
         "llm.n_ctx": 2048, "reasoning.experts": 1,  # SmolLM2 reads ~50 tokens/s on a busy CPU
     })  # fmt: skip
     labs = label_texts(teacher, [p.tokens for p in pool], range(2), config)
-    task = verify_task(config, "politics", selftrain.types_of(teacher.labels))
+    task = verify_task(config, "politics", label_types(teacher.labels))
 
     plain, plain_stats = select_pseudo(labs, pool, Rule(0.9))
     assert plain_stats.kept == 0 and plain_stats.verified == 0
