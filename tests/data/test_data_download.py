@@ -152,16 +152,17 @@ def test_stalled_server_times_out_and_retries(server: str, tmp_path: Path) -> No
     assert _Handler.requests["/ner_data/conll2003/train.txt"] == 2
 
 
-def test_corrupted_file_cli_exit(server: str, mirror: Path, tmp_path: Path) -> None:
-    """Through the real console entry point: one line naming the file, non-zero exit."""
-    corrupted = mirror / "ner_data" / "music" / "train.txt"
-    original = corrupted.read_bytes()
-    corrupted.write_bytes(original.replace(b"B-band", b"B-bend", 1))
-    dest = tmp_path / "dest"
+def _download_corrupted(
+    path: Path, old: bytes, new: bytes, name: str, dest: Path, url: str
+) -> subprocess.CompletedProcess[str]:
+    """`cdlm data download NAME` (the real console entry point) while the mirror serves
+    ``path`` with ``old`` changed to ``new``; the mirror file is put back after."""
+    original = path.read_bytes()
+    path.write_bytes(original.replace(old, new, 1))
     try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "cdlm", "data", "download", "crossner"]
-            + ["--dest", str(dest), "--base-url", server],
+        return subprocess.run(
+            [sys.executable, "-m", "cdlm", "data", "download", name]
+            + ["--dest", str(dest), "--base-url", url],
             capture_output=True,
             text=True,
             timeout=120,
@@ -169,7 +170,14 @@ def test_corrupted_file_cli_exit(server: str, mirror: Path, tmp_path: Path) -> N
             env={**os.environ, "COLUMNS": "200"},
         )
     finally:
-        corrupted.write_bytes(original)
+        path.write_bytes(original)
+
+
+def test_corrupted_file_cli_exit(server: str, mirror: Path, tmp_path: Path) -> None:
+    """Through the real console entry point: one line naming the file, non-zero exit."""
+    corrupted = mirror / "ner_data" / "music" / "train.txt"
+    dest = tmp_path / "dest"
+    proc = _download_corrupted(corrupted, b"B-band", b"B-bend", "crossner", dest, server)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr
@@ -280,21 +288,10 @@ def test_paper_corrupted_file_refused_and_removed(
     """Through the real console entry point: one line naming the file, exit 2, nothing
     unverified kept, no splits converted (so the name does not resolve)."""
     corrupted = paper_mirror / "data" / "BioNLP13PC-IOB" / "test.tsv"
-    original = corrupted.read_bytes()
-    corrupted.write_bytes(original.replace(b"B-Complex", b"B-Complx", 1))
     dest = tmp_path / "dest"
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "cdlm", "data", "download", "bionlp13pc"]
-            + ["--dest", str(dest), "--base-url", paper_server],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            cwd=REPO,
-            env={**os.environ, "COLUMNS": "200"},
-        )
-    finally:
-        corrupted.write_bytes(original)
+    proc = _download_corrupted(
+        corrupted, b"B-Complex", b"B-Complx", "bionlp13pc", dest, paper_server
+    )
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr

@@ -178,9 +178,9 @@ def test_missing_default_model_says_how_to_build(
         CDLM.from_pretrained(tmp_path / "nothing" / "here")
 
 
-def test_route_flags_with_smollm(tiny_checkpoint: Path, smollm_path: Path, tmp_path: Path) -> None:
-    """hard = the config rule, all = every candidate, none = no LLM call; each record says so."""
-    cfg = load_config(
+def _smollm_config(smollm_path: Path, tmp_path: Path):  # -> CdlmConfig
+    """SmolLM2 with one expert, one round and no self-check: the cheapest real LLM path."""
+    return load_config(
         None,
         {
             "llm.model": str(smollm_path),
@@ -191,6 +191,11 @@ def test_route_flags_with_smollm(tiny_checkpoint: Path, smollm_path: Path, tmp_p
             "reasoning.selfcheck": "off",
         },
     )
+
+
+def test_route_flags_with_smollm(tiny_checkpoint: Path, smollm_path: Path, tmp_path: Path) -> None:
+    """hard = the config rule, all = every candidate, none = no LLM call; each record says so."""
+    cfg = _smollm_config(smollm_path, tmp_path)
     m = CDLM.from_pretrained(tiny_checkpoint, config=cfg)
     text = [MERKEL]
     (none,) = m.stream(text, llm="llama", route="none")
@@ -274,20 +279,7 @@ def test_tokens_path_asks_the_llm_what_the_text_path_asks(
     from cdlm.reasoning.routing import Router
     from cdlm.reasoning.stages import make_task
 
-    cfg = llm_run_config(
-        load_config(
-            None,
-            {
-                "llm.model": str(smollm_path),
-                "llm.cache_dir": str(tmp_path / "cache"),
-                "llm.max_tokens": 256,
-                "reasoning.experts": 1,
-                "reasoning.rounds": 1,
-                "reasoning.selfcheck": "off",
-            },
-        ),
-        "llama",
-    )
+    cfg = llm_run_config(_smollm_config(smollm_path, tmp_path), "llama")
     m = CDLM.from_pretrained(tiny_checkpoint, config=cfg)
     words = [t.text for t in tokenize(MERKEL)]
     (by_tokens,) = m.stream_tokens([words], llm="llama", route="all", explain=True)
