@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -294,7 +295,7 @@ class BrokenLabels(Stuck):
     """Fault fake: ``labels`` raises an unexpected error naming a path."""
 
     def labels(self, domain: str | None = None) -> list[str]:
-        raise RuntimeError("cannot read /home/operator/models/labels.json")
+        raise RuntimeError(f"cannot read {Path.home() / 'models' / 'labels.json'}")
 
 
 def test_unexpected_error_is_a_generic_500() -> None:
@@ -358,7 +359,7 @@ class Poisoned:
     def predict(self, texts: list[str], **options: Any) -> Any:
         self.calls.append(len(texts))
         if any("POISON" in t for t in texts):
-            raise RuntimeError("tokenizer failed on /tmp/cache/vocab.txt")
+            raise RuntimeError(f"tokenizer failed on {Path(tempfile.gettempdir()) / 'vocab.txt'}")
         return self.model.predict(texts, **options)
 
 
