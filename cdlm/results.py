@@ -77,13 +77,17 @@ def portable(value: Any) -> Any:
     ``$CDLM_RUNS_DIR``, the working folder's prefix is dropped, and cdlm's user folder, the
     installed packages and the temp folder become ``<cdlm home>``, ``<site-packages>`` and
     ``<tmp>``."""
+    return _portable(value, _machine_roots())
+
+
+def _portable(value: Any, roots: list[tuple[str, str]]) -> Any:
     if isinstance(value, dict):
-        return {k: portable(v) for k, v in value.items()}
+        return {k: _portable(v, roots) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [portable(v) for v in value]
+        return [_portable(v, roots) for v in value]
     if not isinstance(value, str):
         return value
-    for root, name in _machine_roots():
+    for root, name in roots:
         value = value.replace(root + "/", f"{name}/" if name else "")
         value = (name or ".") if value == root else value
     return value

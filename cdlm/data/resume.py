@@ -76,14 +76,14 @@ class ResumeState:
     path: Path | None = None
     records: int = 0  # output records done
     torn_bytes: int = 0  # bytes of a torn last line that were cut off
-    _done: Iterator[tuple[int, dict[str, Any]]] | None = None
+    _done: Iterator[tuple[int, dict[str, Any], int]] | None = None
 
     def check(self, record: dict[str, Any], where: str) -> None:
         """Cross-check the next done output record against the input ``record`` at the same
         position (``where`` names the input line): same ``id`` (or none) and same ``text``."""
         if self._done is None:
             self._done = _read_records(self.path) if self.path is not None else iter(())
-        number, done = next(self._done, (0, None))
+        number, done, _ = next(self._done, (0, None, 0))
         if done is None:
             raise DataError(f"{where}: no output record left to check it against")
         same_id = done.get("id") == record.get("id") and (("id" in done) == ("id" in record))
@@ -96,8 +96,10 @@ class ResumeState:
             )
 
 
-def _read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(line number, record)`` of every complete line of an output file."""
+def _read_records(path: Path) -> Iterator[tuple[int, dict[str, Any], int]]:
+    """``(line number, record, byte offset after it)`` of every complete line of an output
+    file; a torn last line ends the walk."""
+    end = 0
     with open(path, "rb") as fh:
         for number, raw in enumerate(fh, start=1):
             if not raw.endswith(b"\n"):
@@ -111,7 +113,8 @@ def _read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 ) from None
             if not isinstance(record, dict):
                 raise DataError(f"{path}:{number}: expected a JSON object (pass --overwrite)")
-            yield number, record
+            end += len(raw)
+            yield number, record, end
 
 
 def _read_header(side: Path, output: Path) -> RunHeader:
@@ -166,13 +169,8 @@ def _resume(output: Path) -> ResumeState:
     """Count the done records and cut a torn last line (the file is ours: its sidecar says so)."""
     state = ResumeState(path=output)
     good = 0  # byte offset after the last complete line
-    for _ in _read_records(output):
-        state.records += 1
-    with open(output, "rb") as fh:
-        for raw in fh:
-            if not raw.endswith(b"\n"):
-                break
-            good += len(raw)
+    for _, _, end in _read_records(output):
+        state.records, good = state.records + 1, end
     size = output.stat().st_size
     if size > good:
         state.torn_bytes = size - good

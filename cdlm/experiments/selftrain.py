@@ -60,10 +60,7 @@ from cdlm.data.text import Token, tokenize
 from cdlm.errors import ConfigError, DataError
 from cdlm.experiments.loop import (
     EpochPlan,
-    EpochRun,
-    Stopping,
     batch_stream,
-    fit_epochs,
     n_batches,
     plain_progress,
     progress_bars,
@@ -72,6 +69,7 @@ from cdlm.experiments.train import (
     EpochLog,
     TargetData,
     fine_tuner,
+    fit_plan,
     load_target,
     pretrain_source,
     train,
@@ -551,29 +549,10 @@ def fit_student(
 ) -> tuple[int, SpanScores, list[EpochLog]]:  # fmt: skip
     """The target recipe's fine-tuning (:func:`cdlm.experiments.train.fit`) on gold + pseudo
     batches: early stopping on dev F1, the best epoch's weights left in ``model``."""
-    from cdlm.experiments.evaluate import score_model
-
     t = config.train
     rng = random.Random(t.seed)
     plan, per_epoch = mixed_plan(model, gold, pseudo, config.selftrain.weight, t.batch_size, rng)
-    history: list[EpochLog] = []
-    dev_scores: list[SpanScores] = []
-
-    def evaluate(epoch: EpochRun) -> tuple[float, str]:
-        scores, _, _ = score_model(model, dev)
-        dev_scores.append(scores)
-        history.append(EpochLog(
-            epoch=epoch.epoch, train_loss=epoch.loss, dev_f1=scores.f1, seconds=epoch.seconds,
-            steps=epoch.steps, losses=epoch.terms,
-        ))  # fmt: skip
-        return scores.f1, f"loss {epoch.loss:.4f} dev F1 {100 * scores.f1:.2f}"
-
-    stopping = Stopping(t.target_epochs, t.patience, t.min_delta)
-    best, _ = fit_epochs(
-        model, plan, per_epoch, config, stopping, evaluate, progress=progress,
-        label="student epoch",
-    )  # fmt: skip
-    return best, dev_scores[best - 1], history
+    return fit_plan(model, plan, per_epoch, dev, config, progress, "student epoch")
 
 
 # --- rounds --------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from cdlm.config import CdlmConfig
 from cdlm.data.bio import Sentence
 from cdlm.errors import ConfigError
 from cdlm.experiments.loop import (
+    EpochPlan,
     EpochRun,
     Stopping,
     fit_epochs,
@@ -307,21 +308,34 @@ def fit(
     ``model``. Returns (best epoch, its dev scores, history). An epoch is one pass over
     ``train_sentences``, or ``steps_per_epoch`` update steps (drawn pass after pass) when
     given: FactMix's steps-matched mode."""
-    from cdlm.experiments.evaluate import score_model
-
     t = config.train
     per_epoch = steps_per_epoch or n_batches(len(train_sentences), t.batch_size)
     plan = stream_plan(model, train_sentences, t.batch_size, random.Random(t.seed), per_epoch)
+    return fit_plan(model, plan, per_epoch, dev_sentences, config, progress, "target epoch")
+
+
+def fit_plan(
+    model: Tagger,
+    plan: EpochPlan,
+    per_epoch: int,
+    dev_sentences: Sequence[Sentence],
+    config: CdlmConfig,
+    progress: bool,
+    label: str,
+) -> tuple[int, SpanScores, list[EpochLog]]:
+    """Fine-tune ``model`` on ``plan`` (``per_epoch`` steps an epoch) with early stopping on
+    dev F1; the best epoch's weights stay in ``model``. (best epoch, its dev scores, history)."""
+    from cdlm.experiments.evaluate import score_model
+
+    t = config.train
     history: list[EpochLog] = []
     dev_scores: list[SpanScores] = []
-
     evaluate = epoch_scorer(
         lambda: score_model(model, dev_sentences)[0], history, dev_scores, "dev"
     )
-
     stopping = Stopping(t.target_epochs, t.patience, t.min_delta)
     best_epoch, _ = fit_epochs(
-        model, plan, per_epoch, config, stopping, evaluate, progress=progress, label="target epoch"
+        model, plan, per_epoch, config, stopping, evaluate, progress=progress, label=label
     )
     return best_epoch, dev_scores[best_epoch - 1], history
 
