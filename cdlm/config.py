@@ -519,6 +519,10 @@ class DefaultModelConfig(Section):
     # all): scoring all ~5,400 dev sentences every epoch would cost more than the training.
     # The final scores use every dev and test sentence.
     dev_sentences: int | None = Field(300, ge=1)
+    # `cdlm model ship` refuses packed weights whose F1 on any head's dev or test split moves
+    # more than this many points from the built model's; `cdlm model build-default` says
+    # whether its build matches the shipped one within it.
+    ship_tolerance: float = Field(0.2, ge=0.0, json_schema_extra=NOT_HASHED)
 
 
 class MultiSourceConfig(Section):

@@ -10,8 +10,10 @@ reused, and claims on a folder that several processes may want at once.
   (its ``lifetime``, ``NOT_HASHED`` fields, ``in_use``), never listed here: a new runtime
   section or field cannot change a run hash, and committed ledgers keep their runs
   (``python evals/check_ledger_hashes.py`` checks every recorded hash).
-- Models for everyone: ``<cdlm home>/models/<name>`` (:func:`model_dir`; the default model,
-  built by ``cdlm model build-default``, is ``models/default``), found from any working folder.
+- Models for everyone: the default model ships inside the package (:func:`shipped_dir`,
+  ``cdlm/shipped/default``, int8 weights); other named models are
+  ``<cdlm home>/models/<name>`` (:func:`model_dir`; ``cdlm model build-default`` builds into
+  ``models/default-build``), found from any working folder.
 - Claims: ``<folder>.lock`` holds the owner's pid; a lock whose process is gone is stale (two
   suites sharing a runs folder never train the same run, nor the same cached source model).
   The lock appears with its pid in it (a hard link of a finished temporary file), so no reader
@@ -34,7 +36,8 @@ from cdlm.config import CdlmConfig, TrainConfig, cache_home, without_runtime
 from cdlm.errors import ConfigError
 
 RUNS_ENV = "CDLM_RUNS_DIR"
-DEFAULT_MODEL = "default"
+DEFAULT_MODEL = "default"  # the shipped model's name
+BUILD_MODEL = "default-build"  # where `cdlm model build-default` builds it by default
 
 
 def runs_dir(path: Path | str | None = None) -> Path:
@@ -42,10 +45,17 @@ def runs_dir(path: Path | str | None = None) -> Path:
     return Path(path or os.environ.get(RUNS_ENV) or "runs")
 
 
-def model_dir(name: str = DEFAULT_MODEL) -> Path:
+def model_dir(name: str = BUILD_MODEL) -> Path:
     """Where the named model lives in the user's cdlm home (``$CDLM_HOME`` or the user cache):
     ``<home>/models/<name>``; ``CDLM.from_pretrained(name)`` looks there."""
     return cache_home() / "models" / name
+
+
+def shipped_dir(name: str = DEFAULT_MODEL) -> Path:
+    """The folder of a model shipped inside the cdlm package (``cdlm/shipped/<name>``)."""
+    from importlib.resources import files
+
+    return Path(str(files("cdlm") / "shipped" / name))
 
 
 def target_of(config: CdlmConfig) -> str:

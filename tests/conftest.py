@@ -6,7 +6,7 @@ wheel tests run on every machine. Only the tests that read CrossNER itself take
 ``crossner_dir``: it finds the data the documented ways (``$CDLM_DATA_DIR``, the user cache that
 ``cdlm data download crossner`` fills, ``../shared/data/crossner``) and skips, with the reason,
 when there is none; with ``CDLM_REQUIRE_DATA=1`` (``.ci/run`` sets it) that skip is a failure,
-so CI can never stay green by skipping. The same holds for the built default model.
+so CI can never stay green by skipping.
 
 The data, cache and runs locations are pinned for the whole session (``_pinned_locations``), so
 no test writes to the user's cache or reads an environment variable set outside the test run.
@@ -63,13 +63,10 @@ PAPER = REPO.parent / "shared" / "data" / "paper"
 @pytest.fixture(scope="session", autouse=True)
 def _pinned_locations(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """``$CDLM_DATA_DIR`` names the fixture data (or is unset when it is absent), the user cache
-    (CrossNER downloads, LLM answers) is an empty session folder, and so is ``$CDLM_RUNS_DIR``;
-    only the default model the install built is linked into it, for the tests that use it.
-    Subprocesses inherit the same environment."""
-    from cdlm.runs import model_dir
-
+    (CrossNER downloads, LLM answers, built models) is an empty session folder, and so is
+    ``$CDLM_RUNS_DIR``; the default model is the shipped one. Subprocesses inherit the same
+    environment."""
     home = tmp_path_factory.mktemp("pinned")
-    real_default = model_dir()  # the default model the install built, before the cache moves
     with pytest.MonkeyPatch.context() as mp:
         if CROSSNER is not None:
             mp.setenv("CDLM_DATA_DIR", str(CROSSNER))
@@ -77,9 +74,6 @@ def _pinned_locations(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None
             mp.delenv("CDLM_DATA_DIR", raising=False)
         mp.delenv("CDLM_HOME", raising=False)
         mp.setenv("XDG_CACHE_HOME", str(home / "cache"))  # platformdirs' user cache on Linux
-        if (real_default / "model.safetensors").is_file():  # read only: tests save elsewhere
-            model_dir().parent.mkdir(parents=True)
-            model_dir().symlink_to(real_default, target_is_directory=True)
         mp.setenv("CDLM_RUNS_DIR", str(home / "runs"))
         for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
             mp.delenv(name, raising=False)
@@ -262,26 +256,13 @@ TINY_BUNDLE = {
 
 @pytest.fixture(scope="session")
 def default_model_dir() -> Path:
-    """The real default model (``cdlm model build-default``), built from today's recipe: a
-    model built from another recipe fails (it would test a stale model); an unbuilt one skips
-    (fails under ``$CDLM_REQUIRE_DATA``)."""
-    from cdlm.config import load_config
-    from cdlm.experiments.default_model import RECIPE_FILE, data_files, is_built, recipe_hash
-    from cdlm.runs import model_dir
+    """The real default model: the one shipped inside the package (``cdlm/shipped/default``),
+    on every machine. Missing weights fail, never skip: a checkout without them is broken
+    (``tests/test_shipped_model.py`` checks that they match today's recipe)."""
+    from cdlm.runs import shipped_dir
 
-    folder = model_dir()
-    if not (folder / "model.safetensors").is_file():
-        missing(
-            f"the default model is not built at {folder} (run `cdlm model build-default`; "
-            "scripts/install.sh does)"
-        )
-    if CROSSNER is None:
-        missing("CrossNER data not found: the default model's recipe hash reads it")
-    cfg = load_config(None)
-    files = data_files(cfg, CROSSNER)
-    today = recipe_hash(cfg, files)
-    assert is_built(folder, today, files), (
-        f"the default model at {folder} was built from another recipe than today's ({today}; "
-        f"its {RECIPE_FILE} says otherwise): rebuild it with `cdlm model build-default`"
+    folder = shipped_dir()
+    assert (folder / "model.safetensors").is_file(), (
+        f"{folder}: the shipped default model is missing; see the README (shipping a model)"
     )
     return folder

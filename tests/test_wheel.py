@@ -1,6 +1,6 @@
 """The built wheel works outside the checkout: prompts are package data, found from any working
 directory, the type hints ship (py.typed), and the CLI tags text: with a checkpoint, and with the
-default model in the user cache (that test skips, with the reason, when it is not built).
+default model the wheel carries (the user cache is an empty folder: nothing is built).
 
 The virtual environment is fresh for cdlm (the wheel is installed into it, with no link to the
 checkout) and borrows the heavy dependencies (torch, transformers...) from the running
@@ -50,6 +50,11 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (wheel,) = dist.glob("cdlm-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "cdlm/py.typed" in names and "cdlm/inference/model.py" in names
+    shipped = "cdlm/shipped/default/"  # the default model's weights travel with the wheel
+    for name in ("model.safetensors", "config.json", "recipe.json", "encoder/tokenizer.json"):
+        assert shipped + name in names, name
+    weights = zipfile.ZipFile(wheel).getinfo(shipped + "model.safetensors").file_size
+    assert weights <= 50 * 1024 * 1024
     assert not any(n.startswith(("tests/", "evals/")) for n in names)
     env_dir = root / "venv"
     res = _run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], root)

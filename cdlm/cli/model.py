@@ -17,7 +17,9 @@ model_app = typer.Typer(
 def build_default(
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", help="Model folder (default: <cdlm home>/models/default)."),
+        typer.Option(
+            "--output", "-o", help="Model folder (default: <cdlm home>/models/default-build)."
+        ),
     ] = None,
     force: Annotated[bool, typer.Option(help="Rebuild even if the same recipe is built.")] = False,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
@@ -40,15 +42,18 @@ def build_default(
     skip_without_data: Annotated[
         bool,
         typer.Option(
-            help="Without the CrossNER data, say so in one line and exit 0 (the install script)."
+            help="Without the CrossNER data, say so in one line and exit 0 (for scripts)."
         ),
     ] = False,
 ) -> None:
-    """Build the default model (seeded; skipped when the same recipe is built already)."""
+    """Build the default model from its recipe (seeded; skipped when the same recipe is built
+    already) and say whether it matches the shipped one. `cdlm predict` uses the shipped model;
+    pass --checkpoint default-build (or the --output folder) to use this build."""
     from cdlm.config import load_config
     from cdlm.data.registry import find_data_dir
     from cdlm.errors import DataError
     from cdlm.experiments.default_model import RESULTS_NAME, build_default, check_replaceable
+    from cdlm.experiments.ship import compare_with_shipped
     from cdlm.runs import model_dir
 
     cfg = load_config(config, {"train.threads": threads})
@@ -65,6 +70,7 @@ def build_default(
     if result.skipped:
         typer.echo(f"default model up to date: {result.path} (recipe {result.recipe})")
         return
+    typer.echo(compare_with_shipped(result, cfg.default_model.ship_tolerance))
     for head in result.heads:
         test = f"{100 * head.test.f1:.2f}" if head.test is not None else "-"
         typer.echo(f"{head.domain:<11} dev F1 {100 * head.dev.f1:6.2f}  test F1 {test:>6}")
@@ -72,6 +78,42 @@ def build_default(
     typer.echo(
         f"default model: {result.path} (best epoch {result.best_epoch}, built in "
         f"{result.build_seconds:.0f} s); scores in {results}"
+    )
+
+
+@model_app.command("ship")
+def ship(
+    built: Annotated[
+        Path,
+        typer.Option("--from", help="A model folder `cdlm model build-default` built today."),
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Shipped folder (default: the package's own)."),
+    ] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="CrossNER data folder.")] = None,
+    results_dir: Annotated[
+        Path, typer.Option(help="Where default_model_shipped.json/.md go.")
+    ] = Path("evals/results"),
+    config: Annotated[Path | None, typer.Option(help="TOML config file.")] = None,
+) -> None:
+    """Pack a built default model to int8 and ship it in the package, if every head's F1 stays
+    within default_model.ship_tolerance of the build's (maintainers: see the README)."""
+    from cdlm.config import load_config
+    from cdlm.experiments.ship import SHIPPED_NAME
+    from cdlm.experiments.ship import ship as ship_model
+
+    cfg = load_config(config)
+    result = ship_model(cfg, built, output, data_dir=data_dir, results_dir=results_dir)
+    for h in result.heads:
+        typer.echo(
+            f"{h.domain:<11} {h.split:<4} built {h.built_f1:6.2f}  shipped {h.shipped_f1:6.2f}"
+            f"  ({h.delta:+.2f})"
+        )
+    typer.echo(
+        f"shipped recipe {result.recipe}: {result.weights_bytes / 2**20:.1f} MiB "
+        f"(built {result.built_weights_bytes / 2**20:.1f} MiB); "
+        f"scores in {results_dir / (SHIPPED_NAME + '.json')}"
     )
 
 

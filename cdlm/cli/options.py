@@ -63,7 +63,8 @@ ModelOption = Annotated[
     str,
     typer.Option(
         "--checkpoint",
-        help="Model: 'default' (built by `cdlm model build-default`), a model folder "
+        help="Model: 'default' (shipped with cdlm), 'default-build' (`cdlm model "
+        "build-default`), a model folder "
         "(save_pretrained) or a `cdlm train` run.",
     ),
 ]

@@ -65,7 +65,8 @@ PredictModelOption = Annotated[
     str,
     typer.Option(
         "--checkpoint",
-        help="Model: 'default' (built by `cdlm model build-default`), a folder written by "
+        help="Model: 'default' (shipped with cdlm), 'default-build' (`cdlm model "
+        "build-default`), a folder written by "
         "save_pretrained or `cdlm train`, or 'none' with --llm (LLM-only mode).",
     ),
 ]

@@ -96,7 +96,8 @@ WithOption = Annotated[
         "--with",
         metavar="DOMAINS",
         help="Train beside these labelled domains, comma-separated (CrossNER names, the paper's "
-        "datasets, or folders), each through its own head; 'none' (default): the target alone.",
+        "datasets, or folders), each through its own head; 'all': CoNLL-2003 and the five "
+        "CrossNER domains less the target; 'none' (default): the target alone.",
     ),
 ]
 VariantOption = Annotated[

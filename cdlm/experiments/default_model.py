@@ -1,12 +1,14 @@
 """The default model: one encoder, a head per domain (news + the five CrossNER domains), built by
-``cdlm model build-default`` into ``<cdlm home>/models/default``.
+``cdlm model build-default`` into ``<cdlm home>/models/default-build``; ``cdlm model ship``
+(:mod:`cdlm.experiments.ship`) packs a build into the package as the shipped default model.
 
 The recipe (``default_model`` in :mod:`cdlm.config`), seeded:
 
 1. **Source pre-training** on CoNLL-2003: the cached source model of ``cdlm train``
    (:func:`cdlm.experiments.train.pretrain_source`), so a machine that trained any target
    before reuses it. Its head becomes the news head.
-2. **Joint fine-tuning** of a :class:`~cdlm.model.bundle.TaggerBundle`: each step is one batch
+2. **Joint fine-tuning** of a :class:`~cdlm.model.bundle.TaggerBundle` whose new heads start
+   from label semantics (:func:`start_label_rows`): each step is one batch
    of one domain through that domain's head; an epoch is every target train sentence once, plus
    ``source_mix`` CoNLL batches per target batch (drawn in turn from the whole CoNLL train
    split) so the news head stays valid while the shared encoder learns the new domains; the
@@ -103,15 +105,26 @@ def data_files(cfg: CdlmConfig, data_dir: Path | str | None) -> dict[str, Path]:
     return files
 
 
+def data_digests(files: dict[str, Path]) -> dict[str, str]:
+    """SHA-256 of each data file, by ``<head>/<split>``."""
+    return {key: hashlib.sha256(path.read_bytes()).hexdigest() for key, path in files.items()}
+
+
 def recipe_hash(cfg: CdlmConfig, files: dict[str, Path]) -> str:
     """Hash of the recipe, the training config, the encoder and the data's bytes."""
+    return recipe_hash_of(cfg, data_digests(files))
+
+
+def recipe_hash_of(cfg: CdlmConfig, digests: dict[str, str]) -> str:
+    """:func:`recipe_hash` from the data's digests (the shipped model records them, so its
+    recipe is checked on a machine without the data)."""
     from cdlm import __version__
     from cdlm.model.encoder import encoder_label
     from cdlm.runs import training_view
 
-    digests = {key: hashlib.sha256(path.read_bytes()).hexdigest() for key, path in files.items()}
+    recipe = cfg.default_model
     material = {
-        "recipe": cfg.default_model.model_dump(mode="json"),
+        "recipe": recipe.model_dump(mode="json", exclude=recipe.unhashed()),
         "training": training_view(bundle_config(cfg)),
         "encoder": encoder_label(cfg.encoder.name),
         "data": digests,
@@ -162,7 +175,7 @@ def build_default(
     force: bool = False,
     progress: bool = True,
 ) -> BuildResult:
-    """Build the default model into ``out`` (default: ``<cdlm home>/models/default``) unless
+    """Build the default model into ``out`` (default: ``<cdlm home>/models/default-build``) unless
     the same recipe is built there already (see the module docstring)."""
     import torch
 

@@ -107,6 +107,9 @@ class MultiSourceResult(TrainResult):
     total_seconds: float = 0.0  # the whole call: reading, source, training, scoring, saving
 
 
+ALL = "all"  # `--with all`: every labelled domain cdlm knows by name, less the target
+
+
 @dataclass
 class Auxiliary:
     """An auxiliary domain, read before any training."""
@@ -159,7 +162,8 @@ def multisource_config(
         cfg.train.target = target
     if auxiliaries is not None:
         cfg.multisource.auxiliaries = list(auxiliaries)
-    target_of(cfg)  # no target: one line
+    target = target_of(cfg)  # no target: one line
+    cfg.multisource.auxiliaries = expand_auxiliaries(target, cfg.multisource.auxiliaries)
     if cfg.multisource.auxiliaries:
         on = [
             name
@@ -177,6 +181,22 @@ def multisource_config(
                 f"{', '.join(on)} (or train without auxiliaries)"
             )
     return cfg
+
+
+def expand_auxiliaries(target: str, auxiliaries: Sequence[str]) -> list[str]:
+    """``ALL`` in the list stands for CoNLL-2003 and the five CrossNER domains, less the target
+    (the labelled domains every install can download); the rest are kept as given, in order,
+    without repeats."""
+    from cdlm.data.registry import DOMAINS
+
+    out: list[str] = []
+    for name in auxiliaries:
+        for domain in DOMAINS if name == ALL else (name,):
+            if name == ALL and domain_key(domain) == domain_key(target):
+                continue
+            if domain not in out:
+                out.append(domain)
+    return out
 
 
 def domain_key(domain: str) -> str:

@@ -136,7 +136,12 @@ def run_config(spec: SuiteSpec, variant: str, domain: str, seed: int) -> CdlmCon
         "train.target": domain,
         "train.seed": seed,
     }
-    return load_config(Path(spec.config) if spec.config else None, overrides)
+    cfg = load_config(Path(spec.config) if spec.config else None, overrides)
+    if cfg.multisource.auxiliaries:  # `all` named per target, as the run saves it
+        from cdlm.experiments.multisource import expand_auxiliaries
+
+        cfg.multisource.auxiliaries = expand_auxiliaries(domain, cfg.multisource.auxiliaries)
+    return cfg
 
 
 def run_folder(spec: SuiteSpec, config: CdlmConfig) -> tuple[Path, bool]:
@@ -544,12 +549,14 @@ def run_suite(
     part never overwrites the table with that part alone.
 
     ``train_fn(config, out_dir, data_dir=..., runs=..., progress=...)`` defaults to
+    :func:`cdlm.experiments.multisource.train_multisource`: a variant that sets
+    ``multisource.auxiliaries`` trains beside them, any other is exactly
     :func:`cdlm.experiments.train.train`.
     """
     from cdlm.provenance import stamp
 
     if train_fn is None:
-        from cdlm.experiments.train import train as train_fn
+        from cdlm.experiments.multisource import train_multisource as train_fn
 
     results_dir, ledger = Path(spec.results_dir), ledger_dir(spec)
     plan = planned_runs(spec)

@@ -19,9 +19,10 @@ Conventions, as Hugging Face pipelines and GLiNER users expect them:
   subset once and reasons over it several times (calibration, routed, naive).
 - ``from_pretrained`` / ``save_pretrained`` as in Hugging Face.
 
-Which model: ``"default"`` (or another bare name) is ``<cdlm home>/models/<name>``
-(:func:`cdlm.runs.model_dir`; built by ``cdlm model build-default``), anything else a folder:
-one written by :meth:`CDLM.save_pretrained` or a ``cdlm train`` run (one domain).
+Which model: ``"default"`` is the model shipped inside the package (``cdlm/shipped/default``,
+int8 weights: :mod:`cdlm.model.packing`); another bare name is ``<cdlm home>/models/<name>``
+(:func:`cdlm.runs.model_dir`; ``cdlm model build-default`` builds ``default-build``); anything
+else a folder: one written by :meth:`CDLM.save_pretrained` or a ``cdlm train`` run (one domain).
 
 The LLM: with ``llm=...`` the router picks the *hard* candidates of each text (``route="hard"``,
 the rule of ``routing.*``; ``"all"`` forces every candidate, ``"none"`` none) and the stages
@@ -46,7 +47,7 @@ from cdlm.reasoning import pipeline
 from cdlm.reasoning.pipeline import Outcome
 from cdlm.reasoning.routing import Router
 from cdlm.reasoning.stage import Task
-from cdlm.runs import DEFAULT_MODEL, model_dir
+from cdlm.runs import DEFAULT_MODEL, model_dir, shipped_dir
 
 if TYPE_CHECKING:
     from cdlm.llm.base import LLMBackend
@@ -68,25 +69,28 @@ def runtime_config(config: CdlmConfig | Path | str | None) -> CdlmConfig:
 
 
 def resolve_path(name_or_path: Path | str) -> Path:
-    """A folder as given, else a bare name (``"default"``) in the user's models folder."""
+    """A folder as given; ``"default"``: the model shipped in the package; another bare name:
+    the user's models folder (``default-build`` is what ``cdlm model build-default`` built)."""
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path
     name = str(name_or_path)
+    if name == DEFAULT_MODEL:
+        folder = shipped_dir()
+        if not (folder / "config.json").is_file():
+            raise ModelNotFoundError(
+                f"{folder}: the shipped default model is missing; reinstall cdlm, or build it "
+                "with `cdlm model build-default` and pass --checkpoint default-build"
+            )
+        return folder
     if "/" not in name and "\\" not in name and not name.startswith("."):
         folder = model_dir(name)
         if (folder / "config.json").is_file():
             return folder
-        if name == DEFAULT_MODEL:
-            raise ModelNotFoundError(
-                f"no default model at {folder}; build it with `cdlm model build-default` "
-                "(it needs the CrossNER data: `cdlm data download crossner`), or pass a "
-                "model folder"
-            )
     raise ModelNotFoundError(
-        f"no model at {path} (not a folder, nor a model name in "
-        f"{model_dir(DEFAULT_MODEL).parent}); "
-        "build the default one with `cdlm model build-default` or train one with `cdlm train`"
+        f"no model at {path} (not a folder, nor a model name in {model_dir().parent}); "
+        "use 'default' (shipped), build one with `cdlm model build-default` or train one with "
+        "`cdlm train`"
     )
 
 

@@ -44,8 +44,8 @@ if TYPE_CHECKING:
 IGNORE = -100  # tag id of padding words, skipped by the loss
 CHECKPOINT_FORMAT = 1
 HOW_TO_MAKE = (
-    "build the default model with `cdlm model build-default`, or train one with "
-    "`cdlm train --target DOMAIN` and pass its folder"
+    "reinstall cdlm for the shipped default model, or build it with `cdlm model build-default`, "
+    "or train one with `cdlm train --target DOMAIN` and pass its folder"
 )
 
 
@@ -554,15 +554,21 @@ def save_checkpoint(directory: Path | str, model: nn.Module, meta: dict[str, Any
 
 def load_weights(model: nn.Module, weights: Path, device: str | torch.device = "cpu") -> None:
     """``model.safetensors`` into ``model`` (strict: every tensor must match), then eval mode on
-    ``device``; a missing or corrupt file is a one-line error."""
+    ``device``; a missing or corrupt file is a one-line error. Packed int8 weights (the
+    shipped default model, :mod:`cdlm.model.packing`) are unpacked to fp32 first."""
     from safetensors import SafetensorError
     from safetensors.torch import load_model
+
+    from cdlm.model.packing import INT8_ROWS, load_packed, packing_of
 
     if not weights.is_file():
         raise ModelNotFoundError(f"{weights}: weights missing; {HOW_TO_MAKE}")
     try:
-        load_model(model, str(weights), device=str(device))
-    except (SafetensorError, RuntimeError, OSError) as exc:
+        if packing_of(weights) == INT8_ROWS:
+            model.load_state_dict(load_packed(weights), strict=True)
+        else:
+            load_model(model, str(weights), device=str(device))
+    except (SafetensorError, RuntimeError, OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0]
         raise ModelNotFoundError(f"{weights}: corrupt weights ({first}); {HOW_TO_MAKE}") from None
     model.eval()

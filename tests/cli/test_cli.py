@@ -81,6 +81,7 @@ WRITERS = {
     "graphs build": ["--out"],
     "graphs show": ["--out"],
     "model build-default": [],
+    "model ship": [],
 }
 
 

@@ -176,7 +176,7 @@ def test_a_model_or_empty_folder_is_replaced(tmp_path: Path, old: str) -> None:
 def test_the_command_writes_its_scores_into_the_model_folder(
     small_crossner: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`cdlm model build-default` (what the install runs) leaves the checkout's committed
+    """`cdlm model build-default` leaves the checkout's committed
     evals/results as they are: its scores go into the model folder unless told otherwise."""
     from cdlm.cli import main
 

@@ -292,3 +292,24 @@ def test_epoch_shares_follow_the_mixing_rule() -> None:
     assert abs(sum(hot.values()) - 400) <= 1
     assert ms.epoch_shares(sizes, 200, "temperature", 1.0) == {"big": 200, "mid": 150, "small": 50}
     assert ms.epoch_shares(sizes, None, "proportional", 2.0) == sizes
+
+
+def test_all_names_every_known_labelled_domain_but_the_target(tmp_path: Path) -> None:
+    """``--with all`` is CoNLL-2003 and the CrossNER domains less the target; a run saves (and
+    a suite hashes) the expanded list, so the two agree on the run."""
+    from cdlm.experiments.suite import SuiteSpec, run_config
+
+    others = ["conll2003", "science", "music", "literature", "ai"]
+    assert ms.expand_auxiliaries("politics", ["all"]) == others
+    assert ms.expand_auxiliaries("politics", ["ai", "all"]) == ["ai", *others[:-1]]
+    folder = str(tmp_path / "mine")
+    assert ms.expand_auxiliaries("politics", ["all", folder, "ai"]) == [*others, folder]
+    cfg = ms.multisource_config(_config(), "politics", ["all"])
+    assert cfg.multisource.auxiliaries == others
+    spec = SuiteSpec(
+        name="s",
+        variants=["ms"],
+        domains=["politics"],
+        define={"ms": {"base": "labels", "multisource.auxiliaries": ["all"]}},
+    )
+    assert run_config(spec, "ms", "politics", 1).multisource.auxiliaries == others

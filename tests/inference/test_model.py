@@ -21,7 +21,7 @@ import pytest
 from cdlm import CDLM
 from cdlm.config import load_config
 from cdlm.errors import ConfigError, DataError, ModelNotFoundError
-from cdlm.runs import model_dir
+from cdlm.runs import model_dir, shipped_dir
 
 MERKEL = "Angela Merkel met Emmanuel Macron in Paris to discuss the European Union budget."
 KEYS = {"start", "end", "text", "label", "score", "source"}
@@ -166,14 +166,19 @@ def test_stream_keeps_fields_order_and_reads_lazily(bundle: CDLM) -> None:
         list(bundle.stream(["ok", {"id": 1}]))
 
 
-def test_missing_default_model_says_how_to_build(
+def test_missing_models_say_how_to_get_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CDLM_HOME", str(tmp_path))
+    assert CDLM.from_pretrained("default").path == shipped_dir()  # shipped: no build needed
     with pytest.raises(ModelNotFoundError, match="cdlm model build-default"):
+        CDLM.from_pretrained("default-build")  # not built in this empty cdlm home
+    # A package whose shipped folder is gone (a broken install) says to reinstall.
+    monkeypatch.setattr("cdlm.inference.model.shipped_dir", lambda: tmp_path / "gone")
+    with pytest.raises(ModelNotFoundError, match="shipped default model is missing; reinstall"):
         CDLM.from_pretrained("default")
     # A path that is not there names the models folder the bare names are looked up in.
-    models = str(model_dir("default").parent)
+    models = str(model_dir().parent)
     with pytest.raises(ModelNotFoundError, match=rf"nor a model name in {re.escape(models)}\)"):
         CDLM.from_pretrained(tmp_path / "nothing" / "here")
 
