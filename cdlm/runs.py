@@ -11,7 +11,7 @@ reused, and claims on a folder that several processes may want at once.
   section or field cannot change a run hash, and committed ledgers keep their runs
   (``python evals/check_ledger_hashes.py`` checks every recorded hash).
 - Models for everyone: the default model ships inside the package (:func:`shipped_dir`,
-  ``cdlm/shipped/default``, int8 weights); other named models are
+  ``cdlm/shipped/default``, packed weights); other named models are
   ``<cdlm home>/models/<name>`` (:func:`model_dir`; ``cdlm model build-default`` builds into
   ``models/default-build``), found from any working folder.
 - Claims: ``<folder>.lock`` holds the owner's pid; a lock whose process is gone is stale (two

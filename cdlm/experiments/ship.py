@@ -1,12 +1,12 @@
 """Shipping the default model inside the package, and checking a build against it.
 
 ``cdlm model ship --from FOLDER`` (:func:`ship`) turns a model that ``cdlm model build-default``
-built from today's recipe into ``cdlm/shipped/default``: the same files, with the weights packed
-to int8 rows (:mod:`cdlm.model.packing`), a ``recipe.json`` that also holds the SHA-256 of every
-data file (so a test checks the recipe hash on a machine without the data) and a
-``scores.json`` with the built model's scores and the packed model's, head by head. Packed
-weights whose F1 on any head's dev or test split moves more than ``default_model.ship_tolerance``
-points are refused and nothing is replaced. The comparison is written to
+built from today's recipe into ``cdlm/shipped/default``: the same files, with the weights
+packed (:mod:`cdlm.model.packing`: int8 embedding rows, fp16 matrices), a ``recipe.json`` that
+also holds the SHA-256 of every data file (so a test checks the recipe hash on a machine
+without the data) and a ``scores.json`` with the built model's scores and the packed model's,
+head by head. Packed weights whose F1 on any head's dev or test split moves more than
+``default_model.ship_tolerance`` points are refused and nothing is replaced. The comparison is written to
 ``evals/results/default_model_shipped.{json,md}``.
 
 :func:`compare_with_shipped` is what ``build-default`` says after a build: whether it is the
@@ -179,9 +179,10 @@ def ship_markdown(result: ShipResult, prov: dict[str, Any]) -> str:
     mb = 1024 * 1024
     return "\n".join(
         [
-            "# The shipped default model: int8 weights against the built fp32 model",
+            "# The shipped default model: packed weights against the built fp32 model",
             "",
-            f"Weights {result.weights_bytes / mb:.1f} MiB packed (int8 rows) against "
+            f"Weights {result.weights_bytes / mb:.1f} MiB packed (int8 embedding rows, fp16 "
+            f"matrices) against "
             f"{result.built_weights_bytes / mb:.1f} MiB built (fp32); largest F1 move "
             f"{result.worst:.2f} points (tolerance {result.tolerance}).",
             "",

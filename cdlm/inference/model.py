@@ -20,7 +20,7 @@ Conventions, as Hugging Face pipelines and GLiNER users expect them:
 - ``from_pretrained`` / ``save_pretrained`` as in Hugging Face.
 
 Which model: ``"default"`` is the model shipped inside the package (``cdlm/shipped/default``,
-int8 weights: :mod:`cdlm.model.packing`); another bare name is ``<cdlm home>/models/<name>``
+packed weights: :mod:`cdlm.model.packing`); another bare name is ``<cdlm home>/models/<name>``
 (:func:`cdlm.runs.model_dir`; ``cdlm model build-default`` builds ``default-build``); anything
 else a folder: one written by :meth:`CDLM.save_pretrained` or a ``cdlm train`` run (one domain).
 

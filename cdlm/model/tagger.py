@@ -554,17 +554,17 @@ def save_checkpoint(directory: Path | str, model: nn.Module, meta: dict[str, Any
 
 def load_weights(model: nn.Module, weights: Path, device: str | torch.device = "cpu") -> None:
     """``model.safetensors`` into ``model`` (strict: every tensor must match), then eval mode on
-    ``device``; a missing or corrupt file is a one-line error. Packed int8 weights (the
+    ``device``; a missing or corrupt file is a one-line error. Packed weights (the
     shipped default model, :mod:`cdlm.model.packing`) are unpacked to fp32 first."""
     from safetensors import SafetensorError
     from safetensors.torch import load_model
 
-    from cdlm.model.packing import INT8_ROWS, load_packed, packing_of
+    from cdlm.model.packing import PACKED, load_packed, packing_of
 
     if not weights.is_file():
         raise ModelNotFoundError(f"{weights}: weights missing; {HOW_TO_MAKE}")
     try:
-        if packing_of(weights) == INT8_ROWS:
+        if packing_of(weights) == PACKED:
             model.load_state_dict(load_packed(weights), strict=True)
         else:
             load_model(model, str(weights), device=str(device))

@@ -12,7 +12,7 @@ from cdlm.config import load_config
 from cdlm.errors import ConfigError
 from cdlm.experiments.default_model import BuildResult, data_files, recipe_hash_of
 from cdlm.experiments.ship import HeadDelta, check_deltas, compare_with_shipped, ship
-from cdlm.model.packing import INT8_ROWS, packing_of
+from cdlm.model.packing import PACKED, packing_of
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def test_ship_packs_and_records_the_recipe_with_its_data(
     shipped: tuple[Path, Path], tiny_bundle: Path, tiny_bundle_config: dict, small_crossner: Path
 ) -> None:
     out, results = shipped
-    assert packing_of(out / "model.safetensors") == INT8_ROWS
+    assert packing_of(out / "model.safetensors") == PACKED
     assert (out / "encoder" / "tokenizer.json").is_file() and (out / "config.json").is_file()
     recipe = json.loads((out / "recipe.json").read_text())
     cfg = load_config(None, tiny_bundle_config)

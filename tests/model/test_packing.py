@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from cdlm.errors import ModelNotFoundError
 from cdlm.model.bundle import TaggerBundle
 from cdlm.model.packing import (
-    INT8_ROWS,
+    PACKED,
     SCALE_SUFFIX,
     WEIGHTS_KEY,
     pack,
@@ -37,32 +37,33 @@ def packed_bundle(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -
     return out
 
 
-def test_matrices_become_int8_rows_within_half_a_step(tiny_bundle: Path) -> None:
+def test_embeddings_become_int8_rows_matrices_fp16_vectors_stay(tiny_bundle: Path) -> None:
     state = TaggerBundle.load(tiny_bundle).state_dict()
     packed = pack(state)
     back = unpack(packed)
-    assert set(back) == set(state)
-    matrices = [n for n, t in state.items() if t.dim() == 2 and t.shape[1] >= 16]
-    assert any(n.startswith("heads.") for n in matrices) and len(matrices) > 20
+    assert set(back) == set(state) and all(t.dtype == torch.float32 for t in back.values())
+    (table,) = [n for n in state if n.endswith("word_embeddings.weight")]
+    assert packed[table].dtype == torch.int8
+    step = packed[table + SCALE_SUFFIX][:, None]
+    assert torch.all((back[table] - state[table]).abs() <= step / 2 + 1e-7)
+    halves = [n for n, t in packed.items() if t.dtype == torch.float16]
+    assert any(n.startswith("heads.") for n in halves) and len(halves) > 20
     for name, tensor in state.items():
-        if name in matrices:
-            assert packed[name].dtype == torch.int8
-            step = packed[name + SCALE_SUFFIX][:, None]
-            assert torch.all((back[name] - tensor).abs() <= step / 2 + 1e-7), name
-        else:  # vectors (biases, LayerNorm) and narrow matrices stay exact
-            assert name + SCALE_SUFFIX not in packed
+        if name in halves:
+            assert torch.allclose(back[name], tensor, rtol=1e-3, atol=1e-4), name
+        elif name != table:  # vectors (biases, LayerNorm) stay exact
             assert torch.equal(back[name], tensor.float()), name
 
 
-def test_packed_weights_quarter_the_file_and_tag_alike(
+def test_packed_weights_shrink_the_file_and_tag_alike(
     tiny_bundle: Path, packed_bundle: Path
 ) -> None:
     built, shipped = tiny_bundle / "model.safetensors", packed_bundle / "model.safetensors"
-    assert packing_of(shipped) == INT8_ROWS and packing_of(built) is None
-    assert shipped.stat().st_size < 0.3 * built.stat().st_size
+    assert packing_of(shipped) == PACKED and packing_of(built) is None
+    assert shipped.stat().st_size < 0.45 * built.stat().st_size
     a = TaggerBundle.load(tiny_bundle).tagger("politics").predict_proba(WORDS)[0]
     b = TaggerBundle.load(packed_bundle).tagger("politics").predict_proba(WORDS)[0]
-    assert np.abs(a - b).max() < 0.05  # probabilities, not just the argmax
+    assert np.abs(a - b).max() < 0.02  # probabilities, not just the argmax
 
 
 def test_a_packed_tensor_without_its_scales_is_refused(packed_bundle: Path, tmp_path: Path) -> None:
@@ -73,7 +74,7 @@ def test_a_packed_tensor_without_its_scales_is_refused(packed_bundle: Path, tmp_
         unpack(tensors)
     broken = tmp_path / "model"
     shutil.copytree(packed_bundle, broken)
-    save_file(tensors, str(broken / "model.safetensors"), metadata={WEIGHTS_KEY: INT8_ROWS})
+    save_file(tensors, str(broken / "model.safetensors"), metadata={WEIGHTS_KEY: PACKED})
     with pytest.raises(ModelNotFoundError, match=r"model\.safetensors: corrupt weights"):
         TaggerBundle.load(broken)
 
