@@ -200,11 +200,14 @@ def build_default(
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     try:
-        result = _build(cfg, out, key, data_dir, runs, progress, start)
+        # Stamped before training: the commit and command that ran, not the checkout's state
+        # after a half-hour build (which may have moved on).
+        prov = provenance(cfg)
+        result = _build(cfg, out, key, data_dir, runs, progress, start, prov)
     finally:
         torch.set_num_threads(threads)
     if results_dir is not None:
-        write_build_results(result, cfg, Path(results_dir) / f"{RESULTS_NAME}.json")
+        write_build_results(result, cfg, Path(results_dir) / f"{RESULTS_NAME}.json", prov)
     return result
 
 
@@ -244,6 +247,7 @@ def _build(
     runs: Path | str | None,
     progress: bool,
     start: float,
+    prov: dict[str, Any],
 ) -> BuildResult:
     from cdlm.model.bundle import TaggerBundle
 
@@ -276,7 +280,7 @@ def _build(
         fine_tune_seconds=fine_seconds,
         build_seconds=time.perf_counter() - start,
     )
-    save_build(bundle, result, cfg, out)
+    save_build(bundle, result, cfg, out, prov)
     return result
 
 
@@ -308,7 +312,9 @@ def score_heads(
     return scores
 
 
-def save_build(bundle: TaggerBundle, result: BuildResult, cfg: CdlmConfig, out: Path) -> None:
+def save_build(
+    bundle: TaggerBundle, result: BuildResult, cfg: CdlmConfig, out: Path, prov: dict[str, Any]
+) -> None:
     """The model, its scores and its recipe into ``out``, through a fresh temporary folder
     beside it (never a fixed name that could be the user's) moved into place at the end."""
     key = result.recipe
@@ -317,7 +323,7 @@ def save_build(bundle: TaggerBundle, result: BuildResult, cfg: CdlmConfig, out: 
     tmp.mkdir()  # (the umask's permissions, as the model folder will have)
     try:
         bundle.save(tmp, extra={"recipe": key})
-        record = {**result.model_dump(mode="json"), "provenance": provenance(cfg)}
+        record = {**result.model_dump(mode="json"), "provenance": prov}
         write_json(tmp / SCORES_FILE, record)
         write_json(tmp / RECIPE_FILE, {"recipe": key, "config": cfg.saved_dump()})
         install_model(tmp, out)
@@ -493,8 +499,10 @@ def provenance(cfg: CdlmConfig) -> dict[str, Any]:
     return stamp(seed=cfg.default_model.seed, config=cfg.model_dump(mode="json"))
 
 
-def write_build_results(result: BuildResult, cfg: CdlmConfig, path: Path) -> Path:
-    """``evals/results/default_model.{json,md}``: the scores with command, config, seed, commit."""
-    prov = provenance(cfg)
+def write_build_results(
+    result: BuildResult, cfg: CdlmConfig, path: Path, prov: dict[str, Any]
+) -> Path:
+    """``evals/results/default_model.{json,md}``: the scores with command, config, seed, commit
+    (``prov``, stamped when the build started)."""
     record = {**result.model_dump(mode="json"), "provenance": prov}
     return write_results(path, record, results_markdown(result, cfg, prov))

@@ -6,8 +6,8 @@ packed (:mod:`cdlm.model.packing`: int8 embedding rows, fp16 matrices), a ``reci
 also holds the SHA-256 of every data file (so a test checks the recipe hash on a machine
 without the data) and a ``scores.json`` with the built model's scores and the packed model's,
 head by head. Packed weights whose F1 on any head's dev or test split moves more than
-``default_model.ship_tolerance`` points are refused and nothing is replaced. The comparison is written to
-``evals/results/default_model_shipped.{json,md}``.
+``default_model.ship_tolerance`` points are refused and nothing is replaced. The comparison is
+written to ``evals/results/default_model_shipped.{json,md}``.
 
 :func:`compare_with_shipped` is what ``build-default`` says after a build: whether it is the
 shipped recipe, and each head's F1 against the shipped model's build.
