@@ -46,9 +46,10 @@ def build_default(
         ),
     ] = False,
 ) -> None:
-    """Build the default model from its recipe (seeded; skipped when the same recipe is built
-    already) and say whether it matches the shipped one. `cdlm predict` uses the shipped model;
-    pass --checkpoint default-build (or the --output folder) to use this build."""
+    """Rebuild the shipped default model from its recipe and say whether it matches.
+
+    Seeded; skipped when the same recipe is built there already. `cdlm predict` uses the shipped
+    model; pass --checkpoint default-build (or the --output folder) to use this build."""
     from cdlm.config import load_config
     from cdlm.data.registry import find_data_dir
     from cdlm.errors import DataError
@@ -97,8 +98,9 @@ def ship(
     ] = Path("evals/results"),
     config: Annotated[Path | None, typer.Option(help="TOML config file.")] = None,
 ) -> None:
-    """Pack a built default model to int8 and ship it in the package, if every head's F1 stays
-    within default_model.ship_tolerance of the build's (maintainers: see the README)."""
+    """Pack a built default model into the package (maintainers; docs/commands.md).
+
+    Refused when any head's F1 moves more than default_model.ship_tolerance from the build's."""
     from cdlm.config import load_config
     from cdlm.experiments.ship import SHIPPED_NAME
     from cdlm.experiments.ship import ship as ship_model

@@ -185,17 +185,17 @@ def multisource_config(
 
 def expand_auxiliaries(target: str, auxiliaries: Sequence[str]) -> list[str]:
     """``ALL`` in the list stands for CoNLL-2003 and the five CrossNER domains, less the target
-    (the labelled domains every install can download); the rest are kept as given, in order,
-    without repeats."""
+    and those the list names itself; the other names are kept as given (a repeat is still the
+    one-line error of :func:`head_names`)."""
     from cdlm.data.registry import DOMAINS
 
+    named = {domain_key(n) for n in [target, *auxiliaries] if n != ALL}
     out: list[str] = []
     for name in auxiliaries:
-        for domain in DOMAINS if name == ALL else (name,):
-            if name == ALL and domain_key(domain) == domain_key(target):
-                continue
-            if domain not in out:
-                out.append(domain)
+        if name != ALL:
+            out.append(name)
+            continue
+        out += [d for d in DOMAINS if domain_key(d) not in named and d not in out]
     return out
 
 

@@ -303,7 +303,8 @@ def test_all_names_every_known_labelled_domain_but_the_target(tmp_path: Path) ->
     assert ms.expand_auxiliaries("politics", ["all"]) == others
     assert ms.expand_auxiliaries("politics", ["ai", "all"]) == ["ai", *others[:-1]]
     folder = str(tmp_path / "mine")
-    assert ms.expand_auxiliaries("politics", ["all", folder, "ai"]) == [*others, folder]
+    assert ms.expand_auxiliaries("politics", ["all", folder, "ai"]) == [*others[:-1], folder, "ai"]
+    assert ms.expand_auxiliaries("politics", ["ai", "ai"]) == ["ai", "ai"]  # head_names refuses
     cfg = ms.multisource_config(_config(), "politics", ["all"])
     assert cfg.multisource.auxiliaries == others
     spec = SuiteSpec(
