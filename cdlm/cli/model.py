@@ -70,8 +70,9 @@ def build_default(
     result = build_default(cfg, output, data_dir=data_dir, runs=runs_dir, results_dir=results_dir)
     if result.skipped:
         typer.echo(f"default model up to date: {result.path} (recipe {result.recipe})")
-        return
     typer.echo(compare_with_shipped(result, cfg.default_model.ship_tolerance))
+    if result.skipped:
+        return
     for head in result.heads:
         test = f"{100 * head.test.f1:.2f}" if head.test is not None else "-"
         typer.echo(f"{head.domain:<11} dev F1 {100 * head.dev.f1:6.2f}  test F1 {test:>6}")

@@ -151,6 +151,15 @@ def is_built(out: Path, recipe: str, files: dict[str, Path]) -> bool:
         return False
 
 
+def recorded_heads(out: Path) -> list[HeadScores]:
+    """The head scores a finished build recorded (none when its scores file is unreadable)."""
+    try:
+        record = json.loads((out / SCORES_FILE).read_text(encoding="utf-8"))
+        return BuildResult.model_validate(record).heads
+    except (OSError, ValueError):
+        return []
+
+
 def bundle_config(cfg: CdlmConfig) -> CdlmConfig:
     """The config saved with the model: a plain tagger, variant ``default``. Its heads start
     with label semantics (``tagger.label_init``, as ``cdlm train`` and the multi-source recipe
@@ -195,7 +204,7 @@ def build_default(
     files = data_files(cfg, data_dir)
     key = recipe_hash(cfg, files)
     if not force and is_built(out, key, files):
-        return BuildResult(path=str(out), skipped=True, recipe=key)
+        return BuildResult(path=str(out), skipped=True, recipe=key, heads=recorded_heads(out))
     threads = torch.get_num_threads()
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)

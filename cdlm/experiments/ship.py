@@ -81,7 +81,8 @@ def head_deltas(built: list[HeadScores], shipped: list[HeadScores]) -> list[Head
     by_name = {h.domain: h for h in shipped}
     out = []
     for b in built:
-        s = by_name[b.domain]
+        if (s := by_name.get(b.domain)) is None:
+            continue
         for split in ("dev", "test"):
             bs, ss = getattr(b, split), getattr(s, split)
             if bs is None or ss is None:
@@ -212,6 +213,8 @@ def compare_with_shipped(result: BuildResult, tolerance: float, shipped: Path | 
             "this is another model (ship it with `cdlm model ship`)"
         )
     deltas = head_deltas(heads, result.heads)
+    if not deltas:
+        return f"same recipe as the shipped model ({result.recipe}); no scores to compare"
     worst = max(deltas, key=lambda d: abs(d.delta))
     verdict = "matches" if abs(worst.delta) <= tolerance else "does not match"
     return (
