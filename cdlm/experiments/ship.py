@@ -36,6 +36,7 @@ from cdlm.experiments.default_model import (
     load_joint_data,
     provenance,
     recipe_hash_of,
+    recorded_heads,
     score_heads,
 )
 from cdlm.results import RESULTS_DIR, portable, write_json, write_results
@@ -204,9 +205,9 @@ def compare_with_shipped(result: BuildResult, tolerance: float, shipped: Path | 
     folder = shipped or shipped_dir()
     try:
         recipe = read_json(folder / RECIPE_FILE)
-        heads = BuildResult.model_validate(read_json(folder / SCORES_FILE)).heads
-    except (ModelNotFoundError, ValueError):
+    except ModelNotFoundError:
         return f"no shipped model to compare with ({folder})"
+    heads = recorded_heads(folder)
     if recipe.get("recipe") != result.recipe:
         return (
             f"recipe {result.recipe} differs from the shipped model's {recipe.get('recipe')}: "
